@@ -1,0 +1,4 @@
+"""`python -m detkit` runs the CLI."""
+from detkit.cli.main import main
+
+main()

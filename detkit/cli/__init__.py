@@ -1,0 +1,1 @@
+"""The `detkit` command line: modules here parse arguments and call library code."""

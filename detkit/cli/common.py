@@ -1,0 +1,40 @@
+"""Options and helpers shared by every CLI command."""
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from detkit.config import Config, load_config
+
+
+def config_options(func: Callable) -> Callable:
+    """Add -c/--config (repeatable) and -o/--override (repeatable) to a command."""
+    func = click.option(
+        "-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="Override a config value, e.g. -o train.batch_size=2 (value parsed as YAML; repeatable).",
+    )(func)
+    func = click.option(
+        "-c", "--config", "config_files", multiple=True, type=click.Path(dir_okay=False),
+        help="YAML config file merged over the defaults (repeatable; later wins).",
+    )(func)
+    return func
+
+
+def build_config(config_files: tuple[str, ...], overrides: tuple[str, ...]) -> Config:
+    """Load and validate the config once, for a command to pass down."""
+    return load_config(config_files, overrides)
+
+
+def tensorflow(ctx: click.Context | None = None):
+    """Import TensorFlow quietly unless the top-level --verbose flag was given."""
+    from detkit.utils.tf_quiet import import_tensorflow
+
+    ctx = ctx or click.get_current_context(silent=True)
+    verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+    return import_tensorflow(verbose)
+
+
+def echo_err(message: str) -> None:
+    """A log line on stderr."""
+    click.echo(message, err=True)

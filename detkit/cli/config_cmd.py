@@ -1,0 +1,20 @@
+"""`detkit config`: show the merged, validated config."""
+from __future__ import annotations
+
+import click
+
+from detkit.cli.common import build_config, config_options
+
+
+@click.group("config")
+def config_group() -> None:
+    """Inspect the configuration schema."""
+
+
+@config_group.command("show")
+@config_options
+def show(config_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Print the merged, validated config as YAML."""
+    from detkit.config import dump_yaml
+
+    click.echo(dump_yaml(build_config(config_files, overrides)), nl=False)

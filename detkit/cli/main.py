@@ -1,0 +1,76 @@
+"""Entry point of the `detkit` command: a click group and one-line error reporting."""
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from detkit import __version__
+from detkit.cli.config_cmd import config_group
+from detkit.errors import DetkitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="detkit")
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """detkit: train and use Faster R-CNN object detectors (TensorFlow 2 / Keras 3)."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+
+
+cli.add_command(config_group)
+
+
+def _register_commands() -> None:
+    """Attach the command groups; their modules import TensorFlow only when run."""
+    import importlib
+
+    for module, attr in [
+        ("detkit.cli.dataset", "dataset_group"),
+        ("detkit.cli.train", "train"),
+        ("detkit.cli.predict", "predict"),
+        ("detkit.cli.eval", "evaluate"),
+        ("detkit.cli.checkpoint", "checkpoint_group"),
+        ("detkit.cli.demo", "demo"),
+        ("detkit.cli.server", "server_group"),
+    ]:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue  # command not built yet in this version
+            raise
+        cli.add_command(getattr(mod, attr))
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Run the CLI; DetkitError becomes one line on stderr and its exit code."""
+    verbose = "-v" in sys.argv[1:2] or "--verbose" in sys.argv[1:2]
+    try:
+        cli.main(standalone_mode=False, prog_name="detkit")
+    except click.exceptions.Abort:
+        click.echo("detkit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except DetkitError as exc:
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"detkit: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("detkit: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

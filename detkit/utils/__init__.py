@@ -1,0 +1,1 @@
+"""Small helpers shared across detkit: atomic writes, progress bars, quiet TensorFlow."""

@@ -1,0 +1,14 @@
+"""Progress bars on stderr with rate and ETA."""
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Optional
+
+from tqdm import tqdm
+
+
+def progress(iterable: Optional[Iterable] = None, total: Optional[int] = None, desc: str = "", unit: str = "it",
+             disable: bool = False) -> tqdm:
+    """A tqdm bar on stderr showing count, rate (unit/s) and ETA."""
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=disable, mininterval=0.5, smoothing=0.1)

@@ -1,0 +1,31 @@
+"""Install detkit: `pip install -e .[test]`."""
+from setuptools import find_packages, setup
+
+setup(
+    name="detkit",
+    version="0.1.0",
+    description="Faster R-CNN object detection toolkit: TensorFlow 2 + Keras 3 with a one-config CLI",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["detkit", "detkit.*"]),
+    package_data={"detkit": ["config/*.yml", "data/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "tensorboard>=2.16",
+        "numpy",
+        "click>=8.0",
+        "pyyaml",
+        "pillow",
+        "tqdm",
+        "pycocotools>=2.0.7",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout"],
+    },
+    entry_points={"console_scripts": ["detkit=detkit.cli.main:main"]},
+)
