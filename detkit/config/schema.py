@@ -53,7 +53,7 @@ class BaseNetworkConfig:
 
     name: Literal["vgg16", "resnet50", "resnet101", "mobilenet_v2", "small_resnet"] = "resnet50"
     # "imagenet", "none", or a path to a weights file.
-    weights: str = "none"
+    weights: str = "imagenet"
     trainable: bool = True
     # Layers before this one stay frozen ("" = fine-tune everything).
     fine_tune_from: str = ""
@@ -97,8 +97,8 @@ class RPNConfig:
 
     channels: int = 512
     target: TargetConfig = field(default_factory=TargetConfig)
-    # Anchors crossing the image border by more than this many pixels are ignored in training.
-    allowed_border: float = 0.0
+    # Anchors crossing the image border by more than this many pixels are ignored in training; < 0 keeps all.
+    allowed_border: float = -1.0
     # When no anchor passes foreground_iou, each ground-truth box's best anchors become foreground.
     match_low_quality: bool = True
     train_proposals: ProposalsConfig = field(default_factory=ProposalsConfig)

@@ -1,0 +1,185 @@
+"""`detkit dataset inspect`: counts per class, image and box size statistics, and drawn samples."""
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from detkit.datasets.classes import read_classes
+from detkit.datasets.tfrecord import find_shards, parse_example
+from detkit.errors import DatasetError
+from detkit.utils.atomic import write_bytes
+
+SMALL_BOX = 16  # pixels; boxes narrower or shorter than this are hard for stride-16 features
+
+
+def _tf() -> Any:
+    """TensorFlow, imported quietly."""
+    from detkit.utils.tf_quiet import import_tensorflow
+
+    return import_tensorflow()
+
+
+def iter_records(directory: str, split: str, with_images: bool = False) -> Iterator[dict[str, Any]]:
+    """Parsed records of a split as numpy values (keys of `parse_example`), shard by shard."""
+    tf = _tf()
+
+    def parse(serialized: Any) -> dict[str, Any]:
+        """parse_example, without the image bytes unless wanted."""
+        parsed = parse_example(serialized)
+        return parsed if with_images else {k: v for k, v in parsed.items() if k != "image"}
+
+    for path in find_shards(directory, split):
+        try:
+            yield from tf.data.TFRecordDataset(path).map(parse).as_numpy_iterator()
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
+            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]})") from None
+
+
+def describe(values: Sequence[float]) -> dict[str, float]:
+    """min, mean, median and max, rounded; zeros for no values."""
+    if len(values) == 0:
+        return {"min": 0.0, "mean": 0.0, "median": 0.0, "max": 0.0}
+    arr = np.asarray(values, dtype=np.float64)
+    return {k: round(float(f(arr)), 3) for k, f in
+            (("min", np.min), ("mean", np.mean), ("median", np.median), ("max", np.max))}
+
+
+@dataclass
+class _Tally:
+    """Running counts and size lists while reading a split."""
+
+    classes: list[str]
+    per_class: dict[str, Counter] = field(default_factory=dict)
+    formats: Counter = field(default_factory=Counter)
+    sizes: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in _SIZE_KEYS})
+    images: int = 0
+    negatives: int = 0
+    invalid: int = 0
+    small: int = 0
+
+    def add(self, rec: dict[str, Any]) -> None:
+        """Count one parsed record."""
+        w, h = int(rec["width"]), int(rec["height"])
+        labels = rec["labels"].tolist()
+        self.images += 1
+        self.negatives += not labels
+        self.formats[rec["format"].decode()] += 1
+        self.sizes["image_width"].append(w)
+        self.sizes["image_height"].append(h)
+        self.sizes["boxes_per_image"].append(len(labels))
+        for label in set(labels):
+            if 1 <= label <= len(self.classes):
+                self._counts(label)["images"] += 1
+        for box, label, diff, crowd in zip(rec["boxes"], labels, rec["difficult"], rec["is_crowd"]):
+            if not 1 <= label <= len(self.classes):
+                self.invalid += 1
+                continue
+            counts = self._counts(label)
+            counts.update(boxes=1, difficult=int(diff), crowd=int(crowd))
+            self._add_box(box, w, h)
+
+    def _counts(self, label: int) -> Counter:
+        """The counter of a (valid) label's class."""
+        return self.per_class.setdefault(self.classes[label - 1], Counter())
+
+    def _add_box(self, box: Sequence[float], w: int, h: int) -> None:
+        """Record a box's pixel size, shape and relative area."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        bw, bh = (x1 - x0) * w, (y1 - y0) * h
+        self.sizes["box_width"].append(bw)
+        self.sizes["box_height"].append(bh)
+        self.sizes["box_aspect_ratio"].append(bh / bw if bw > 0 else 0.0)
+        self.sizes["box_area_fraction"].append((x1 - x0) * (y1 - y0))
+        self.small += bw < SMALL_BOX or bh < SMALL_BOX
+
+
+_SIZE_KEYS = ("boxes_per_image", "image_width", "image_height", "box_width", "box_height",
+              "box_aspect_ratio", "box_area_fraction")
+
+
+def inspect_split(directory: str, split: str) -> dict[str, Any]:
+    """Statistics of one split of a converted dataset."""
+    tally = _Tally(read_classes(directory))
+    for rec in iter_records(directory, split):
+        tally.add(rec)
+    stats: dict[str, Any] = {
+        "directory": directory,
+        "split": split,
+        "images": tally.images,
+        "negatives": tally.negatives,
+        "boxes": len(tally.sizes["box_width"]),
+        "formats": dict(tally.formats),
+        "classes": {c: {"label": i + 1, **{k: tally.per_class.get(c, Counter())[k]
+                                          for k in ("boxes", "images", "difficult", "crowd")}}
+                    for i, c in enumerate(tally.classes)},
+        "invalid_labels": tally.invalid,
+    }
+    # box_aspect_ratio is height / width; box_area_fraction is of the image area.
+    stats.update({key: describe(tally.sizes[key]) for key in _SIZE_KEYS})
+    stats[f"boxes_smaller_than_{SMALL_BOX}px"] = int(tally.small)
+    return stats
+
+
+def format_report(stats: dict[str, Any]) -> str:
+    """The statistics as an aligned text report."""
+    lines = [
+        f"{stats['directory']} split {stats['split']}: {stats['images']} images "
+        f"({stats['negatives']} without boxes), {stats['boxes']} boxes, formats "
+        + ", ".join(f"{k} {v}" for k, v in sorted(stats["formats"].items())),
+        "",
+        f"{'label':>5}  {'class':<24} {'boxes':>7} {'images':>7} {'difficult':>9} {'crowd':>6}",
+    ]
+    for name, c in stats["classes"].items():
+        lines.append(f"{c['label']:>5}  {name:<24} {c['boxes']:>7} {c['images']:>7} "
+                     f"{c['difficult']:>9} {c['crowd']:>6}")
+    if stats["invalid_labels"]:
+        lines.append(f"WARNING: {stats['invalid_labels']} boxes have labels outside classes.json")
+    lines += ["", f"{'':<22} {'min':>9} {'mean':>9} {'median':>9} {'max':>9}"]
+    for key, title in (("boxes_per_image", "boxes per image"), ("image_width", "image width (px)"),
+                       ("image_height", "image height (px)"), ("box_width", "box width (px)"),
+                       ("box_height", "box height (px)"), ("box_aspect_ratio", "box height/width"),
+                       ("box_area_fraction", "box area / image")):
+        d = stats[key]
+        lines.append(f"{title:<22} {d['min']:>9g} {d['mean']:>9g} {d['median']:>9g} {d['max']:>9g}")
+    small = f"boxes_smaller_than_{SMALL_BOX}px"
+    lines.append(f"boxes under {SMALL_BOX} px wide or high: {stats[small]}")
+    return "\n".join(lines)
+
+
+def draw_split(directory: str, split: str, count: int, draw_dir: str) -> list[str]:
+    """Write the first `count` images of a split with their boxes drawn; the written paths."""
+    from PIL import Image
+
+    from detkit.datasets.draw import draw_boxes
+
+    classes = read_classes(directory)
+    written: list[str] = []
+    if count <= 0:
+        return written
+    os.makedirs(draw_dir, exist_ok=True)
+    for i, rec in enumerate(iter_records(directory, split, with_images=True)):
+        if i >= count:
+            break
+        w, h = int(rec["width"]), int(rec["height"])
+        boxes = [(x0 * w, y0 * h, x1 * w, y1 * h) for x0, y0, x1, y1 in rec["boxes"]]
+        texts = [_box_text(classes, int(label), bool(diff)) for label, diff in zip(rec["labels"], rec["difficult"])]
+        with Image.open(io.BytesIO(rec["image"])) as im:
+            drawn = draw_boxes(im, boxes, [int(v) for v in rec["labels"]], texts)
+        buf = io.BytesIO()
+        drawn.save(buf, format="JPEG", quality=90)
+        stem = os.path.splitext(os.path.basename(rec["filename"].decode()))[0] or "image"
+        path = os.path.join(draw_dir, f"{split}-{i:04d}-{stem}.jpg")
+        write_bytes(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
+def _box_text(classes: Sequence[str], label: int, difficult: bool) -> str:
+    """The class name shown on a box."""
+    name = classes[label - 1] if 1 <= label <= len(classes) else f"label {label}"
+    return f"{name} (difficult)" if difficult else name

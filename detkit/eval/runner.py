@@ -1,0 +1,59 @@
+"""Run a model over a TFRecord split and score its detections (VOC mAP + COCO metrics)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from detkit.config import Config
+from detkit.datasets import pipeline
+from detkit.eval.metrics import Detections, GroundTruth, evaluate
+from detkit.utils.progress import progress
+
+
+def collect(model: tf.keras.Model | object, cfg: Config, dataset_dir: str, split: str,
+            show_progress: bool = True, limit: Optional[int] = None) -> tuple[list[GroundTruth], list[Detections]]:
+    """Ground truth and detections of every image of a split, in original-image pixels."""
+    ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1)
+    spec = ds.element_spec
+
+    @tf.function(input_signature=[tf.TensorSpec(spec["image"].shape, tf.float32),
+                                  tf.TensorSpec(spec["image_hw"].shape, tf.int32)])
+    def infer(images, image_hw):
+        return model((images, image_hw), training=False)
+
+    total = pipeline.count_records(dataset_dir, split)
+    gts, dets = [], []
+    bar = progress(total=total if limit is None else min(total, limit), desc=f"eval {split}", unit="img",
+                   disable=not show_progress)
+    for i, batch in enumerate(ds):
+        if limit is not None and i >= limit:
+            break
+        out = infer(batch["image"], batch["image_hw"])
+        orig = batch["original_hw"].numpy()[0].astype(np.float64)
+        new = batch["image_hw"].numpy()[0].astype(np.float64)
+        sy, sx = orig / new
+        scale = np.array([sx, sy, sx, sy])
+        name = batch["filename"].numpy()[0].decode("utf-8", "replace")
+        image_id = f"{i}:{name}"
+        labels = batch["labels"].numpy()[0]
+        keep = labels > 0
+        gts.append(GroundTruth(
+            image_id=image_id, boxes=batch["boxes"].numpy()[0][keep] * scale, labels=labels[keep],
+            difficult=batch["difficult"].numpy()[0][keep], iscrowd=batch["is_crowd"].numpy()[0][keep],
+            width=int(orig[1]), height=int(orig[0]),
+        ))
+        n = int(out["num_detections"][0])
+        dets.append(Detections(image_id=image_id, boxes=out["boxes"].numpy()[0][:n] * scale,
+                               labels=out["labels"].numpy()[0][:n], scores=out["scores"].numpy()[0][:n]))
+        bar.update(1)
+    bar.close()
+    return gts, dets
+
+
+def evaluate_model(model, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
+                   show_progress: bool = True) -> dict:
+    """VOC and COCO metrics of `model` on a split."""
+    gts, dets = collect(model, cfg, dataset_dir, split, show_progress)
+    return evaluate(gts, dets, class_names, iou_threshold=cfg.eval.iou_threshold)

@@ -1,0 +1,1 @@
+"""Faster R-CNN pieces, one concept per module (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Training: optimiser, schedules, checkpoints, TensorBoard summaries and the loop."""

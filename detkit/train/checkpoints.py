@@ -1,0 +1,92 @@
+"""Run directories and checkpoints: what is saved, where, and how it is found and restored."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import tensorflow as tf
+
+from detkit.errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.yml"
+CLASSES_FILE = "classes.json"
+
+
+@dataclass
+class ResolvedCheckpoint:
+    """A checkpoint prefix and the run directory holding its config and class map."""
+
+    run_dir: str
+    prefix: str
+    step: int
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    """Where a run keeps its checkpoints."""
+    return os.path.join(run_dir, CHECKPOINT_DIR)
+
+
+def latest_checkpoint(run_dir: str) -> Optional[str]:
+    """The newest complete checkpoint prefix of a run, or None."""
+    directory = checkpoint_dir(run_dir)
+    if not os.path.isdir(directory):
+        return None
+    return tf.train.latest_checkpoint(directory)
+
+
+def step_of(prefix: str) -> int:
+    """The step number encoded in a checkpoint prefix (ckpt-N)."""
+    try:
+        return int(prefix.rsplit("-", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def resolve(path: str) -> ResolvedCheckpoint:
+    """Accept a run dir, its checkpoints dir, or a checkpoint prefix; return the checkpoint to load."""
+    path = os.path.normpath(path)
+    if os.path.isdir(path):
+        run_dir = os.path.dirname(path) if os.path.basename(path) == CHECKPOINT_DIR else path
+        prefix = latest_checkpoint(run_dir)
+        if prefix is None:
+            raise CheckpointError(f"{path}: no checkpoint found (train first with `detkit train -c config.yml`)")
+    elif os.path.isfile(path + ".index"):
+        prefix = path
+        run_dir = os.path.dirname(os.path.dirname(path))
+    else:
+        raise CheckpointError(f"{path}: not a run directory or checkpoint (expected RUN_DIR or RUN_DIR/checkpoints/ckpt-N)")
+    if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+        raise CheckpointError(f"{run_dir}: no {CONFIG_FILE} beside the checkpoint; cannot rebuild the model")
+    return ResolvedCheckpoint(run_dir=run_dir, prefix=prefix, step=step_of(prefix))
+
+
+def restore_model(model: tf.Module, prefix: str) -> None:
+    """Load model weights only (no optimizer) from a checkpoint, failing clearly on a mismatch."""
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{prefix}: checkpoint does not match the model built from its config ({first})"
+        ) from None
+
+
+def restore_for_finetuning(model, prefix: str, same_classes: bool) -> None:
+    """Initialise from another run: everything if the class count matches, else all but the class heads."""
+    if same_classes:
+        restore_model(model, prefix)
+        return
+    parts = {"backbone": model.backbone, "rpn_head": model.rpn_head}
+    if model.rcnn_head is not None:
+        head = {"fcs": model.rcnn_head.fcs}
+        if model.rcnn_head.tail is not None:
+            head["tail"] = model.rcnn_head.tail
+        parts["rcnn_head"] = tf.train.Checkpoint(**head)
+    try:
+        tf.train.Checkpoint(model=tf.train.Checkpoint(**parts)).restore(prefix).expect_partial()
+    except (tf.errors.OpError, ValueError) as exc:
+        raise CheckpointError(f"{prefix}: cannot initialise from this checkpoint ({str(exc).splitlines()[0][:200]})") from None

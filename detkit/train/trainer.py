@@ -1,0 +1,268 @@
+"""The training loop: build, restore or resume, step, log, checkpoint, stop on time or steps."""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from detkit.config import Config, dump_yaml, from_dict, to_dict
+from detkit.datasets import pipeline
+from detkit.errors import CheckpointError, ConfigError, DetkitError
+from detkit.models.faster_rcnn import FasterRCNN
+from detkit.train import checkpoints, summaries
+from detkit.train.optimizers import build_optimizer
+from detkit.train.schedules import learning_rate
+from detkit.utils import atomic
+from detkit.utils.progress import progress
+
+
+class NonFiniteLossError(DetkitError):
+    """The loss became NaN or Inf."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    run_dir: str
+    checkpoint: str
+    step: int
+    minutes: float
+    images_per_second: float
+    last_losses: dict
+
+
+def _log(message: str) -> None:
+    """A log line on stderr."""
+    print(f"detkit: {message}", file=sys.stderr, flush=True)
+
+
+def _run_dir(cfg: Config) -> str:
+    """job_dir/run_name, with a generated name when none is configured."""
+    name = cfg.train.run_name or datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    return os.path.join(cfg.train.job_dir, name)
+
+
+def _check_resumable(run_dir: str, cfg: Config, class_names: list[str]) -> None:
+    """Refuse to resume a run whose model or classes differ from the current config."""
+    path = os.path.join(run_dir, checkpoints.CONFIG_FILE)
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = from_dict(yaml.safe_load(fh) or {})
+    except (OSError, DetkitError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the saved config of this run ({exc})") from None
+    old, new = to_dict(saved.model), to_dict(cfg.model)
+    for key in _diff_keys(old, new, "model"):
+        raise CheckpointError(
+            f"{run_dir}: cannot resume: {key} changed since the checkpoint was written "
+            "(use a new train.run_name, or train.init_from to start from it)"
+        )
+    classes_path = os.path.join(run_dir, checkpoints.CLASSES_FILE)
+    if os.path.isfile(classes_path):
+        with open(classes_path, encoding="utf-8") as fh:
+            if json.load(fh) != class_names:
+                raise CheckpointError(f"{run_dir}: cannot resume: the dataset's classes differ from the run's classes.json")
+
+
+def _diff_keys(old, new, prefix: str) -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff_keys(old.get(key), new.get(key), f"{prefix}.{key}")
+        return out
+    return [] if old == new else [prefix]
+
+
+def _total_steps(cfg: Config, num_images: int) -> int:
+    """train.num_steps, or enough steps for train.num_epochs."""
+    if cfg.train.num_steps > 0:
+        return cfg.train.num_steps
+    return max(1, math.ceil(cfg.train.num_epochs * num_images / cfg.train.batch_size))
+
+
+def build_model(cfg: Config, num_classes: int) -> FasterRCNN:
+    """A Faster R-CNN with all variables created."""
+    model = FasterRCNN(cfg.model, num_classes)
+    model.build_for_inference()
+    return model
+
+
+def _describe_devices(model: keras.Model) -> str:
+    """One line: devices, strategy and trainable parameter count."""
+    gpus = tf.config.list_logical_devices("GPU")
+    device = f"{len(gpus)} GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
+    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    return f"device {device}, strategy one_device, {params / 1e6:.2f} M trainable parameters"
+
+
+def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None) -> TrainResult:
+    """Train (or resume) the run described by `cfg` and return where its checkpoint is."""
+    if not cfg.dataset.dir:
+        raise ConfigError("config key dataset.dir: required for training (a `detkit dataset transform` output)")
+    class_names = pipeline.read_class_names(cfg.dataset.dir)
+    num_images = pipeline.count_records(cfg.dataset.dir, cfg.dataset.split)
+    if num_images == 0:
+        raise ConfigError(f"config key dataset.split: split {cfg.dataset.split!r} of {cfg.dataset.dir} is empty")
+    run_dir = _run_dir(cfg)
+    resume_from = checkpoints.latest_checkpoint(run_dir)
+    if resume_from:
+        _check_resumable(run_dir, cfg, class_names)
+    try:
+        atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
+        atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
+    except OSError as exc:
+        raise DetkitError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    model = build_model(cfg, len(class_names))
+    total_steps = _total_steps(cfg, num_images)
+    lr_cfg = cfg.train.learning_rate
+    optimizer = build_optimizer(cfg.train.optimizer, learning_rate(lr_cfg, 0, 0.0, total_steps))
+    optimizer.build(model.trainable_variables)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    elapsed_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, elapsed=elapsed_var)
+    manager = tf.train.CheckpointManager(ckpt, checkpoints.checkpoint_dir(run_dir),
+                                         max_to_keep=cfg.train.keep_checkpoints)
+    if resume_from:
+        try:
+            ckpt.restore(resume_from).assert_existing_objects_matched()
+        except (AssertionError, tf.errors.OpError, ValueError) as exc:
+            raise CheckpointError(f"{resume_from}: cannot resume ({str(exc).splitlines()[0][:160]})") from None
+        _log(f"resuming {run_dir} from step {int(step_var)} ({resume_from})")
+    elif cfg.train.init_from:
+        source = checkpoints.resolve(cfg.train.init_from)
+        with open(os.path.join(source.run_dir, checkpoints.CLASSES_FILE), encoding="utf-8") as fh:
+            same = len(json.load(fh)) == len(class_names)
+        checkpoints.restore_for_finetuning(model, source.prefix, same)
+        _log(f"initialised from {source.prefix}" + ("" if same else " (class heads re-initialised)"))
+
+    _log(f"{_describe_devices(model)}; {num_images} images, batch {cfg.train.batch_size}, "
+         f"{total_steps} steps" + (f" or {cfg.train.max_minutes:g} minutes" if cfg.train.max_minutes else "")
+         + f"; run dir {run_dir}")
+
+    start_step = int(step_var)
+    dataset = pipeline.training_dataset(cfg.dataset, cfg.train.batch_size, seed=cfg.train.seed + start_step)
+    spec = dataset.element_spec
+    signature = [tf.TensorSpec(spec[k].shape, spec[k].dtype) for k in ("image", "image_hw", "boxes", "labels")]
+
+    @tf.function(input_signature=signature, jit_compile=cfg.train.jit_compile or None, reduce_retracing=True)
+    def train_step(images, image_hw, boxes, labels):
+        with tf.GradientTape() as tape:
+            losses = model.compute_losses(images, image_hw, boxes, labels, labels > 0, training=True)
+        grads = tape.gradient(losses["total"], model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return losses
+
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
+    max_seconds = cfg.train.max_minutes * 60.0
+    step = start_step
+    losses_np: dict = {}
+    last_save_time = time.time()
+    timer_start = time.time() - float(elapsed_var.numpy())
+    images_seen = 0
+    loop_start = time.time()
+
+    def elapsed() -> float:
+        return time.time() - timer_start
+
+    def save() -> str:
+        step_var.assign(step)
+        elapsed_var.assign(elapsed())
+        try:
+            path = manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as exc:
+            raise DetkitError(f"{run_dir}: cannot write checkpoint ({str(exc).splitlines()[0][:160]})") from None
+        if on_checkpoint:
+            on_checkpoint(path, step)
+        return path
+
+    bar = progress(total=total_steps, desc="train", unit="step")
+    bar.update(start_step)
+    iterator = iter(dataset)
+    try:
+        while step < total_steps and not (max_seconds and elapsed() >= max_seconds):
+            frac = step / total_steps
+            if max_seconds:
+                frac = max(frac, elapsed() / max_seconds)
+            lr = learning_rate(lr_cfg, step, frac, total_steps)
+            optimizer.learning_rate.assign(lr)
+            batch = next(iterator)
+            losses = train_step(batch["image"], batch["image_hw"], batch["boxes"], batch["labels"])
+            losses_np = {k: float(v) for k, v in losses.items()}
+            if not math.isfinite(losses_np["total"]):
+                bad = ", ".join(f"{k}={v}" for k, v in losses_np.items() if not math.isfinite(v))
+                kept = manager.latest_checkpoint or "none written yet"
+                raise NonFiniteLossError(
+                    f"loss became non-finite at step {step + 1} ({bad}); last good checkpoint: {kept}. "
+                    "Lower train.learning_rate.base or set train.optimizer.clip_norm"
+                )
+            step += 1
+            images_seen += cfg.train.batch_size
+            rate = images_seen / max(time.time() - loop_start, 1e-9)
+            if max_seconds:
+                # A time-bounded run ends when the clock does: size the bar (and its ETA) to match.
+                per_step = (time.time() - loop_start) / max(step - start_step, 1)
+                by_time = step + int(max(max_seconds - elapsed(), 0.0) / per_step)
+                bar.total = max(step, min(total_steps, by_time))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses_np['total']:.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2g}", refresh=False)
+            if step % cfg.train.log_every_steps == 0 or step == 1:
+                summaries.write_scalars(writer, step, {f"losses/{k}": v for k, v in losses_np.items()})
+                summaries.write_scalars(writer, step, {"learning_rate": lr, "images_per_second": rate})
+            if cfg.train.image_summary_every_steps and step % cfg.train.image_summary_every_steps == 0:
+                _image_summary(model, batch, writer, step)
+            if cfg.train.eval_split and cfg.train.eval_every_steps and step % cfg.train.eval_every_steps == 0:
+                _periodic_eval(cfg, model, class_names, writer, step)
+            if (step % cfg.train.checkpoint_every_steps == 0
+                    or time.time() - last_save_time >= cfg.train.checkpoint_every_minutes * 60):
+                save()
+                last_save_time = time.time()
+    except KeyboardInterrupt:
+        bar.close()
+        path = save()
+        _log(f"interrupted at step {step}; checkpoint saved to {path}; run the same command to resume")
+        raise
+    bar.close()
+    path = manager.latest_checkpoint
+    if path is None or checkpoints.step_of(path) != step:
+        path = save()
+    writer.flush()
+    seconds = time.time() - loop_start
+    ips = images_seen / seconds if seconds > 0 else 0.0
+    _log(f"finished at step {step} after {elapsed() / 60:.1f} min ({ips:.2f} images/s); checkpoint {path}")
+    return TrainResult(run_dir=run_dir, checkpoint=path, step=step, minutes=elapsed() / 60.0,
+                       images_per_second=ips, last_losses=losses_np)
+
+
+def _image_summary(model: FasterRCNN, batch: dict, writer, step: int) -> None:
+    """Draw the first image of the batch with its ground truth, proposals and detections."""
+    hw = batch["image_hw"][:1]
+    image = batch["image"][:1, : int(hw[0, 0]), : int(hw[0, 1])]
+    out = model((image, hw), training=False)
+    n = int(out["num_detections"][0])
+    gt = tf.boolean_mask(batch["boxes"][0], batch["labels"][0] > 0)
+    proposals = out["proposals"][0, :5] if "proposals" in out else tf.zeros([0, 4])
+    drawn = summaries.detection_image(image[0], gt, proposals, out["boxes"][0, : min(n, 10)])
+    summaries.write_detection_image(writer, step, drawn)
+
+
+def _periodic_eval(cfg: Config, model: FasterRCNN, class_names: list[str], writer, step: int) -> None:
+    """mAP@0.5 on train.eval_split, logged under eval/."""
+    from detkit.eval.runner import evaluate_model
+
+    metrics = evaluate_model(model, cfg, cfg.dataset.dir, cfg.train.eval_split, class_names, show_progress=False)
+    summaries.write_scalars(writer, step, {"eval/map50": metrics["map50"], "eval/coco_ap": metrics["coco_ap"]})
+    _log(f"step {step}: {cfg.train.eval_split} mAP@0.5 {metrics['map50']:.3f}, COCO AP {metrics['coco_ap']:.3f}")

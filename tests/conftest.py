@@ -1,0 +1,90 @@
+"""Shared test set-up: quiet TensorFlow, paths to the shared raccoon data, slow-test marker."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from detkit.utils.tf_quiet import import_tensorflow
+
+import_tensorflow()
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RACCOON_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "datasets", "raccoon"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end tests that train a model (minutes)")
+
+
+@pytest.fixture(scope="session")
+def raccoon_dir() -> str:
+    if not os.path.isdir(RACCOON_DIR):
+        pytest.skip(f"shared raccoon dataset not found at {RACCOON_DIR}")
+    return RACCOON_DIR
+
+
+# ---------------------------------------------------------------- a tiny trained run, shared by CLI tests
+TINY_RUN_CONFIG = """\
+dataset:
+  dir: {dataset_dir}
+  split: test
+  image: {{min_size: 160, max_size: 224}}
+model:
+  base_network:
+    name: small_resnet
+    weights: none
+    freeze_batchnorm: false
+    small_widths: [8, 16, 16, 32]
+    small_blocks: [0, 1, 1, 1]
+  rpn: {{channels: 32}}
+  rcnn: {{fc_sizes: [64]}}
+train:
+  job_dir: {job_dir}
+  run_name: tiny
+  batch_size: 2
+  num_steps: 6
+  checkpoint_every_steps: 3
+  optimizer: {{type: adam}}
+  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
+  image_summary_every_steps: 0
+eval:
+  split: test
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(raccoon_dir, tmp_path_factory) -> dict:
+    """A tiny small_resnet Faster R-CNN trained for 6 steps on the raccoon test split (40 images).
+
+    Returns {"run_dir", "dataset_dir", "config" (the YAML used), "job_dir", "checkpoint" (ckpt-6 prefix),
+    "step"}; the run has checkpoints ckpt-3 and ckpt-6. Shared read-only: copy it before changing it.
+    About 15 s on 2 CPU cores.
+    """
+    from click.testing import CliRunner
+
+    from detkit.cli.main import cli
+    from detkit.config import load_config
+    from detkit.train.trainer import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    dataset_dir = root / "dataset"
+    result = CliRunner().invoke(cli, [
+        "dataset", "transform", "--type", "csv",
+        "--annotations", os.path.join(raccoon_dir, "data", "test_labels.csv"),
+        "--images-dir", os.path.join(raccoon_dir, "images"),
+        "--output-dir", str(dataset_dir), "--split", "test",
+    ])
+    if result.exit_code != 0:
+        raise RuntimeError(f"detkit dataset transform failed for tiny_run: {result.output}\n{result.exception!r}")
+    config_path = root / "tiny.yml"
+    config_path.write_text(TINY_RUN_CONFIG.format(dataset_dir=dataset_dir, job_dir=root / "jobs"), encoding="utf-8")
+    trained = train(load_config([str(config_path)]))
+    return {
+        "run_dir": trained.run_dir,
+        "dataset_dir": str(dataset_dir),
+        "config": str(config_path),
+        "job_dir": str(root / "jobs"),
+        "checkpoint": trained.checkpoint,
+        "step": trained.step,
+    }
