@@ -23,6 +23,7 @@ setup(
         "tqdm",
         "pycocotools>=2.0.7",
         "matplotlib",
+        "imageio[ffmpeg]>=2.28",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],

@@ -26,6 +26,9 @@ class RCNNHead(keras.layers.Layer):
         self.fcs = [] if tail is not None else [
             keras.layers.Dense(size, activation="relu", name=f"rcnn_fc{i + 1}") for i, size in enumerate(fc_sizes)
         ]
+        # tf.train.Checkpoint does not follow layers held in a Python list: name each one as an attribute.
+        for i, fc in enumerate(self.fcs):
+            setattr(self, f"fc{i + 1}", fc)
         self.dropouts = [keras.layers.Dropout(dropout) for _ in self.fcs]
         self.cls = keras.layers.Dense(num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                       name="rcnn_cls")

@@ -82,7 +82,7 @@ def restore_for_finetuning(model, prefix: str, same_classes: bool) -> None:
         return
     parts = {"backbone": model.backbone, "rpn_head": model.rpn_head}
     if model.rcnn_head is not None:
-        head = {"fcs": model.rcnn_head.fcs}
+        head = {f"fc{i + 1}": fc for i, fc in enumerate(model.rcnn_head.fcs)}
         if model.rcnn_head.tail is not None:
             head["tail"] = model.rcnn_head.tail
         parts["rcnn_head"] = tf.train.Checkpoint(**head)
