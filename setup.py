@@ -10,7 +10,7 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["detkit", "detkit.*"]),
-    package_data={"detkit": ["config/*.yml", "data/**/*"]},
+    package_data={"detkit": ["config/*.yml", "config/recipes/*.yml", "data/raccoon/*", "data/raccoon/images/*"]},
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.16",
