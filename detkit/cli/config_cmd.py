@@ -18,3 +18,11 @@ def show(config_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     from detkit.config import dump_yaml
 
     click.echo(dump_yaml(build_config(config_files, overrides)), nl=False)
+
+
+@config_group.command("reference")
+def reference() -> None:
+    """Print the Markdown reference of every config key (docs/config.md)."""
+    from detkit.config.reference import reference_markdown
+
+    click.echo(reference_markdown(), nl=False)

@@ -94,3 +94,15 @@ def test_help_does_not_import_tensorflow():
             "assert 'tensorflow' not in sys.modules, 'help imported tensorflow'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_docs_config_reference_is_generated_from_the_schema():
+    import os
+
+    from detkit.config.reference import reference_markdown
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "config.md")
+    with open(path, encoding="utf-8") as fh:
+        assert fh.read() == reference_markdown(), "docs/config.md is stale: run `detkit config reference > docs/config.md`"
+    for key in ("model.rpn.target.foreground_iou", "train.learning_rate.schedule", "predict.min_prob"):
+        assert f"`{key}`" in reference_markdown()
