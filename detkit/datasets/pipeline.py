@@ -95,7 +95,8 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
         )
     hw = tf.shape(image)[:2]
     scale = resize_scale(hw[0], hw[1], cfg.image.min_size, cfg.image.max_size)
-    if training and aug.scale_range[0] != aug.scale_range[1]:
+    # Fix: only [1, 1] means "off"; a fixed range such as [0.8, 0.8] was skipped (it tested low != high).
+    if training and tuple(aug.scale_range) != (1.0, 1.0):
         scale *= tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
     new_hw = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
     image = tf.image.resize(image, new_hw, method="bilinear", antialias=False)

@@ -78,6 +78,12 @@ class FasterRCNN(keras.Model):
                        gt_valid: tf.Tensor, training: bool = True) -> dict[str, tf.Tensor]:
         """The four weighted losses, L2 and their total for a padded batch with padded ground truth."""
         image_hw = tf.cast(image_hw, tf.float32)
+        # A batch of only negative images has no ground-truth slot at all; matching needs one, so add an
+        # invalid one (every candidate is then background).
+        pad = tf.maximum(1 - tf.shape(gt_boxes)[1], 0)
+        gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, pad], [0, 0]])
+        gt_labels = tf.pad(gt_labels, [[0, 0], [0, pad]], constant_values=-1)
+        gt_valid = tf.pad(gt_valid, [[0, 0], [0, pad]], constant_values=False)
         w = self.cfg.loss_weights
         features, logits, deltas, anchors = self._backbone_and_rpn(images, training=training)
         targets = rpn.rpn_targets(anchors, image_hw, gt_boxes, gt_valid, self.cfg.rpn)

@@ -60,8 +60,10 @@ def _check_resumable(run_dir: str, cfg: Config, class_names: list[str]) -> None:
     try:
         with open(path, encoding="utf-8") as fh:
             saved = from_dict(yaml.safe_load(fh) or {})
-    except (OSError, DetkitError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the saved config of this run ({exc})") from None
+    # Fix: yaml.YAMLError is not a ValueError, so a corrupt config.yml escaped as a traceback.
+    except (OSError, DetkitError, ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read the saved config of this run ({first})") from None
     old, new = to_dict(saved.model), to_dict(cfg.model)
     for key in _diff_keys(old, new, "model"):
         raise CheckpointError(
@@ -70,9 +72,13 @@ def _check_resumable(run_dir: str, cfg: Config, class_names: list[str]) -> None:
         )
     classes_path = os.path.join(run_dir, checkpoints.CLASSES_FILE)
     if os.path.isfile(classes_path):
-        with open(classes_path, encoding="utf-8") as fh:
-            if json.load(fh) != class_names:
-                raise CheckpointError(f"{run_dir}: cannot resume: the dataset's classes differ from the run's classes.json")
+        try:
+            with open(classes_path, encoding="utf-8") as fh:
+                saved_classes = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{classes_path}: cannot read the class map of this run ({exc})") from None
+        if saved_classes != class_names:
+            raise CheckpointError(f"{run_dir}: cannot resume: the dataset's classes differ from the run's classes.json")
 
 
 def _diff_keys(old, new, prefix: str) -> list[str]:
@@ -234,6 +240,11 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
         bar.close()
         path = save()
         _log(f"interrupted at step {step}; checkpoint saved to {path}; run the same command to resume")
+        raise
+    except BaseException:
+        # Fix: close the bar on any error (e.g. NonFiniteLossError); an open bar left the CLI's
+        # `detkit: error:` line glued to the bar's line, followed by another bar line at exit.
+        bar.close()
         raise
     bar.close()
     path = manager.latest_checkpoint
