@@ -28,6 +28,7 @@ import tensorflow as tf
 from detkit.config import dump_yaml
 from detkit.datasets.pipeline import resize_scale
 from detkit.errors import DetkitError
+from detkit.utils import atomic
 
 SIGNATURE = "serving_default"
 # Bounds of the in-graph EXIF scan: JPEG segments before the image data, and IFD0 entries.
@@ -227,13 +228,7 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
             tf.saved_model.save(module, export_dir, signatures={SIGNATURE: signature})
         except (OSError, tf.errors.OpError) as exc:
             raise DetkitError(f"{output_dir}: cannot write the SavedModel ({str(exc).splitlines()[0][:200]})") from None
-        if os.path.exists(output_dir):
-            old = staging + ".old"
-            os.replace(output_dir, old)
-            os.replace(export_dir, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(export_dir, output_dir)
+        atomic.replace_dir(export_dir, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(files, ignore_errors=True)

@@ -423,13 +423,7 @@ def unpack(tar_path: str, output_dir: str, overwrite: bool = False) -> str:
                 raise CheckpointError(f"{tar_path}: packed checkpoint has no {name}")
         if len(checkpoint_files(prefix)) < 2:
             raise CheckpointError(f"{tar_path}: packed checkpoint {manifest.get('checkpoint')} is incomplete")
-        if os.path.isdir(output_dir):
-            old = staging + ".old"
-            os.replace(output_dir, old)
-            os.replace(staging, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
+        atomic.replace_dir(staging, output_dir)
     except (tarfile.TarError, EOFError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise CheckpointError(f"{tar_path}: cannot unpack ({exc})") from None

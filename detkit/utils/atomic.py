@@ -15,6 +15,17 @@ def temp_path_for(path: str) -> str:
     return os.path.join(directory, f".{name}.tmp-{os.getpid()}")
 
 
+def replace_dir(src: str, dst: str) -> None:
+    """Move directory `src` to `dst`, replacing an existing `dst` by two renames (never half-written)."""
+    if os.path.isdir(dst):
+        old = src.rstrip(os.sep) + ".old"
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path to write; on success it is renamed over `path`, on error removed."""
@@ -23,13 +34,7 @@ def atomic_path(path: str) -> Iterator[str]:
     try:
         yield tmp
         if os.path.isdir(tmp):
-            if os.path.isdir(path):
-                old = tmp + ".old"
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            replace_dir(tmp, path)
         else:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
