@@ -1,7 +1,9 @@
 """Options and helpers shared by every CLI command."""
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import json
+from typing import Callable, Sequence
 
 import click
 
@@ -24,6 +26,20 @@ def config_options(func: Callable) -> Callable:
 def build_config(config_files: tuple[str, ...], overrides: tuple[str, ...]) -> Config:
     """Load and validate the config once, for a command to pass down."""
     return load_config(config_files, overrides)
+
+
+def run_overrides(config_files: Sequence[str], overrides: Sequence[str], section: str,
+                  keep_dataset_dir: bool = False) -> list[str]:
+    """Overrides applying a -c file's `section` (and dataset.dir if asked) to a run's saved config, then -o."""
+    out: list[str] = []
+    if config_files:
+        cfg = build_config(tuple(config_files), tuple(overrides))
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(values):
+            out.append(f"{section}.{f.name}={json.dumps(getattr(values, f.name))}")
+        if keep_dataset_dir and cfg.dataset.dir:
+            out.append(f"dataset.dir={json.dumps(cfg.dataset.dir)}")
+    return out + list(overrides)
 
 
 def tensorflow(ctx: click.Context | None = None):

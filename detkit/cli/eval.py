@@ -6,13 +6,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import click
 
 from detkit import packing
-from detkit.cli.common import build_config, config_options, tensorflow
+from detkit.cli.common import config_options, run_overrides, tensorflow
 from detkit.cli.predict import checkpoint_source
 from detkit.errors import CheckpointError, ConfigError, DatasetError
 
@@ -53,14 +53,7 @@ def _clean(value):
 
 def eval_overrides(config_files: Sequence[str], overrides: Sequence[str]) -> list[str]:
     """Overrides for the run's config: the -c files' eval section and dataset.dir (if set), then -o."""
-    out: list[str] = []
-    if config_files:
-        cfg = build_config(config_files, overrides)
-        for f in fields(cfg.eval):
-            out.append(f"eval.{f.name}={json.dumps(getattr(cfg.eval, f.name))}")
-        if cfg.dataset.dir:
-            out.append(f"dataset.dir={json.dumps(cfg.dataset.dir)}")
-    return out + list(overrides)
+    return run_overrides(config_files, overrides, "eval", keep_dataset_dir=True)
 
 
 def make_targets(splits: Sequence[str], dataset_dirs: Sequence[str], default_dir: Optional[str],

@@ -10,13 +10,12 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from typing import IO, Iterable, Iterator, Optional, Sequence
 
 import click
 
 from detkit import inputs, packing
-from detkit.cli.common import build_config, config_options, tensorflow
+from detkit.cli.common import build_config, config_options, run_overrides, tensorflow
 from detkit.errors import CheckpointError, ConfigError, DatasetError, DetkitError
 
 # More inputs than this get a progress bar.
@@ -49,12 +48,7 @@ def _info(message: str) -> None:
 
 def predict_overrides(config_files: Sequence[str], overrides: Sequence[str]) -> list[str]:
     """Overrides for the run's config: the `predict` section of the -c files (if any), then the -o items."""
-    out: list[str] = []
-    if config_files:
-        cfg = build_config(config_files, overrides)
-        for f in fields(cfg.predict):
-            out.append(f"predict.{f.name}={json.dumps(getattr(cfg.predict, f.name))}")
-    return out + list(overrides)
+    return run_overrides(config_files, overrides, "predict")
 
 
 @contextlib.contextmanager
