@@ -26,6 +26,43 @@ def _median_seconds(fn, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _interleaved_medians(fns, warmup: int, repeats: int) -> list[float]:
+    """Median wall time of each fn, timed in alternation so that load from other processes hits all alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def _stage_times(tf, model, images, hw, warmup: int, repeats: int) -> dict:
+    """Median seconds of the detector cut after each stage, to see where the time goes."""
+    image_hw = tf.cast(hw, tf.float32)
+
+    @tf.function
+    def upto(stage: str):
+        features, logits, deltas, anchors = model._backbone_and_rpn(images, training=False)
+        if stage == "rpn":
+            return logits
+        boxes, scores, valid = model._proposals(logits, deltas, anchors, image_hw, training=False)
+        if stage == "proposals":
+            return boxes
+        if stage == "roi_pooling":
+            from detkit.models import roi_pooling
+            return roi_pooling.roi_pool(model.rcnn_head.reduce_features(features), boxes, model.stride,
+                                        model.cfg.roi_pooling.crop_size, model.pool_stride)
+        cls_logits, box_deltas = model._rcnn(features, boxes, training=False)
+        return cls_logits
+
+    stages = ["rpn", "proposals", "roi_pooling", "rcnn_head"] if model.rcnn_head is not None else ["rpn", "proposals"]
+    return {s: round(_median_seconds(lambda s=s: upto(s).numpy(), warmup, repeats), 4) for s in stages}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet50",
@@ -35,6 +72,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--stages", action="store_true",
+                        help="also time the detector cut after each stage (cumulative seconds)")
     parser.add_argument("-o", "--override", action="append", default=[], help="config override key=value")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.size.lower().split("x"))
@@ -68,13 +107,16 @@ def main(argv=None) -> None:
     def backbone():
         return model.backbone(model.preprocess(images), training=False)
 
-    whole = _median_seconds(lambda: detector().numpy(), args.warmup, args.repeats)
-    base = _median_seconds(lambda: backbone().numpy(), args.warmup, args.repeats)
-    print(json.dumps({
+    whole, base = _interleaved_medians([lambda: detector().numpy(), lambda: backbone().numpy()],
+                                       args.warmup, args.repeats)
+    result = {
         "backbone": args.backbone, "size": f"{height}x{width}", "proposals": args.proposals,
-        "threads": args.threads, "seconds_per_image": round(whole, 4),
+        "head": cfg.model.rcnn.head, "threads": args.threads, "seconds_per_image": round(whole, 4),
         "backbone_seconds_per_image": round(base, 4), "ratio": round(whole / base, 3),
-    }))
+    }
+    if args.stages:
+        result["cumulative_seconds"] = _stage_times(tf, model, images, hw, args.warmup, args.repeats)
+    print(json.dumps(result))
     sys.stdout.flush()
 
 

@@ -27,7 +27,7 @@ model:
   base_network: {{name: small_resnet, weights: none, freeze_batchnorm: false,
                   small_widths: [8, 16, 16, 32], small_blocks: [0, 1, 1, 1]}}
   rpn: {{channels: 32}}
-  rcnn: {{fc_sizes: [64]}}
+  rcnn: {{fc_sizes: [64], reduce_channels: 0}}
 train:
   job_dir: {job_dir}
   run_name: tiny

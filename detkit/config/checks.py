@@ -78,6 +78,11 @@ def check_values(c: Config) -> None:
         raise ConfigError("config key model.roi_pooling.crop_size: must be a multiple of pool_stride")
     for i, s in enumerate(m.rcnn.fc_sizes):
         _positive(f"model.rcnn.fc_sizes[{i}]", s)
+    _positive("model.rcnn.reduce_channels", m.rcnn.reduce_channels, allow_zero=True)
+    if m.rcnn.enabled and m.rcnn.head == "conv5" and not bn.name.startswith("resnet"):
+        raise ConfigError(
+            f"config key model.rcnn.head: conv5 needs a ResNet base network (got {bn.name}); use head: fc"
+        )
     if len(m.rcnn.box_weights) != 4:
         raise ConfigError(f"config key model.rcnn.box_weights: expected 4 numbers, got {m.rcnn.box_weights}")
     _fraction("model.rcnn.dropout", m.rcnn.dropout)

@@ -133,7 +133,9 @@ class RCNNConfig:
     """Second stage: RoI classification and class-specific box refinement."""
 
     enabled: bool = True
-    fc_sizes: list[int] = field(default_factory=lambda: [4096, 4096])
+    head: Literal["fc", "conv5"] = "fc"
+    reduce_channels: int = 256
+    fc_sizes: list[int] = field(default_factory=lambda: [1024, 1024])
     dropout: float = 0.0
     target: TargetConfig = field(
         default_factory=lambda: TargetConfig(

@@ -18,16 +18,19 @@ class FasterRCNN(keras.Model):
         self.cfg = cfg
         self.num_classes = num_classes
         base = build_base_network(cfg.base_network)
+        # Only the C4 design runs conv5 on the RoIs; with the FC head the ResNet's conv5 is simply unused.
+        tail = base.tail if cfg.rcnn.head == "conv5" else None
         self.backbone = base.features
         self.preprocess = base.preprocess
         self.stride = base.stride
         # A ResNet's conv5 starts with a stride-2 block, which replaces the 2x2 max-pool.
-        self.pool_stride = 1 if base.tail is not None else cfg.roi_pooling.pool_stride
+        self.pool_stride = 1 if tail is not None else cfg.roi_pooling.pool_stride
         self.rpn_head = rpn.RPNHead(cfg.rpn.channels,
                                     anchor_ops.num_anchors_per_location(cfg.anchors.sizes, cfg.anchors.ratios),
                                     name="rpn")
         self.rcnn_head = (
-            rcnn.RCNNHead(num_classes, cfg.rcnn.fc_sizes, cfg.rcnn.dropout, tail=base.tail, name="rcnn")
+            rcnn.RCNNHead(num_classes, cfg.rcnn.fc_sizes, cfg.rcnn.dropout, tail=tail,
+                          reduce_channels=cfg.rcnn.reduce_channels, name="rcnn")
             if cfg.rcnn.enabled else None
         )
 
@@ -50,7 +53,7 @@ class FasterRCNN(keras.Model):
 
     def _rcnn(self, features, rois, training: bool):
         """R-CNN head on RoIs [B, R, 4] -> logits [B, R, C+1], deltas [B, R, C, 4]."""
-        pooled = roi_pooling.roi_pool(features, rois, self.stride, self.cfg.roi_pooling.crop_size, self.pool_stride)
+        pooled = roi_pooling.roi_pool(self.rcnn_head.reduce_features(features), rois, self.stride, self.cfg.roi_pooling.crop_size, self.pool_stride)
         logits, deltas = self.rcnn_head(pooled, training=training)
         batch = tf.shape(rois)[0]
         num = tf.shape(rois)[1]

@@ -9,18 +9,26 @@ from detkit.models import box_ops, matching
 from detkit.models.losses import smooth_l1
 
 
+HEAD_TYPES = ("fc", "conv5")
+
+
 class RCNNHead(keras.layers.Layer):
     """Pooled RoIs -> (class logits [N, C+1], class-specific deltas [N, C, 4]).
 
-    With a `tail` (ResNet conv5) the RoIs pass through it and an average pool; otherwise through
-    fully-connected layers (VGG-style two 4096 FC layers by default).
+    With a `tail` (ResNet conv5, the "C4" design) the RoIs pass through it and an average pool; otherwise
+    through fully-connected layers. `reduce_channels` adds a 1x1 conv that thins the feature map before
+    RoI pooling (Light-Head R-CNN): the per-RoI work then no longer scales with the backbone's width.
     """
 
     def __init__(self, num_classes: int, fc_sizes: list[int], dropout: float = 0.0,
-                 tail: keras.Model | None = None, **kwargs):
+                 tail: keras.Model | None = None, reduce_channels: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.tail = tail
+        self.reduce = (
+            keras.layers.Conv2D(reduce_channels, 1, activation="relu", name="rcnn_reduce")
+            if reduce_channels > 0 and tail is None else None
+        )
         self.flatten = keras.layers.Flatten()
         self.pool = keras.layers.GlobalAveragePooling2D()
         self.fcs = [] if tail is not None else [
@@ -34,6 +42,10 @@ class RCNNHead(keras.layers.Layer):
                                       name="rcnn_cls")
         self.box = keras.layers.Dense(4 * num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
                                       name="rcnn_box")
+
+    def reduce_features(self, features: tf.Tensor) -> tf.Tensor:
+        """The feature map the RoIs are pooled from: thinned by the 1x1 conv when one is configured."""
+        return features if self.reduce is None else self.reduce(features)
 
     def call(self, pooled: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """pooled [N, h, w, C] -> (logits [N, C+1], deltas [N, C, 4])."""

@@ -85,6 +85,8 @@ def restore_for_finetuning(model, prefix: str, same_classes: bool) -> None:
         head = {f"fc{i + 1}": fc for i, fc in enumerate(model.rcnn_head.fcs)}
         if model.rcnn_head.tail is not None:
             head["tail"] = model.rcnn_head.tail
+        if model.rcnn_head.reduce is not None:
+            head["reduce"] = model.rcnn_head.reduce
         parts["rcnn_head"] = tf.train.Checkpoint(**head)
     try:
         tf.train.Checkpoint(model=tf.train.Checkpoint(**parts)).restore(prefix).expect_partial()

@@ -67,3 +67,26 @@ def test_rpn_only_mode():
     n = int(out["num_detections"][0])
     assert n > 0 and set(out["labels"].numpy()[0][:n].tolist()) == {1}
     assert np.all(np.diff(out["scores"].numpy()[0][:n]) <= 1e-6)  # best first
+
+
+@pytest.mark.parametrize("head, pooled_side, has_reduce", [("fc", 7, True), ("conv5", 14, False)])
+def test_rcnn_head_types_on_resnet50(head, pooled_side, has_reduce):
+    cfg = load_config(overrides=[
+        "model.base_network.name=resnet50", "model.base_network.weights=none", f"model.rcnn.head={head}",
+        "model.rcnn.fc_sizes=[32]", "model.rcnn.reduce_channels=16", "model.rpn.channels=16",
+    ])
+    model = FasterRCNN(cfg.model, num_classes=2)
+    assert (model.rcnn_head.tail is not None) == (head == "conv5")
+    assert (model.rcnn_head.reduce is not None) == has_reduce
+    features = tf.zeros([1, 6, 8, 1024])
+    rois = tf.constant([[[0.0, 0.0, 64.0, 64.0]]])
+    pooled_from = model.rcnn_head.reduce_features(features)
+    assert pooled_from.shape[-1] == (16 if has_reduce else 1024)
+    logits, deltas = model._rcnn(features, rois, training=False)
+    assert logits.shape == (1, 1, 3) and deltas.shape == (1, 1, 2, 4)
+    assert model.pool_stride == (2 if head == "fc" else 1) and pooled_side == 14 // model.pool_stride
+
+
+def test_conv5_head_needs_a_resnet():
+    with pytest.raises(ConfigError, match="model.rcnn.head: conv5 needs a ResNet"):
+        load_config(overrides=["model.base_network.name=vgg16", "model.rcnn.head=conv5"])

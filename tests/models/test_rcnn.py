@@ -51,3 +51,11 @@ def test_rcnn_head_fc_shapes():
     logits, deltas = head(tf.zeros([5, 7, 7, 8]))
     assert logits.shape == (5, 4)
     assert deltas.shape == (5, 3, 4)
+
+
+def test_rcnn_head_thins_features_before_pooling():
+    head = rcnn.RCNNHead(3, [32], reduce_channels=6)
+    thin = head.reduce_features(tf.ones([1, 4, 5, 8]))
+    assert thin.shape == (1, 4, 5, 6)
+    assert float(tf.reduce_min(thin)) >= 0.0  # ReLU
+    assert rcnn.RCNNHead(3, [32]).reduce is None  # 0 = the backbone's features as they are
