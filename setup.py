@@ -1,6 +1,8 @@
 """Install detkit: `pip install -e .[test]`."""
 from setuptools import find_packages, setup
 
+WEB = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.13"]
+
 setup(
     name="detkit",
     version="0.1.0",
@@ -10,7 +12,8 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["detkit", "detkit.*"]),
-    package_data={"detkit": ["config/*.yml", "config/recipes/*.yml", "data/raccoon/*", "data/raccoon/images/*"]},
+    package_data={"detkit": ["config/*.yml", "config/recipes/*.yml", "data/raccoon/*", "data/raccoon/images/*",
+                             "server/page/*"]},
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.16",
@@ -26,7 +29,11 @@ setup(
         "imageio[ffmpeg]>=2.28",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
+        # `detkit server web`: FastAPI on uvicorn, python-multipart for uploads.
+        "web": WEB,
+        # The web deps too, so the server tests run; httpx2 is the test client's transport (httpx for older
+        # Starlette), Playwright drives the system's Chromium in the browser test (no browser download).
+        "test": ["pytest>=7", "pytest-timeout", *WEB, "httpx", "httpx2", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["detkit=detkit.cli.main:main"]},
 )

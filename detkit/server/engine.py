@@ -1,0 +1,96 @@
+"""One model, one inference thread: requests queue for it instead of calling the model concurrently.
+
+Keras models called from several threads at once are not guaranteed to be safe, and TensorFlow already
+spreads one call over every core, so running images one at a time on a single thread loses little and
+keeps memory bounded. Decoding uploads happens elsewhere, in parallel (see `app.py`).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+log = logging.getLogger("detkit.server")
+
+DEFAULT_MAX_QUEUE = 64
+
+
+class DetectorLike(Protocol):
+    """What the server needs of a model: class names and `predict` (as `detkit.detector.Detector`)."""
+
+    class_names: Sequence[str]
+
+    def predict(self, image: np.ndarray, min_prob: Optional[float] = None,
+                max_detections: Optional[int] = None) -> list: ...
+
+
+class QueueFull(Exception):
+    """More requests are waiting for the model than the server is willing to hold."""
+
+
+@dataclass
+class _Job:
+    image: np.ndarray
+    min_prob: float
+    max_detections: int
+    future: Future
+
+
+class InferenceQueue:
+    """Runs `detector.predict` for queued images on one background thread, in arrival order."""
+
+    def __init__(self, detector: DetectorLike, max_queue: int = DEFAULT_MAX_QUEUE):
+        self.detector = detector
+        self.max_queue = max_queue
+        self._jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.served = 0
+        self._thread = threading.Thread(target=self._run, name="detkit-inference", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Images queued or being predicted right now."""
+        return self._pending
+
+    def submit(self, image: np.ndarray, min_prob: float, max_detections: int) -> Future:
+        """Queue one image; the future's result is the detector's list of detections."""
+        with self._lock:
+            if self._pending >= self.max_queue:
+                raise QueueFull(f"server busy: {self._pending} images already waiting for the model")
+            self._pending += 1
+        future: Future = Future()
+        self._jobs.put(_Job(image, min_prob, max_detections, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                if job.future.set_running_or_notify_cancel():
+                    start = time.perf_counter()
+                    result = self.detector.predict(job.image, min_prob=job.min_prob,
+                                                   max_detections=job.max_detections)
+                    job.future.set_result((result, time.perf_counter() - start))
+            except BaseException as exc:  # reported to the request, never kills the thread
+                log.exception("inference failed")
+                job.future.set_exception(exc)
+            finally:
+                job.image = None  # let the pixels go before waiting for the next job
+                with self._lock:
+                    self._pending -= 1
+                    self.served += 1
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the queued images, then stop the thread."""
+        self._jobs.put(None)
+        self._thread.join(timeout)

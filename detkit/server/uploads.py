@@ -1,0 +1,80 @@
+"""Validate and decode uploaded images: size limits first, then the header, then the pixels.
+
+No web framework here, so the rules are testable (and reusable) on their own.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from detkit.inputs import to_rgb
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class UploadError(Exception):
+    """An upload the server refuses; `status` is the HTTP status to answer with."""
+
+    status = 400
+
+
+class UploadTooLarge(UploadError):
+    """Over the byte or pixel limit (HTTP 413)."""
+
+    status = 413
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts: bytes of one upload, and pixels (width x height) of the decoded image."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def human_bytes(n: int) -> str:
+    """'20 MB', '9.8 KB', '312 bytes'."""
+    for unit, size in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def check_size(n_bytes: int, limits: Limits) -> None:
+    """Refuse an upload over the byte limit before anything decodes it."""
+    if n_bytes > limits.max_bytes:
+        raise UploadTooLarge(f"image too large: {human_bytes(n_bytes)} (limit {human_bytes(limits.max_bytes)})")
+
+
+def decode_image(data: bytes, limits: Limits) -> np.ndarray:
+    """The upright RGB uint8 pixels [H, W, 3] of an uploaded file, or UploadError saying why not."""
+    if not data:
+        raise UploadError("empty file: the 'image' field holds no bytes")
+    check_size(len(data), limits)
+    try:
+        # Image.open reads only the header, so the pixel limit is checked before any pixel is decoded.
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise UploadTooLarge(f"image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels "
+                                     f"(limit {limits.max_pixels / 1e6:.3g})")
+            if width < 1 or height < 1:
+                raise UploadError(f"image has no pixels ({width}x{height})")
+            image.load()
+            array = np.asarray(to_rgb(image), dtype=np.uint8)
+    except UploadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UploadTooLarge(f"image too large: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise UploadError("not an image file (expected JPEG, PNG, BMP, GIF, TIFF or WebP)") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any decoder failure is the file's fault
+        # Truncated or corrupt files fail here, during the full decode; Pillow's plugins raise OSError or
+        # ValueError mostly, but struct.error, IndexError and others on some malformed headers.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UploadError(f"cannot decode image: {reason}") from None
+    return array
