@@ -179,6 +179,12 @@ def _torchvision_child(backbone: str, height: int, width: int, threads: int, war
         box_batch_size_per_image=256, box_positive_fraction=0.25,
         box_score_thresh=0.0, box_nms_thresh=0.5, box_detections_per_img=300,
     )
+    # Initialised as detkit's (and the paper's) heads, so untrained scores and boxes behave alike on both sides.
+    predictor = model.roi_heads.box_predictor
+    nn.init.normal_(predictor.cls_score.weight, std=0.01)
+    nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
+    nn.init.zeros_(predictor.cls_score.bias)
+    nn.init.zeros_(predictor.bbox_pred.bias)
     image = torch.rand(3, height, width)
     target = {"boxes": torch.tensor(_scaled_gt(height, width)), "labels": torch.tensor(GT_LABELS)}
 
@@ -196,7 +202,7 @@ def _torchvision_child(backbone: str, height: int, width: int, threads: int, war
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
-        return float(total)
+        return float(total.detach())
 
     detections = len(infer()[0]["boxes"])
     return {
