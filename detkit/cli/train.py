@@ -1,5 +1,8 @@
-"""`detkit train`: train or resume a Faster R-CNN run."""
+"""`detkit train`: train or resume a Faster R-CNN run, in this process or as N local workers."""
 from __future__ import annotations
+
+import os
+from typing import Optional
 
 import click
 
@@ -8,9 +11,37 @@ from detkit.cli.common import build_config, config_options, tensorflow
 
 @click.command("train")
 @config_options
-def train(config_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+@click.option("--local-workers", "local_workers", type=int, default=None, metavar="N",
+              help="Start N worker processes on this machine with a generated TF_CONFIG (127.0.0.1 ports): "
+                   "multi-worker training tried locally. On a real cluster, set TF_CONFIG on each node instead.")
+def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_workers: Optional[int]) -> None:
     """Train a detector from a config; resumes when the run directory has checkpoints."""
     cfg = build_config(config_files, overrides)
+    if local_workers is not None:
+        from detkit.errors import ConfigError
+        from detkit.train.launcher import run_local_workers
+
+        if local_workers < 1:
+            raise ConfigError(f"option --local-workers: must be >= 1, got {local_workers}")
+        if not cfg.train.run_name:
+            raise ConfigError("config key train.run_name: required with --local-workers "
+                              "(every worker must name the same run directory)")
+        if os.environ.get("TF_CONFIG", "").strip():
+            raise ConfigError("option --local-workers: TF_CONFIG is already set; unset it, or run without "
+                              "--local-workers to join that cluster")
+        args = ["train"] + [a for f in config_files for a in ("-c", f)] + [a for o in overrides for a in ("-o", o)]
+        if "train.strategy" not in " ".join(overrides):
+            args += ["-o", "train.strategy=multi_worker"]
+        ctx = click.get_current_context(silent=True)
+        if ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"):
+            args = ["-v"] + args
+        run_local_workers(local_workers, args, cfg.train.local_workers_kill_grace_seconds)
+        return
+    if cfg.train.mixed_precision == "mixed_bfloat16":
+        from detkit.utils.cpu import prepare_bf16_environment
+
+        # Must happen before TensorFlow is imported: oneDNN reads it once.
+        prepare_bf16_environment()
     tensorflow()
     from detkit.train.trainer import train as run_training
 

@@ -139,10 +139,19 @@ def _padded_batch(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool) ->
     return ds.padded_batch(batch_size, padding_values=values, drop_remainder=drop_remainder)
 
 
-def raw_records(dataset_dir: str, split: str, num_parallel_calls: int = 2) -> tf.data.Dataset:
-    """Parsed (still encoded) records of one split."""
+def raw_records(dataset_dir: str, split: str, num_parallel_calls: int = 2,
+                shard: tuple[int, int] = (1, 0)) -> tf.data.Dataset:
+    """Parsed (still encoded) records of one split; with shard=(n, i), only input pipeline i of n's part."""
     files = shard_files(dataset_dir, split)
+    count, index = shard
+    by_file = count > 1 and len(files) >= count
+    if by_file:
+        # Each worker reads whole files of its own: no worker reads (and throws away) the others' records.
+        files = files[index::count]
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), max(1, num_parallel_calls)))
+    if count > 1 and not by_file:
+        # Fewer files than workers: every worker reads everything and keeps every count-th record.
+        ds = ds.shard(count, index)
     return ds.map(parse_example, num_parallel_calls=num_parallel_calls)
 
 
@@ -160,12 +169,16 @@ def count_records(dataset_dir: str, split: str) -> int:
     return sum(1 for _ in tf.data.TFRecordDataset(shard_files(dataset_dir, split)))
 
 
-def training_dataset(cfg: DatasetConfig, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Endless shuffled, augmented, padded batches from dataset.dir/split plus extra_sources."""
+def training_dataset(cfg: DatasetConfig, batch_size: int, seed: int,
+                     shard: tuple[int, int] = (1, 0)) -> tf.data.Dataset:
+    """Endless shuffled, augmented, padded batches from dataset.dir/split plus extra_sources.
+
+    `batch_size` is this input pipeline's batch; `shard` = (number of pipelines, this one's index).
+    """
     sources = [(cfg.dir, cfg.split)] + [tuple(s.rsplit(":", 1)) for s in cfg.extra_sources]
     parts = []
     for directory, split in sources:
-        ds = raw_records(directory, split, cfg.num_parallel_calls)
+        ds = raw_records(directory, split, cfg.num_parallel_calls, shard)
         if cfg.cache:
             ds = ds.cache()
         parts.append(ds.repeat())

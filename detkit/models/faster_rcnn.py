@@ -39,6 +39,8 @@ class FasterRCNN(keras.Model):
         """Features, RPN outputs and the anchors of this feature map."""
         features = self.backbone(self.preprocess(images), training=training)
         logits, deltas = self.rpn_head(features)
+        # Under a mixed-precision policy the convs run in float16/bfloat16; proposals, losses and NMS stay float32.
+        logits, deltas = tf.cast(logits, tf.float32), tf.cast(deltas, tf.float32)
         anchors = anchor_ops.generate_anchors(tf.shape(features)[1:3], self.stride,
                                               self.cfg.anchors.sizes, self.cfg.anchors.ratios)
         return features, logits, deltas, anchors
@@ -53,8 +55,10 @@ class FasterRCNN(keras.Model):
 
     def _rcnn(self, features, rois, training: bool):
         """R-CNN head on RoIs [B, R, 4] -> logits [B, R, C+1], deltas [B, R, C, 4]."""
-        pooled = roi_pooling.roi_pool(self.rcnn_head.reduce_features(features), rois, self.stride, self.cfg.roi_pooling.crop_size, self.pool_stride)
+        reduced = tf.cast(self.rcnn_head.reduce_features(features), tf.float32)
+        pooled = roi_pooling.roi_pool(reduced, rois, self.stride, self.cfg.roi_pooling.crop_size, self.pool_stride)
         logits, deltas = self.rcnn_head(pooled, training=training)
+        logits, deltas = tf.cast(logits, tf.float32), tf.cast(deltas, tf.float32)
         batch = tf.shape(rois)[0]
         num = tf.shape(rois)[1]
         return (tf.reshape(logits, [batch, num, self.num_classes + 1]),

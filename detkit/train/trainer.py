@@ -5,6 +5,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from detkit.config import Config, dump_yaml, from_dict, to_dict
 from detkit.datasets import pipeline
 from detkit.errors import CheckpointError, ConfigError, DetkitError
 from detkit.models.faster_rcnn import FasterRCNN
-from detkit.train import checkpoints, summaries
+from detkit.train import checkpoints, precision, summaries
+from detkit.train import strategy as strategies
 from detkit.train.optimizers import build_optimizer
 from detkit.train.schedules import learning_rate
-from detkit.utils import atomic
+from detkit.utils import atomic, cpu
 from detkit.utils.progress import progress
 
 
@@ -39,6 +41,7 @@ class TrainResult:
     minutes: float
     images_per_second: float
     last_losses: dict
+    steady_images_per_second: float = 0.0
 
 
 def _log(message: str) -> None:
@@ -105,74 +108,161 @@ def build_model(cfg: Config, num_classes: int) -> FasterRCNN:
     return model
 
 
-def _describe_devices(model: keras.Model) -> str:
+def _describe_devices(model: keras.Model, strategy_line: str) -> str:
     """One line: devices, strategy and trainable parameter count."""
     gpus = tf.config.list_logical_devices("GPU")
     device = f"{len(gpus)} GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    return f"device {device}, strategy one_device, {params / 1e6:.2f} M trainable parameters"
+    return f"device {device}, {strategy_line}, {params / 1e6:.2f} M trainable parameters"
+
+
+def _agree(strategy: tf.distribute.Strategy, workers: int, flags: list[bool]) -> list[bool]:
+    """Flags OR-ed over all workers, so clock-based decisions (stop, save) are taken by every worker together.
+
+    Saving and stopping involve every worker under multi-worker training: one worker deciding alone on its
+    own clock would leave the others waiting in an all-reduce forever.
+    """
+    if workers <= 1:
+        return flags
+    value = tf.constant([1.0 if f else 0.0 for f in flags])
+    reduced = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)), axis=None)
+    return [bool(v > 0.5) for v in reduced.numpy()]
 
 
 def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None) -> TrainResult:
     """Train (or resume) the run described by `cfg` and return where its checkpoint is."""
     if not cfg.dataset.dir:
         raise ConfigError("config key dataset.dir: required for training (a `detkit dataset transform` output)")
+    # The strategy comes first: multi-worker collectives can only be configured before TensorFlow runs an op.
+    cluster = strategies.parse_tf_config()
+    strategy_name, strategy_why = strategies.resolve(
+        cfg.train.strategy, cluster, len(tf.config.list_physical_devices("GPU")))
+    if strategy_name != "multi_worker":
+        cluster = None
+    strategy = strategies.build(strategy_name, cluster, cfg.train.tpu_address)
+    chief = strategies.is_chief(cluster)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.train.batch_size % replicas:
+        raise ConfigError(f"config key train.batch_size: the global batch ({cfg.train.batch_size}) must be a "
+                          f"multiple of the {replicas} replicas of strategy {strategy_name}")
+    return _train(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief)
+
+
+def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,
+           cluster: Optional[strategies.ClusterSpec], chief: bool) -> TrainResult:
+    """train() once the strategy exists."""
+    log = _log if chief else (lambda message: None)
+    replicas = strategy.num_replicas_in_sync
     class_names = pipeline.read_class_names(cfg.dataset.dir)
     num_images = pipeline.count_records(cfg.dataset.dir, cfg.dataset.split)
     if num_images == 0:
         raise ConfigError(f"config key dataset.split: split {cfg.dataset.split!r} of {cfg.dataset.dir} is empty")
     run_dir = _run_dir(cfg)
+    if cluster is not None and not cfg.train.run_name:
+        raise ConfigError("config key train.run_name: required for multi-worker training "
+                          "(every worker must name the same run directory)")
     resume_from = checkpoints.latest_checkpoint(run_dir)
     if resume_from:
         _check_resumable(run_dir, cfg, class_names)
+    if chief:
+        try:
+            atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
+            atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
+        except OSError as exc:
+            raise DetkitError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+        ckpt_dir = checkpoints.checkpoint_dir(run_dir)
+    else:
+        # Every worker takes part in saving (the variables are mirrored), but only the chief's copy is kept.
+        try:
+            ckpt_dir = atomic.make_temp_dir(cfg.train.job_dir, f"worker{cluster.task_index}-checkpoints")
+        except OSError as exc:
+            raise DetkitError(f"{cfg.train.job_dir}: cannot create a worker's temporary directory "
+                              f"({exc.strerror})") from None
     try:
-        atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
-        atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
-    except OSError as exc:
-        raise DetkitError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+        return _loop(cfg, on_checkpoint, strategy, strategy_name, strategy_why, chief, log, replicas,
+                     cluster.num_workers if cluster else 1, class_names, num_images, run_dir, resume_from, ckpt_dir)
+    finally:
+        if not chief:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
 
+
+def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,
+          chief: bool, log: Callable[[str], None], replicas: int, workers: int, class_names: list[str], num_images: int,
+          run_dir: str, resume_from: Optional[str], ckpt_dir: str) -> TrainResult:
+    """Build under the strategy, restore, run the steps and checkpoint."""
+    hardware = precision.detect_hardware()
+    choice = precision.choose_policy(cfg.train.mixed_precision, hardware)
+    if choice.policy == "mixed_bfloat16" and not hardware.gpu_compute_capabilities and not cpu.bf16_runnable_in_process():
+        raise ConfigError(
+            "config key train.mixed_precision: mixed_bfloat16 cannot run in this process: oneDNN is capped at "
+            f"{os.environ.get(cpu.ONEDNN_ISA_VAR)} and has no bfloat16 convolution there; `detkit train` starts "
+            f"TensorFlow with {cpu.ONEDNN_OPTS_VAR}=0 for it, or set that variable before importing TensorFlow"
+        )
+    log(precision.describe(choice))
+    if choice.warning:
+        log(f"warning: {choice.warning}")
     keras.utils.set_random_seed(cfg.train.seed)
-    model = build_model(cfg, len(class_names))
     total_steps = _total_steps(cfg, num_images)
     lr_cfg = cfg.train.learning_rate
-    optimizer = build_optimizer(cfg.train.optimizer, learning_rate(lr_cfg, 0, 0.0, total_steps))
-    optimizer.build(model.trainable_variables)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    elapsed_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+    with strategy.scope(), precision.policy_scope(choice):
+        model = build_model(cfg, len(class_names))
+        optimizer = precision.wrap_optimizer(
+            build_optimizer(cfg.train.optimizer, learning_rate(lr_cfg, 0, 0.0, total_steps)), choice)
+        optimizer.build(model.trainable_variables)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        elapsed_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, elapsed=elapsed_var)
-    manager = tf.train.CheckpointManager(ckpt, checkpoints.checkpoint_dir(run_dir),
-                                         max_to_keep=cfg.train.keep_checkpoints)
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=cfg.train.keep_checkpoints if chief else 1)
     if resume_from:
         try:
             ckpt.restore(resume_from).assert_existing_objects_matched()
         except (AssertionError, tf.errors.OpError, ValueError) as exc:
             raise CheckpointError(f"{resume_from}: cannot resume ({str(exc).splitlines()[0][:160]})") from None
-        _log(f"resuming {run_dir} from step {int(step_var)} ({resume_from})")
+        log(f"resuming {run_dir} from step {int(step_var.numpy())} ({resume_from})")
     elif cfg.train.init_from:
         source = checkpoints.resolve(cfg.train.init_from)
         with open(os.path.join(source.run_dir, checkpoints.CLASSES_FILE), encoding="utf-8") as fh:
             same = len(json.load(fh)) == len(class_names)
         checkpoints.restore_for_finetuning(model, source.prefix, same)
-        _log(f"initialised from {source.prefix}" + ("" if same else " (class heads re-initialised)"))
+        log(f"initialised from {source.prefix}" + ("" if same else " (class heads re-initialised)"))
 
-    _log(f"{_describe_devices(model)}; {num_images} images, batch {cfg.train.batch_size}, "
+    strategy_line = f"strategy {strategy_name} ({strategy_why}; {replicas} replica{'s' if replicas > 1 else ''})"
+    log(f"{_describe_devices(model, strategy_line)}; {num_images} images, batch {cfg.train.batch_size}, "
          f"{total_steps} steps" + (f" or {cfg.train.max_minutes:g} minutes" if cfg.train.max_minutes else "")
          + f"; run dir {run_dir}")
 
-    start_step = int(step_var)
-    dataset = pipeline.training_dataset(cfg.dataset, cfg.train.batch_size, seed=cfg.train.seed + start_step)
-    spec = dataset.element_spec
-    signature = [tf.TensorSpec(spec[k].shape, spec[k].dtype) for k in ("image", "image_hw", "boxes", "labels")]
+    start_step = int(step_var.numpy())
+    keys = ("image", "image_hw", "boxes", "labels")
 
-    @tf.function(input_signature=signature, jit_compile=cfg.train.jit_compile or None, reduce_retracing=True)
-    def train_step(images, image_hw, boxes, labels):
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        ds = pipeline.training_dataset(cfg.dataset, context.get_per_replica_batch_size(cfg.train.batch_size),
+                                       seed=cfg.train.seed + start_step,
+                                       shard=(context.num_input_pipelines, context.input_pipeline_id))
+        return ds.map(lambda b: {k: b[k] for k in keys})
+
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+
+    def replica_step(batch: dict) -> dict:
         with tf.GradientTape() as tape:
-            losses = model.compute_losses(images, image_hw, boxes, labels, labels > 0, training=True)
-        grads = tape.gradient(losses["total"], model.trainable_variables)
+            losses = model.compute_losses(batch["image"], batch["image_hw"], batch["boxes"], batch["labels"],
+                                          batch["labels"] > 0, training=True)
+            # Each replica's losses are means over its own images; the optimizer sums the replicas' gradients,
+            # so dividing by the replica count makes the update that of the mean over the global batch.
+            scaled = losses["total"] / replicas
+            if choice.loss_scaling:
+                scaled = optimizer.scale_loss(scaled)
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return losses
+        return {k: v / replicas for k, v in losses.items()}
 
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
+    @tf.function(input_signature=[dataset.element_spec], jit_compile=cfg.train.jit_compile or None,
+                 reduce_retracing=True)
+    def train_step(batch):
+        per_replica = strategy.run(replica_step, args=(batch,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    writer = (tf.summary.create_file_writer(os.path.join(run_dir, "train")) if chief
+              else tf.summary.create_noop_writer())
     max_seconds = cfg.train.max_minutes * 60.0
     step = start_step
     losses_np: dict = {}
@@ -180,6 +270,8 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
     timer_start = time.time() - float(elapsed_var.numpy())
     images_seen = 0
     loop_start = time.time()
+    # The first step includes tracing the tf.function; the steady rate leaves it out.
+    first_step_end: Optional[float] = None
 
     def elapsed() -> float:
         return time.time() - timer_start
@@ -191,22 +283,22 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
             path = manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as exc:
             raise DetkitError(f"{run_dir}: cannot write checkpoint ({str(exc).splitlines()[0][:160]})") from None
-        if on_checkpoint:
+        if on_checkpoint and chief:
             on_checkpoint(path, step)
         return path
 
-    bar = progress(total=total_steps, desc="train", unit="step")
+    bar = progress(total=total_steps, desc="train", unit="step", disable=not chief)
     bar.update(start_step)
     iterator = iter(dataset)
     try:
-        while step < total_steps and not (max_seconds and elapsed() >= max_seconds):
+        while step < total_steps and not _agree(strategy, workers, [bool(max_seconds and elapsed() >= max_seconds)])[0]:
             frac = step / total_steps
             if max_seconds:
                 frac = max(frac, elapsed() / max_seconds)
             lr = learning_rate(lr_cfg, step, frac, total_steps)
             optimizer.learning_rate.assign(lr)
             batch = next(iterator)
-            losses = train_step(batch["image"], batch["image_hw"], batch["boxes"], batch["labels"])
+            losses = train_step(batch)
             losses_np = {k: float(v) for k, v in losses.items()}
             if not math.isfinite(losses_np["total"]):
                 bad = ", ".join(f"{k}={v}" for k, v in losses_np.items() if not math.isfinite(v))
@@ -217,6 +309,8 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
                 )
             step += 1
             images_seen += cfg.train.batch_size
+            if first_step_end is None:
+                first_step_end = time.time()
             rate = images_seen / max(time.time() - loop_start, 1e-9)
             if max_seconds:
                 # A time-bounded run ends when the clock does: size the bar (and its ETA) to match.
@@ -228,18 +322,19 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
             if step % cfg.train.log_every_steps == 0 or step == 1:
                 summaries.write_scalars(writer, step, {f"losses/{k}": v for k, v in losses_np.items()})
                 summaries.write_scalars(writer, step, {"learning_rate": lr, "images_per_second": rate})
-            if cfg.train.image_summary_every_steps and step % cfg.train.image_summary_every_steps == 0:
-                _image_summary(model, batch, writer, step)
-            if cfg.train.eval_split and cfg.train.eval_every_steps and step % cfg.train.eval_every_steps == 0:
+            if chief and cfg.train.image_summary_every_steps and step % cfg.train.image_summary_every_steps == 0:
+                _image_summary(model, _local(strategy, batch), writer, step)
+            if (chief and cfg.train.eval_split and cfg.train.eval_every_steps
+                    and step % cfg.train.eval_every_steps == 0):
                 _periodic_eval(cfg, model, class_names, writer, step)
-            if (step % cfg.train.checkpoint_every_steps == 0
-                    or time.time() - last_save_time >= cfg.train.checkpoint_every_minutes * 60):
+            by_clock = _agree(strategy, workers, [time.time() - last_save_time >= cfg.train.checkpoint_every_minutes * 60])[0]
+            if step % cfg.train.checkpoint_every_steps == 0 or by_clock:
                 save()
                 last_save_time = time.time()
     except KeyboardInterrupt:
         bar.close()
         path = save()
-        _log(f"interrupted at step {step}; checkpoint saved to {path}; run the same command to resume")
+        log(f"interrupted at step {step}; checkpoint saved to {path}; run the same command to resume")
         raise
     except BaseException:
         # Fix: close the bar on any error (e.g. NonFiniteLossError); an open bar left the CLI's
@@ -253,9 +348,20 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
     writer.flush()
     seconds = time.time() - loop_start
     ips = images_seen / seconds if seconds > 0 else 0.0
-    _log(f"finished at step {step} after {elapsed() / 60:.1f} min ({ips:.2f} images/s); checkpoint {path}")
+    steady_steps = step - start_step - 1
+    steady = (steady_steps * cfg.train.batch_size / (time.time() - first_step_end)
+              if first_step_end is not None and steady_steps > 0 else ips)
+    if not chief:
+        path = os.path.join(checkpoints.checkpoint_dir(run_dir), os.path.basename(path))
+    log(f"finished at step {step} after {elapsed() / 60:.1f} min ({ips:.2f} images/s, {steady:.2f} after the first step); "
+        f"checkpoint {path}")
     return TrainResult(run_dir=run_dir, checkpoint=path, step=step, minutes=elapsed() / 60.0,
-                       images_per_second=ips, last_losses=losses_np)
+                       images_per_second=ips, last_losses=losses_np, steady_images_per_second=steady)
+
+
+def _local(strategy: tf.distribute.Strategy, batch: dict) -> dict:
+    """This worker's first replica's part of a distributed batch."""
+    return {k: strategy.experimental_local_results(v)[0] for k, v in batch.items()}
 
 
 def _image_summary(model: FasterRCNN, batch: dict, writer, step: int) -> None:

@@ -48,3 +48,47 @@ def apply_onednn_workaround(environ: MutableMapping[str, str] = os.environ,
         # oneDNN reads this when it creates its first kernel, so setting it after importing TF still works.
         environ[ONEDNN_ISA_VAR] = cap
     return cap
+
+
+# Flags of CPUs whose matrix units compute in bfloat16 natively (Cooper Lake+/Zen 4 AVX-512-BF16, Sapphire Rapids AMX).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16(flags: set[str], isa_cap: Optional[str]) -> tuple[bool, str]:
+    """(whether oneDNN can run bfloat16 natively here, why) from the CPU flags and the oneDNN ISA cap."""
+    found = [f for f in BF16_FLAGS if f in flags]
+    if not found:
+        return False, "the CPU has no avx512_bf16/amx_bf16 flag (bfloat16 would be emulated)"
+    # oneDNN's ISA names that include bfloat16 instructions; any other cap (e.g. AVX2) excludes them.
+    if isa_cap and not any(s in isa_cap.upper() for s in ("BF16", "AMX", "AVX10", "ALL")):
+        return False, (f"the CPU has {'/'.join(found)} but oneDNN is capped at {isa_cap} "
+                       f"({ONEDNN_ISA_VAR}), so its bfloat16 kernels are not used")
+    return True, f"the CPU has {'/'.join(found)}"
+
+
+ONEDNN_OPTS_VAR = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def bf16_runnable_in_process(environ: Mapping[str, str] = os.environ, path: str = "/proc/cpuinfo") -> bool:
+    """Whether bfloat16 convolutions can run: oneDNN off, or oneDNN allowed to use its bfloat16 kernels.
+
+    oneDNN capped at AVX2 has no bfloat16 convolution at all ("could not create a primitive descriptor").
+    """
+    if environ.get(ONEDNN_OPTS_VAR) == "0":
+        return True
+    cap = environ.get(ONEDNN_ISA_VAR)
+    return not cap or native_bf16(cpu_info(path)[1] | set(BF16_FLAGS), cap)[0]
+
+
+def prepare_bf16_environment(environ: MutableMapping[str, str] = os.environ,
+                             path: str = "/proc/cpuinfo") -> Optional[str]:
+    """Before TensorFlow is imported for a bfloat16 run: turn oneDNN off where it cannot run bfloat16.
+
+    Returns the variable set, or None. TensorFlow's own (Eigen) kernels then run bfloat16, emulated.
+    """
+    if ONEDNN_OPTS_VAR in environ and environ[ONEDNN_OPTS_VAR] == "0":
+        return None
+    if bf16_runnable_in_process(environ, path):
+        return None
+    environ[ONEDNN_OPTS_VAR] = "0"
+    return ONEDNN_OPTS_VAR

@@ -1,0 +1,148 @@
+"""`detkit train --local-workers N`: N worker processes on this machine, each with a generated TF_CONFIG.
+
+The workers run the ordinary `detkit train` with TF_CONFIG set, exactly as nodes of a real cluster would; this
+module only starts them, prefixes their output, and stops them all when one fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Optional, Sequence
+
+from detkit.errors import ConfigError, DetkitError
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct TCP ports that were free on `host` a moment ago."""
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)  # held open until all are chosen, so no port is handed out twice
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
+def tf_configs(num_workers: int, host: str = "127.0.0.1", ports: Optional[Sequence[int]] = None) -> list[str]:
+    """One TF_CONFIG JSON per worker: the same cluster, each its own task index (worker 0 is the chief)."""
+    if num_workers < 1:
+        raise ConfigError(f"option --local-workers: must be >= 1, got {num_workers}")
+    ports = list(ports) if ports is not None else free_ports(num_workers, host)
+    cluster = {"worker": [f"{host}:{p}" for p in ports]}
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(num_workers)]
+
+
+def _pump(stream: IO[bytes], prefix: bytes, out: IO[bytes], lock: threading.Lock, last: list) -> None:
+    """Copy a worker's output line by line with its prefix; progress-bar updates (\\r) keep theirs."""
+    buffer = b""
+    while True:
+        chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
+        if not chunk:
+            break
+        buffer += chunk
+        while True:
+            cut = min((i for i in (buffer.find(b"\n"), buffer.find(b"\r")) if i >= 0), default=-1)
+            if cut < 0:
+                break
+            piece, sep, buffer = buffer[:cut], buffer[cut:cut + 1], buffer[cut + 1:]
+            if not piece and sep == b"\r":
+                continue
+            with lock:
+                if piece.strip():
+                    last[0] = piece.strip()
+                out.write(prefix + piece + sep)
+                out.flush()
+    if buffer:
+        with lock:
+            last[0] = buffer.strip() or last[0]
+            out.write(prefix + buffer + b"\n")
+            out.flush()
+
+
+def run_local_workers(num_workers: int, worker_args: Sequence[str], kill_grace_seconds: float = 10.0,
+                      environ: Optional[dict] = None) -> int:
+    """Run `python -m detkit <worker_args>` as N workers; return 0, or raise DetkitError naming the failed one."""
+    configs = tf_configs(num_workers)
+    base_env = dict(os.environ if environ is None else environ)
+    procs: list[subprocess.Popen] = []
+    threads: list[threading.Thread] = []
+    lock = threading.Lock()
+    lasts: list[list] = []
+    stdout = sys.stdout.buffer
+    stderr = sys.stderr.buffer
+    try:
+        for index, tf_config in enumerate(configs):
+            env = dict(base_env, TF_CONFIG=tf_config)
+            proc = subprocess.Popen([sys.executable, "-m", "detkit", *worker_args], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            procs.append(proc)
+            last = [b""]
+            lasts.append(last)
+            prefix = f"[worker {index}] ".encode()
+            # The chief's stdout (the run directory) passes through unprefixed: it is the command's result.
+            out_target = stdout if index == 0 else stderr
+            for stream, target, pre in ((proc.stdout, out_target, b"" if index == 0 else prefix),
+                                        (proc.stderr, stderr, prefix)):
+                t = threading.Thread(target=_pump, args=(stream, pre, target, lock, last), daemon=True)
+                t.start()
+                threads.append(t)
+        failed = _wait_all(procs)
+        if failed is not None:
+            index, code = failed
+            _stop(procs, kill_grace_seconds)
+            for t in threads:
+                t.join(timeout=2)
+            reason = lasts[index][0].decode(errors="replace")[:200]
+            raise DetkitError(f"local worker {index} of {num_workers} exited with code {code}"
+                              + (f": {reason}" if reason else "") + "; stopped the other workers")
+        for t in threads:
+            t.join(timeout=5)
+        return 0
+    except KeyboardInterrupt:
+        _stop(procs, kill_grace_seconds)
+        raise
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> Optional[tuple[int, int]]:
+    """Wait until every worker has exited (None) or one has failed ((index, exit code))."""
+    while True:
+        running = False
+        for index, proc in enumerate(procs):
+            code = proc.poll()
+            if code is None:
+                running = True
+            elif code != 0:
+                return index, code
+        if not running:
+            return None
+        time.sleep(0.2)
+
+
+def _stop(procs: list[subprocess.Popen], grace_seconds: float) -> None:
+    """SIGTERM the workers still running (each is its own process group), SIGKILL them after the grace time."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + grace_seconds
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
