@@ -70,8 +70,9 @@ def _pump(stream: IO[bytes], prefix: bytes, out: IO[bytes], lock: threading.Lock
 
 
 def run_local_workers(num_workers: int, worker_args: Sequence[str], kill_grace_seconds: float = 10.0,
-                      environ: Optional[dict] = None) -> int:
+                      environ: Optional[dict] = None, command: Optional[Sequence[str]] = None) -> int:
     """Run `python -m detkit <worker_args>` as N workers; return 0, or raise DetkitError naming the failed one."""
+    command = list(command) if command is not None else [sys.executable, "-m", "detkit"]
     configs = tf_configs(num_workers)
     base_env = dict(os.environ if environ is None else environ)
     procs: list[subprocess.Popen] = []
@@ -83,7 +84,7 @@ def run_local_workers(num_workers: int, worker_args: Sequence[str], kill_grace_s
     try:
         for index, tf_config in enumerate(configs):
             env = dict(base_env, TF_CONFIG=tf_config)
-            proc = subprocess.Popen([sys.executable, "-m", "detkit", *worker_args], env=env,
+            proc = subprocess.Popen([*command, *worker_args], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             procs.append(proc)
             last = [b""]
@@ -91,14 +92,17 @@ def run_local_workers(num_workers: int, worker_args: Sequence[str], kill_grace_s
             prefix = f"[worker {index}] ".encode()
             # The chief's stdout (the run directory) passes through unprefixed: it is the command's result.
             out_target = stdout if index == 0 else stderr
-            for stream, target, pre in ((proc.stdout, out_target, b"" if index == 0 else prefix),
-                                        (proc.stderr, stderr, prefix)):
-                t = threading.Thread(target=_pump, args=(stream, pre, target, lock, last), daemon=True)
+            # Only stderr's last line explains a failure (detkit's one-line error or a traceback's last line).
+            for stream, target, pre, keep in ((proc.stdout, out_target, b"" if index == 0 else prefix, [b""]),
+                                              (proc.stderr, stderr, prefix, last)):
+                t = threading.Thread(target=_pump, args=(stream, pre, target, lock, keep), daemon=True)
                 t.start()
                 threads.append(t)
         failed = _wait_all(procs)
         if failed is not None:
             index, code = failed
+            for t in threads[2 * index:2 * index + 2]:
+                t.join(timeout=5)  # the failed worker's pipes close with it: read its last words first
             _stop(procs, kill_grace_seconds)
             for t in threads:
                 t.join(timeout=2)
