@@ -71,7 +71,8 @@ def choose_policy(requested: str, hw: Hardware) -> PrecisionChoice:
             return PrecisionChoice("mixed_bfloat16", f"no GPU and {why}")
         return PrecisionChoice("float32", f"no GPU and {why}")
     if requested == "mixed_bfloat16" and not native:
-        return PrecisionChoice(requested, "requested", f"bfloat16 requested but {why}: expect it slower than float32")
+        return PrecisionChoice(requested, "requested", f"mixed_bfloat16 requested, but {why}: bfloat16 is emulated, "
+                                                    "expect it slower than float32")
     if requested == "mixed_float16":
         return PrecisionChoice(requested, "requested", "float16 on a CPU is emulated: expect it much slower than float32")
     return PrecisionChoice(requested, "requested")

@@ -61,8 +61,8 @@ def native_bf16(flags: set[str], isa_cap: Optional[str]) -> tuple[bool, str]:
         return False, "the CPU has no avx512_bf16/amx_bf16 flag (bfloat16 would be emulated)"
     # oneDNN's ISA names that include bfloat16 instructions; any other cap (e.g. AVX2) excludes them.
     if isa_cap and not any(s in isa_cap.upper() for s in ("BF16", "AMX", "AVX10", "ALL")):
-        return False, (f"the CPU has {'/'.join(found)} but oneDNN is capped at {isa_cap} "
-                       f"({ONEDNN_ISA_VAR}), so its bfloat16 kernels are not used")
+        return False, (f"the CPU has {'/'.join(found)}, but oneDNN is capped at {isa_cap} "
+                       f"({ONEDNN_ISA_VAR}), below its bfloat16 kernels")
     return True, f"the CPU has {'/'.join(found)}"
 
 

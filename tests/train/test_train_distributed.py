@@ -1,5 +1,5 @@
 """Distributed training: TF_CONFIG parsing and the strategy choice, the local-worker launcher (its TF_CONFIGs,
-prefixed output, failure propagation), one-line errors for bad input, and (slow) 2 local workers against
+prefixed output, failure propagation), one-line errors for bad input, and 2 local workers against
 one process with the same global batch (~30 s, so not marked slow: it is the one end-to-end check).
 """
 from __future__ import annotations

@@ -1,0 +1,65 @@
+"""The mixed-precision choice: auto per hardware (faked), explicit requests with warnings, loss scaling,
+the Keras policy restored after building, and float32 outputs of a bfloat16 model."""
+from __future__ import annotations
+
+import keras
+import pytest
+
+from detkit.train import precision
+from detkit.train.precision import Hardware
+
+AMD_ZEN4 = {"avx2", "avx512f", "avx512_bf16"}
+
+
+@pytest.mark.parametrize("hw, policy, words", [
+    (Hardware([], AMD_ZEN4, None), "mixed_bfloat16", "the CPU has avx512_bf16"),
+    # detkit caps oneDNN at AVX2 on AMD AVX-512 CPUs: the bf16 flag is there, the kernels are not.
+    (Hardware([], AMD_ZEN4, "AVX2"), "float32", "capped at AVX2"),
+    (Hardware([], {"avx2"}, None), "float32", "no avx512_bf16/amx_bf16"),
+    (Hardware([], {"amx_bf16", "avx512f"}, "AVX512_CORE_AMX"), "mixed_bfloat16", "amx_bf16"),
+    (Hardware([(8, 0)], set(), None), "mixed_float16", "tensor cores"),
+    (Hardware([(6, 1)], set(), None), "float32", "no tensor cores"),
+])
+def test_auto_picks_the_policy_the_hardware_runs_fast(hw, policy, words):
+    choice = precision.choose_policy("auto", hw)
+    assert choice.policy == policy and words in choice.reason and choice.warning == ""
+    assert precision.describe(choice).startswith(f"precision {policy}")
+
+
+def test_explicit_requests_run_but_warn_where_they_do_not_pay():
+    capped = precision.choose_policy("mixed_bfloat16", Hardware([], AMD_ZEN4, "AVX2"))
+    assert capped.policy == "mixed_bfloat16" and "expect it slower than float32" in capped.warning
+    assert precision.choose_policy("mixed_bfloat16", Hardware([], AMD_ZEN4, None)).warning == ""
+    assert "emulated" in precision.choose_policy("mixed_float16", Hardware([], AMD_ZEN4, None)).warning
+    assert precision.choose_policy("float32", Hardware([(8, 0)], set(), None)).warning == ""
+    # Only float16 needs loss scaling: bfloat16 has float32's exponent range.
+    f16 = precision.choose_policy("mixed_float16", Hardware([(8, 0)], set(), None))
+    assert f16.loss_scaling and precision.describe(f16) == "precision mixed_float16, dynamic loss scaling (requested)"
+    assert not capped.loss_scaling
+    opt = keras.optimizers.SGD(0.1)
+    assert isinstance(precision.wrap_optimizer(opt, f16), keras.optimizers.LossScaleOptimizer)
+    assert precision.wrap_optimizer(opt, capped) is opt
+
+
+def test_policy_scope_restores_the_global_policy_and_keeps_outputs_float32(tmp_path):
+    """A mixed_float16 tiny Faster R-CNN computes in float16 but returns float32 boxes and scores."""
+    import tensorflow as tf
+
+    from detkit.config import load_config
+    from detkit.train.trainer import build_model
+
+    cfg = load_config([], ["model.base_network.name=small_resnet", "model.base_network.weights=none",
+                           "model.base_network.small_widths=[8, 16, 16, 32]",
+                           "model.base_network.small_blocks=[0, 1, 1, 1]", "model.rpn.channels=32",
+                           "model.rcnn.fc_sizes=[64]", "model.rcnn.reduce_channels=0"])
+    choice = precision.PrecisionChoice("mixed_float16", "test")
+    with precision.policy_scope(choice):
+        model = build_model(cfg, 2)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert model.rpn_head.conv.compute_dtype == "float16" and model.rpn_head.conv.kernel.dtype == "float32"
+    out = model((tf.zeros([1, 64, 96, 3]), tf.constant([[64, 96]])))
+    assert out["boxes"].dtype == tf.float32 and out["scores"].dtype == tf.float32
+    losses = model.compute_losses(tf.zeros([1, 64, 96, 3]), tf.constant([[64, 96]]),
+                                  tf.constant([[[10.0, 10.0, 50.0, 40.0]]]), tf.constant([[1]]),
+                                  tf.constant([[True]]))
+    assert all(v.dtype == tf.float32 for v in losses.values())
