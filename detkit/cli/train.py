@@ -46,4 +46,5 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_worke
     from detkit.train.trainer import train as run_training
 
     result = run_training(cfg)
-    click.echo(result.run_dir)
+    if result.chief:  # one result line per cluster, not one per worker
+        click.echo(result.run_dir)

@@ -42,6 +42,8 @@ class TrainResult:
     images_per_second: float
     last_losses: dict
     steady_images_per_second: float = 0.0
+    # False on the non-chief workers of a multi-worker run (their checkpoints were temporary).
+    chief: bool = True
 
 
 def _log(message: str) -> None:
@@ -356,7 +358,8 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
     log(f"finished at step {step} after {elapsed() / 60:.1f} min ({ips:.2f} images/s, {steady:.2f} after the first step); "
         f"checkpoint {path}")
     return TrainResult(run_dir=run_dir, checkpoint=path, step=step, minutes=elapsed() / 60.0,
-                       images_per_second=ips, last_losses=losses_np, steady_images_per_second=steady)
+                       images_per_second=ips, last_losses=losses_np, steady_images_per_second=steady,
+                       chief=chief)
 
 
 def _local(strategy: tf.distribute.Strategy, batch: dict) -> dict:
