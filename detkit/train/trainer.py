@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -175,11 +176,11 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
         ckpt_dir = checkpoints.checkpoint_dir(run_dir)
     else:
         # Every worker takes part in saving (the variables are mirrored), but only the chief's copy is kept.
+        # Local temp, not job_dir: a worker killed mid-run then leaves nothing behind on the shared storage.
         try:
-            ckpt_dir = atomic.make_temp_dir(cfg.train.job_dir, f"worker{cluster.task_index}-checkpoints")
+            ckpt_dir = tempfile.mkdtemp(prefix=f"detkit-worker{cluster.task_index}-checkpoints-")
         except OSError as exc:
-            raise DetkitError(f"{cfg.train.job_dir}: cannot create a worker's temporary directory "
-                              f"({exc.strerror})") from None
+            raise DetkitError(f"cannot create a worker's temporary checkpoint directory ({exc.strerror})") from None
     try:
         return _loop(cfg, on_checkpoint, strategy, strategy_name, strategy_why, chief, log, replicas,
                      cluster.num_workers if cluster else 1, class_names, num_images, run_dir, resume_from, ckpt_dir)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -133,6 +134,9 @@ def run_cli(monkeypatch, capsys, *args: str, env: dict | None = None) -> tuple[i
     (["-o", "train.strategy=multi_worker"], {"TF_CONFIG": ""},
      "detkit: error: config key train.strategy: multi_worker needs the TF_CONFIG environment variable "
      "(or use `detkit train --local-workers N`)\n"),
+    (["--local-workers", "2"], {"TF_CONFIG": json.dumps({"cluster": {"worker": ["h:1"]}})},
+     "detkit: error: option --local-workers: TF_CONFIG is already set; unset it, or run without "
+     "--local-workers to join that cluster\n"),
     ([], {"TF_CONFIG": "{oops"}, None),
 ])
 def test_bad_distributed_input_is_a_one_line_error(args, env, message, tmp_path, monkeypatch, capsys):
@@ -235,9 +239,10 @@ def test_two_local_workers_match_one_process_with_the_same_global_batch(synth_da
     assert proc.stdout == two_dir + "\n"
     assert "[worker 0] detkit: device CPU" in proc.stderr and "strategy multi_worker" in proc.stderr
     assert "[worker 0] detkit: finished at step 3" in proc.stderr
-    # Only the chief logs; worker 1's checkpoints went to a temporary directory that is gone.
+    # Only the chief logs; worker 1's checkpoints went to a local temporary directory that is gone.
     assert "[worker 1] detkit:" not in proc.stderr and "[worker 1] /" not in proc.stderr
     assert sorted(os.listdir(tmp_path / "jobs")) == ["two"]
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "detkit-worker1-checkpoints-*"))
     assert checkpoints.latest_checkpoint(two_dir).endswith("ckpt-3")
 
     single = train(load_config([str(config)], ["train.run_name=one", "train.strategy=one_device"]))
