@@ -55,8 +55,8 @@ def _pump(stream: IO[bytes], prefix: bytes, out: IO[bytes], lock: threading.Lock
             if cut < 0:
                 break
             piece, sep, buffer = buffer[:cut], buffer[cut:cut + 1], buffer[cut + 1:]
-            if not piece and sep == b"\r":
-                continue
+            if not piece.strip():
+                continue  # blank lines and bare carriage returns carry nothing worth a prefix
             with lock:
                 if piece.strip():
                     last[0] = piece.strip()
@@ -113,7 +113,11 @@ def run_local_workers(num_workers: int, worker_args: Sequence[str], kill_grace_s
             t.join(timeout=5)
         return 0
     except KeyboardInterrupt:
-        _stop(procs, kill_grace_seconds)
+        # The workers run in their own sessions (so a failure can stop them as a group): pass Ctrl-C on, so
+        # each saves its checkpoint at the same step as in a single-process run, before anything harsher.
+        _stop(procs, kill_grace_seconds, first=signal.SIGINT)
+        for t in threads:
+            t.join(timeout=2)
         raise
 
 
@@ -132,12 +136,12 @@ def _wait_all(procs: list[subprocess.Popen]) -> Optional[tuple[int, int]]:
         time.sleep(0.2)
 
 
-def _stop(procs: list[subprocess.Popen], grace_seconds: float) -> None:
-    """SIGTERM the workers still running (each is its own process group), SIGKILL them after the grace time."""
+def _stop(procs: list[subprocess.Popen], grace_seconds: float, first: int = signal.SIGTERM) -> None:
+    """Signal the workers still running (each is its own process group), SIGKILL them after the grace time."""
     for proc in procs:
         if proc.poll() is None:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, first)
             except ProcessLookupError:
                 pass
     deadline = time.time() + grace_seconds

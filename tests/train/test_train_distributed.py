@@ -111,6 +111,37 @@ def test_launcher_prefixes_output_and_stops_everyone_when_one_worker_fails(tmp_p
     assert time.time() - start < 60
 
 
+INTERRUPTIBLE_WORKER = textwrap.dedent("""
+    import json, os, signal, sys, time
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    def on_int(*_):
+        print(f"worker {index} saved its checkpoint", file=sys.stderr, flush=True)
+        sys.exit(130)
+    signal.signal(signal.SIGINT, on_int)
+    print("ready", file=sys.stderr, flush=True)
+    time.sleep(120)
+""")
+
+
+def test_ctrl_c_is_passed_on_to_every_worker(tmp_path, capfd):
+    """The workers run in their own sessions; Ctrl-C reaches them through the launcher, so each can save."""
+    import signal
+    import threading
+
+    script = tmp_path / "interruptible.py"
+    script.write_text(INTERRUPTIBLE_WORKER)
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launcher.run_local_workers(2, [], kill_grace_seconds=20, environ=dict(os.environ),
+                                       command=[sys.executable, str(script)])
+    finally:
+        timer.cancel()
+    err = capfd.readouterr().err
+    assert "[worker 0] worker 0 saved its checkpoint" in err and "[worker 1] worker 1 saved its checkpoint" in err
+
+
 def run_cli(monkeypatch, capsys, *args: str, env: dict | None = None) -> tuple[int, str, str]:
     from detkit.cli.main import main
 
