@@ -2,6 +2,8 @@
 the Keras policy restored after building, and float32 outputs of a bfloat16 model."""
 from __future__ import annotations
 
+import os
+
 import keras
 import pytest
 
@@ -63,3 +65,31 @@ def test_policy_scope_restores_the_global_policy_and_keeps_outputs_float32(tmp_p
                                   tf.constant([[[10.0, 10.0, 50.0, 40.0]]]), tf.constant([[1]]),
                                   tf.constant([[True]]))
     assert all(v.dtype == tf.float32 for v in losses.values())
+
+
+def test_explicit_bfloat16_without_native_support_runs_and_warns(synth_dataset, tmp_path):
+    """About 15 s. oneDNN capped at AVX2 has no bfloat16 convolution: `detkit train` turns oneDNN off before
+    TensorFlow starts, trains in bfloat16 anyway and says so in one warning line."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo, ONEDNN_MAX_CPU_ISA="AVX2")
+    for key in ("TF_CONFIG", "TF_ENABLE_ONEDNN_OPTS"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "detkit", "train", "-o", f"dataset.dir={synth_dataset}", "-o", "dataset.split=synth",
+         "-o", "dataset.image={min_size: 96, max_size: 128}", "-o", "model.base_network.name=small_resnet",
+         "-o", "model.base_network.weights=none", "-o", "model.base_network.small_widths=[8, 16, 16, 32]",
+         "-o", "model.base_network.small_blocks=[0, 1, 1, 1]", "-o", "model.rpn.channels=32",
+         "-o", "model.rcnn.fc_sizes=[64]", "-o", "model.rcnn.reduce_channels=0",
+         "-o", f"train.job_dir={tmp_path}", "-o", "train.run_name=bf16", "-o", "train.num_steps=2",
+         "-o", "train.image_summary_every_steps=0", "-o", "train.mixed_precision=mixed_bfloat16"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.startswith("detkit:")]
+    assert "detkit: precision mixed_bfloat16 (requested)" in lines
+    warnings = [line for line in lines if line.startswith("detkit: warning:")]
+    assert len(warnings) == 1 and "mixed_bfloat16 requested" in warnings[0]
+    assert "expect it slower than float32" in warnings[0]
+    assert any(line.startswith("detkit: finished at step 2") for line in lines)
