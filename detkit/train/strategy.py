@@ -84,6 +84,17 @@ def build(name: str, cluster: Optional[ClusterSpec], tpu_address: str = ""):
     """The tf.distribute strategy; call it before any other TensorFlow op so collectives can be configured."""
     import tensorflow as tf
 
+    try:
+        return _build(name, tpu_address)
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config key train.strategy: cannot start {name} ({first})") from None
+
+
+def _build(name: str, tpu_address: str):
+    """build() without the error translation."""
+    import tensorflow as tf
+
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
