@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from detkit.errors import ConfigError
+
+if TYPE_CHECKING:  # TensorFlow is imported only when a strategy is built
+    import tensorflow as tf
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -80,8 +83,11 @@ def resolve(requested: str, cluster: Optional[ClusterSpec], num_gpus: int) -> tu
     return requested, "configured"
 
 
-def build(name: str, cluster: Optional[ClusterSpec], tpu_address: str = ""):
-    """The tf.distribute strategy; call it before any other TensorFlow op so collectives can be configured."""
+def build(name: str, tpu_address: str = "") -> tf.distribute.Strategy:
+    """The tf.distribute strategy; call it before any other TensorFlow op so collectives can be configured.
+
+    multi_worker reads TF_CONFIG itself (TensorFlow's cluster resolver); parse_tf_config() has checked it.
+    """
     import tensorflow as tf
 
     try:
@@ -91,7 +97,7 @@ def build(name: str, cluster: Optional[ClusterSpec], tpu_address: str = ""):
         raise ConfigError(f"config key train.strategy: cannot start {name} ({first})") from None
 
 
-def _build(name: str, tpu_address: str):
+def _build(name: str, tpu_address: str) -> tf.distribute.Strategy:
     """build() without the error translation."""
     import tensorflow as tf
 

@@ -142,7 +142,7 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
         cfg.train.strategy, cluster, len(tf.config.list_physical_devices("GPU")))
     if strategy_name != "multi_worker":
         cluster = None
-    strategy = strategies.build(strategy_name, cluster, cfg.train.tpu_address)
+    strategy = strategies.build(strategy_name, cfg.train.tpu_address)
     chief = strategies.is_chief(cluster)
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
