@@ -82,8 +82,8 @@ class FasterRCNN(keras.Model):
 
     # ------------------------------------------------------------ training
     def compute_losses(self, images: tf.Tensor, image_hw: tf.Tensor, gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
-                       gt_valid: tf.Tensor, training: bool = True) -> dict[str, tf.Tensor]:
-        """The four weighted losses, L2 and their total for a padded batch with padded ground truth."""
+                       gt_valid: tf.Tensor, training: bool = True, include_l2: bool = True) -> dict[str, tf.Tensor]:
+        """The four weighted losses, L2 (unless `include_l2` is false) and their total for a padded batch."""
         image_hw = tf.cast(image_hw, tf.float32)
         # A batch of only negative images has no ground-truth slot at all; matching needs one, so add an
         # invalid one (every candidate is then background).
@@ -106,16 +106,21 @@ class FasterRCNN(keras.Model):
             )
             losses["rcnn_class"] = w.rcnn_class * r_cls
             losses["rcnn_box"] = w.rcnn_box * r_box
-        losses["l2"] = w.l2 * self.l2_penalty()
+        if include_l2:
+            losses["l2"] = w.l2 * self.l2_penalty()
         losses["total"] = tf.add_n(list(losses.values()))
         return losses
 
+    def decayed_variables(self) -> list:
+        """The trainable conv/dense kernels, which L2 weight decay applies to (biases and norms are not decayed)."""
+        return [v for v in self.trainable_variables if "kernel" in v.path]
+
     def l2_penalty(self) -> tf.Tensor:
-        """0.5 * sum of squared trainable conv/dense kernels (biases and norms are not decayed)."""
-        kernels = [v for v in self.trainable_variables if "kernel" in v.path]
+        """0.5 * sum of squared trainable conv/dense kernels."""
+        kernels = self.decayed_variables()
         if not kernels:
             return tf.constant(0.0)
-        return 0.5 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in kernels])
+        return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
 
     def build_for_inference(self) -> None:
         """Create every variable by running one tiny image through the network."""

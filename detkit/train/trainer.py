@@ -24,6 +24,7 @@ from detkit.train import checkpoints, precision, summaries
 from detkit.train import strategy as strategies
 from detkit.train.optimizers import build_optimizer
 from detkit.train.schedules import learning_rate
+from detkit.train.step import make_replica_step
 from detkit.utils import atomic, cpu
 from detkit.utils.progress import progress
 
@@ -245,18 +246,7 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
 
-    def replica_step(batch: dict) -> dict:
-        with tf.GradientTape() as tape:
-            losses = model.compute_losses(batch["image"], batch["image_hw"], batch["boxes"], batch["labels"],
-                                          batch["labels"] > 0, training=True)
-            # Each replica's losses are means over its own images; the optimizer sums the replicas' gradients,
-            # so dividing by the replica count makes the update that of the mean over the global batch.
-            scaled = losses["total"] / replicas
-            if choice.loss_scaling:
-                scaled = optimizer.scale_loss(scaled)
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return {k: v / replicas for k, v in losses.items()}
+    replica_step = make_replica_step(model, optimizer, replicas, choice.loss_scaling)
 
     @tf.function(input_signature=[dataset.element_spec], jit_compile=cfg.train.jit_compile or None,
                  reduce_retracing=True)
