@@ -1,7 +1,9 @@
 """Run directories and checkpoints: what is saved, where, and how it is found and restored."""
 from __future__ import annotations
 
+import glob
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,12 +30,24 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(run_dir, CHECKPOINT_DIR)
 
 
+def is_complete(prefix: str) -> bool:
+    """Whether a checkpoint prefix has its .index and at least one .data file."""
+    return os.path.isfile(prefix + ".index") and bool(glob.glob(glob.escape(prefix) + ".data-*"))
+
+
 def latest_checkpoint(run_dir: str) -> Optional[str]:
     """The newest complete checkpoint prefix of a run, or None."""
     directory = checkpoint_dir(run_dir)
     if not os.path.isdir(directory):
         return None
-    return tf.train.latest_checkpoint(directory)
+    prefix = tf.train.latest_checkpoint(directory)
+    if prefix is not None and is_complete(prefix):
+        return prefix
+    # The state file is missing, unreadable or names a checkpoint whose files are gone: use the files on
+    # disk, so that `train` resumes instead of silently starting over beside the run's checkpoints.
+    steps = [int(m.group(1)) for m in (re.match(r"^ckpt-(\d+)\.index$", n) for n in os.listdir(directory)) if m]
+    complete = [p for p in (os.path.join(directory, f"ckpt-{s}") for s in sorted(steps)) if is_complete(p)]
+    return complete[-1] if complete else None
 
 
 def step_of(prefix: str) -> int:

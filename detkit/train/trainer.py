@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from detkit.config import Config, dump_yaml, from_dict, to_dict
 from detkit.datasets import pipeline
-from detkit.errors import CheckpointError, ConfigError, DetkitError
+from detkit.datasets.sources import check_training_sources
+from detkit.errors import CheckpointError, ConfigError, DetkitError, first_line, is_disk_full
 from detkit.models.faster_rcnn import FasterRCNN
 from detkit.train import checkpoints, summaries
 from detkit.train.optimizers import build_optimizer
@@ -115,9 +116,7 @@ def _describe_devices(model: keras.Model) -> str:
 
 def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None) -> TrainResult:
     """Train (or resume) the run described by `cfg` and return where its checkpoint is."""
-    if not cfg.dataset.dir:
-        raise ConfigError("config key dataset.dir: required for training (a `detkit dataset transform` output)")
-    class_names = pipeline.read_class_names(cfg.dataset.dir)
+    class_names = check_training_sources(cfg.dataset)
     num_images = pipeline.count_records(cfg.dataset.dir, cfg.dataset.split)
     if num_images == 0:
         raise ConfigError(f"config key dataset.split: split {cfg.dataset.split!r} of {cfg.dataset.dir} is empty")
@@ -129,7 +128,9 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
         atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
         atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
     except OSError as exc:
-        raise DetkitError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+        fix = ("free some space or set train.job_dir to another disk" if is_disk_full(exc)
+               else "set train.job_dir to a writable directory")
+        raise DetkitError(f"{run_dir}: cannot write the run directory ({first_line(exc)}); {fix}") from None
 
     keras.utils.set_random_seed(cfg.train.seed)
     model = build_model(cfg, len(class_names))
@@ -145,8 +146,11 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
     if resume_from:
         try:
             ckpt.restore(resume_from).assert_existing_objects_matched()
-        except (AssertionError, tf.errors.OpError, ValueError) as exc:
-            raise CheckpointError(f"{resume_from}: cannot resume ({str(exc).splitlines()[0][:160]})") from None
+        except (AssertionError, tf.errors.OpError, ValueError, IndexError, KeyError) as exc:
+            # IndexError: a truncated .data file ("Read less bytes than requested").
+            raise CheckpointError(
+                f"{resume_from}: cannot resume, the checkpoint is damaged ({first_line(exc)}); delete it with "
+                f"`detkit checkpoint delete {resume_from} --yes` to resume from the one before") from None
         _log(f"resuming {run_dir} from step {int(step_var)} ({resume_from})")
     elif cfg.train.init_from:
         source = checkpoints.resolve(cfg.train.init_from)
@@ -190,7 +194,9 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
         try:
             path = manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as exc:
-            raise DetkitError(f"{run_dir}: cannot write checkpoint ({str(exc).splitlines()[0][:160]})") from None
+            fix = "free some space" if is_disk_full(exc) else "make train.job_dir writable"
+            raise DetkitError(f"{run_dir}: cannot write checkpoint ({first_line(exc)}); {fix}, then run the same "
+                              "command to resume from the last one") from None
         if on_checkpoint:
             on_checkpoint(path, step)
         return path
