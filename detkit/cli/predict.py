@@ -202,8 +202,9 @@ def _save_drawn(image, detections, path: str) -> None:
                             [d.prob for d in detections], color_key=[d.label_id for d in detections])
     options = {"quality": 95} if path.lower().endswith((".jpg", ".jpeg", ".webp")) else {}
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        drawn.save(path, **options)
+        from detkit.utils.atomic import save_image
+
+        save_image(path, drawn, **options)
     except OSError as exc:
         raise DetkitError(f"{path}: cannot write drawn image ({exc.strerror or exc})") from None
 

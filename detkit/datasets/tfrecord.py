@@ -155,7 +155,20 @@ def read_records(paths: list[str]) -> Iterator[bytes]:
             for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
                 yield record
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]})") from None
+            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]}); convert it again "
+                               "with `detkit dataset transform ... --overwrite`") from None
+
+
+def data_loss_error(directory: str, split: str, exc: Exception) -> DatasetError:
+    """The error for a DataLossError met while streaming a split: names the corrupt shard when it finds it."""
+    try:
+        for _ in read_records(find_shards(directory, split)):
+            pass
+    except DatasetError as named:
+        return named
+    first = str(getattr(exc, "message", exc)).strip().splitlines()[0][:160]
+    return DatasetError(f"{directory}: split {split!r} has a corrupt record ({first}); convert it again with "
+                        "`detkit dataset transform ... --overwrite`")
 
 
 def parse_example(serialized: Any) -> dict[str, Any]:

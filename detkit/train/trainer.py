@@ -17,6 +17,7 @@ import tensorflow as tf
 from detkit.config import Config, dump_yaml, from_dict, to_dict
 from detkit.datasets import pipeline
 from detkit.datasets.sources import check_training_sources
+from detkit.datasets.tfrecord import data_loss_error
 from detkit.errors import CheckpointError, ConfigError, DetkitError, first_line, is_disk_full
 from detkit.models.faster_rcnn import FasterRCNN
 from detkit.train import checkpoints, summaries
@@ -147,7 +148,8 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
         try:
             ckpt.restore(resume_from).assert_existing_objects_matched()
         except (AssertionError, tf.errors.OpError, ValueError, IndexError, KeyError) as exc:
-            # IndexError: a truncated .data file ("Read less bytes than requested").
+            if not checkpoints.is_damaged(exc):
+                raise CheckpointError(f"{resume_from}: cannot resume ({first_line(exc)})") from None
             raise CheckpointError(
                 f"{resume_from}: cannot resume, the checkpoint is damaged ({first_line(exc)}); delete it with "
                 f"`detkit checkpoint delete {resume_from} --yes` to resume from the one before") from None
@@ -211,7 +213,10 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
                 frac = max(frac, elapsed() / max_seconds)
             lr = learning_rate(lr_cfg, step, frac, total_steps)
             optimizer.learning_rate.assign(lr)
-            batch = next(iterator)
+            try:
+                batch = next(iterator)
+            except tf.errors.DataLossError as exc:  # a truncated or corrupt shard: name it, no traceback
+                raise data_loss_error(cfg.dataset.dir, cfg.dataset.split, exc) from None
             losses = train_step(batch["image"], batch["image_hw"], batch["boxes"], batch["labels"])
             losses_np = {k: float(v) for k, v in losses.items()}
             if not math.isfinite(losses_np["total"]):

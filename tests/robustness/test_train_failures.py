@@ -87,6 +87,18 @@ def test_dataset_with_zero_boxes_is_refused(tmp_path, detkit):
     assert not (tmp_path / "jobs").exists()
 
 
+def test_truncated_shard_is_named(tmp_path, detkit, dataset):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    shard = next(data.glob("s-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size - 100])  # the second record loses its end
+    res = detkit("train", "-c", _config(tmp_path, data))
+    assert res.code == 1
+    line = res.error_line()
+    assert line.startswith(f"{shard}: corrupt TFRecord file (") and line.endswith(
+        "convert it again with `detkit dataset transform ... --overwrite`"), line
+
+
 def test_job_dir_under_a_regular_file(tmp_path, detkit, dataset):
     # Works as root too, unlike file modes: nothing can be created below a regular file.
     (tmp_path / "blocker").write_text("a file where the job directory should go")
