@@ -447,8 +447,12 @@ def _output(path: Optional[str]) -> Iterator[IO[str]]:
     if not path:
         yield sys.stdout
         return
-    from detkit.utils.atomic import atomic_path
+    from detkit.utils.atomic import atomic_path, ensure_parent
 
+    try:
+        ensure_parent(path)
+    except OSError as exc:
+        raise DetkitError(f"{path}: cannot write ({exc.strerror or exc}); choose another -f/--output-file") from None
     with atomic_path(path) as tmp:
         try:
             fh = open(tmp, "w", encoding="utf-8")

@@ -71,7 +71,8 @@ class Staging:
         try:
             self.dir = make_temp_dir(self.out_dir, self.prefix)
         except OSError as exc:
-            raise DatasetError(f"output directory {self.out_dir}: cannot write: {exc.strerror or exc}") from None
+            raise DatasetError(f"output directory {self.out_dir}: cannot write ({exc.strerror or exc}); "
+                               "choose a writable --output-dir") from None
         return self
 
     def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: Any) -> None:

@@ -101,17 +101,23 @@ class ShardWriter:
     def write(self, record: bytes) -> None:
         """Append one serialized record."""
         index = self.count % self.num_shards if self.num_shards else self.count // self.shard_size
-        while index >= len(self._writers):
-            path = os.path.join(self.staging_dir, f"{self.split}.part-{len(self._writers):05d}")
-            self._writers.append(self._tf.io.TFRecordWriter(path))
-            self.paths.append(path)
-        self._writers[index].write(record)
+        try:
+            while index >= len(self._writers):
+                path = os.path.join(self.staging_dir, f"{self.split}.part-{len(self._writers):05d}")
+                self._writers.append(self._tf.io.TFRecordWriter(path))
+                self.paths.append(path)
+            self._writers[index].write(record)
+        except self._tf.errors.OpError as exc:  # e.g. a full disk: an OSError, as for any other write
+            raise OSError(exc.message.splitlines()[0]) from None
         self.count += 1
 
     def close(self) -> list[str]:
         """Flush and close every file; their paths in shard order."""
-        for writer in self._writers:
-            writer.close()
+        try:
+            for writer in self._writers:
+                writer.close()
+        except self._tf.errors.OpError as exc:
+            raise OSError(exc.message.splitlines()[0]) from None
         self._writers = []
         return list(self.paths)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -52,10 +53,22 @@ def replace_dir(src: str, dst: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def ensure_parent(path: str) -> None:
+    """Create `path`'s directory; the OSError of a regular file in the way names that file."""
+    parent = os.path.dirname(os.path.abspath(path))
+    probe = parent
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        # os.makedirs would say "File exists" or "Not a directory", naming neither the file nor the problem.
+        raise NotADirectoryError(errno.ENOTDIR, f"{probe} is a file, not a directory")
+    os.makedirs(parent, exist_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path to write; on success it is renamed over `path`, on error removed."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ensure_parent(path)
     tmp = temp_path_for(path)
     try:
         yield tmp

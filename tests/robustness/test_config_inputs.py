@@ -153,3 +153,19 @@ def test_extra_source_split_missing_is_refused(tmp_path, detkit, dataset):
     assert res.code != 0
     line = res.error_line()
     assert line.startswith("config key dataset.extra_sources[0]: ") and "'nope'" in line
+
+
+def test_verbose_adds_the_traceback_and_the_same_last_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yml"
+    path.write_text("train:\n  batch_size: -3\n")
+    quiet = subprocess.run([sys.executable, "-m", "detkit", "config", "show", "-c", str(path)],
+                           capture_output=True, text=True, timeout=120)
+    loud = subprocess.run([sys.executable, "-m", "detkit", "--verbose", "config", "show", "-c", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    line = "detkit: error: config key train.batch_size: must be > 0, got -3"
+    assert (quiet.returncode, quiet.stderr) == (2, line + "\n")
+    assert loud.returncode == 2 and "Traceback (most recent call last)" in loud.stderr
+    assert loud.stderr.rstrip("\n").splitlines()[-1] == line

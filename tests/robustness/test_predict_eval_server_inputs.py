@@ -140,3 +140,13 @@ def test_eval_on_a_dataset_with_other_classes_is_refused(tiny_run, tmp_path, det
                  "--no-record", "--no-progress")
     assert res.code == 1
     assert "differ from the run's classes" in res.error_line()
+
+
+def test_predict_output_file_that_cannot_be_written(tiny_run, raccoon_dir, tmp_path, detkit):
+    (tmp_path / "blocker").write_text("a file")
+    target = tmp_path / "blocker" / "out.jsonl"
+    image = os.path.join(raccoon_dir, "images", "raccoon-1.jpg")
+    res = detkit("predict", image, "--checkpoint", tiny_run["run_dir"], "-f", target, "--no-progress")
+    assert res.code == 1
+    assert res.error_line() == (f"{target}: cannot write ({tmp_path / 'blocker'} is a file, not a directory); "
+                                "choose another -f/--output-file")

@@ -105,7 +105,8 @@ def test_job_dir_under_a_regular_file(tmp_path, detkit, dataset):
     job_dir = tmp_path / "blocker" / "jobs"
     res = detkit("train", "-c", _config(tmp_path, dataset, job_dir))
     assert res.code == 1
-    assert res.error_line() == (f"{job_dir / 'r'}: cannot write the run directory (Not a directory); "
+    assert res.error_line() == (f"{job_dir / 'r'}: cannot write the run directory ({tmp_path / 'blocker'} is a "
+                                "file, not a directory); "
                                 "set train.job_dir to a writable directory")
 
 

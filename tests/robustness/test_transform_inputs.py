@@ -256,3 +256,40 @@ def test_empty_voc_annotations_directory(tmp_path, detkit):
     (tmp_path / "voc" / "annotations").mkdir(parents=True)
     (tmp_path / "voc" / "images").mkdir()
     assert _voc(detkit, tmp_path).error_line() == f"annotations directory {tmp_path / 'voc' / 'annotations'}: no .xml files"
+
+
+# ---------------------------------------------------------------- where the output goes
+def test_output_dir_under_a_regular_file(tmp_path, detkit, helpers):
+    helpers.make_image(tmp_path / "im" / "a.jpg")
+    (tmp_path / "blocker").write_text("a file")
+    ann = helpers.write_csv(tmp_path / "labels.csv", [("a.jpg", 64, 48, "cat", 1, 1, 9, 9)])
+    out = tmp_path / "blocker" / "out"
+    line = _transform(detkit, "csv", "--annotations", ann, "--images-dir", tmp_path / "im",
+                      "--output-dir", out).error_line()
+    assert line == f"output directory {out}: cannot write (Not a directory); choose a writable --output-dir"
+
+
+def test_disk_full_while_writing_shards_keeps_the_old_output(tmp_path, detkit, helpers, monkeypatch):
+    import errno
+    import os
+
+    from detkit.datasets import tfrecord
+
+    rows = [(f"{i}.jpg", 64, 48, "cat", 1, 1, 9, 9) for i in range(5)]
+    for row in rows:
+        helpers.make_image(tmp_path / "im" / row[0])
+    assert _csv(detkit, helpers, tmp_path, rows[:2]).code == 0
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = tfrecord.ShardWriter.write
+
+    def fills_up(self, record):
+        if self.count == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(self, record)
+
+    monkeypatch.setattr(tfrecord.ShardWriter, "write", fills_up)
+    line = _csv(detkit, helpers, tmp_path, rows, "--overwrite").error_line()
+    assert line == (f"output directory {out}: cannot write (No space left on device); free some space or "
+                    "choose another --output-dir")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old output whole, staging removed
