@@ -18,7 +18,7 @@ def dataset(tmp_path_factory) -> str:
 
     from detkit.cli.main import cli
 
-    from conftest import dataset_helpers as h
+    from robust_helpers import dataset_helpers as h
 
     root = tmp_path_factory.mktemp("cfg_data")
     h.make_image(root / "im" / "a.jpg")

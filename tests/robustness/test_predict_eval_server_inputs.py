@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from robust_helpers import png_header_only
 
 DAMAGES = ["missing", "empty_dir", "no_config", "config_garbage", "no_classes", "other_class_count",
            "truncated_data", "garbage_index", "garbage_tar"]
@@ -109,15 +110,16 @@ def test_predict_skips_and_counts_unreadable_images_among_good_ones(tiny_run, ra
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "text.png").write_text("not a png\n")
     Image.new("RGB", (8, 8)).save(folder / "ok.gif")  # a format predict reads though transform does not
+    png_header_only(folder / "bomb.png", 40000, 40000)  # 1.6 G pixels: refused from its header
     res = detkit("predict", folder, "--checkpoint", tiny_run["run_dir"], "--no-progress")
     assert res.code == 0, res.err
     files = [json.loads(line)["file"] for line in res.out.splitlines()]
     assert sorted(os.path.basename(f) for f in files) == ["ok.gif", "raccoon-1.jpg", "raccoon-2.jpg"]
     skipped = dict(re.findall(r"detkit: warning: skipped \S+/(\S+): cannot read image: (.+)", res.err))
-    assert skipped == {"empty.jpg": "empty file", "text.png": "not an image file Pillow can decode",
-                       "truncated.jpg": skipped.get("truncated.jpg", "")}
-    assert "truncated" in skipped["truncated.jpg"]
-    assert "3 skipped" in res.err and "Traceback" not in res.err
+    assert "truncated" in skipped.pop("truncated.jpg")
+    assert skipped.pop("bomb.png").startswith("Image size (1600000000 pixels) exceeds limit")
+    assert skipped == {"empty.jpg": "empty file", "text.png": "not an image file Pillow can decode"}
+    assert "4 skipped" in res.err and "Traceback" not in res.err
 
 
 def test_eval_with_a_truncated_shard_names_the_shard(tiny_run, tmp_path, detkit):

@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from conftest import dataset_helpers as h
-from conftest import is_root
+from robust_helpers import dataset_helpers as h
+from robust_helpers import is_root
 
 CONFIG = """\
 dataset:

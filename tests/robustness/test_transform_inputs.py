@@ -7,12 +7,11 @@ files naming missing images are covered in tests/datasets.)
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
+from robust_helpers import png_header_only
 
 
 def _transform(detkit, fmt, *args):
@@ -27,20 +26,9 @@ def _csv(detkit, helpers, tmp_path, rows, *extra, header=None):
 
 
 # ---------------------------------------------------------------- images
-def _png_header_only(path, width, height):
-    """A PNG whose IHDR claims width x height, with almost no pixel data (enough for Pillow's size check)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-
-
 def test_decompression_bomb_is_skipped_as_too_large_not_corrupt(tmp_path, detkit, helpers):
     helpers.make_image(tmp_path / "im" / "good.jpg")
-    _png_header_only(tmp_path / "im" / "bomb.png", 40000, 40000)  # 1.6 G pixels: 4.8 GB decoded
+    png_header_only(tmp_path / "im" / "bomb.png", 40000, 40000)  # 1.6 G pixels: 4.8 GB decoded
     res = _csv(detkit, helpers, tmp_path, [("good.jpg", 64, 48, "cat", 1, 1, 9, 9),
                                            ("bomb.png", 40000, 40000, "cat", 1, 1, 9, 9)])
     assert res.code == 0, res.err
