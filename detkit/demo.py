@@ -117,6 +117,8 @@ def _predict_held_out(detector, output_dir: str) -> list[str]:
 
     with open(_packaged("raccoon", "test_labels.csv"), encoding="utf-8") as fh:
         names = sorted({row["filename"] for row in csv.DictReader(fh)})
+    from detkit.utils import atomic
+
     out_dir = os.path.join(output_dir, "predictions")
     os.makedirs(out_dir, exist_ok=True)
     drawn, records = [], []
@@ -129,16 +131,15 @@ def _predict_held_out(detector, output_dir: str) -> list[str]:
         picture = draw_detections(image, [d.bbox for d in detections], [d.label for d in detections],
                                   [d.prob for d in detections])
         path = os.path.join(out_dir, name)
-        picture.save(path, quality=90)
+        atomic.save_image(path, picture, quality=90)
         drawn.append(path)
-    from detkit.utils import atomic
 
     atomic.write_text(os.path.join(out_dir, "predictions.jsonl"),
                       "".join(json.dumps(r) + "\n" for r in records))
     from PIL import Image
 
     grid = make_grid([Image.open(p) for p in drawn[:12]], columns=4, cell_size=256)
-    grid.save(os.path.join(output_dir, "detections_grid.png"))
+    atomic.save_image(os.path.join(output_dir, "detections_grid.png"), grid)
     return drawn
 
 

@@ -38,8 +38,14 @@ def load_run_config(run_dir: str, overrides: Iterable[str] = ()) -> Config:
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{path}: cannot read run config ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read run config ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise CheckpointError(f"{path}{where}: cannot read run config ({problem}); restore the config.yml the "
+                              "run was trained with") from None
     data = _merge(merged_dict(), data)
     for item in overrides:
         data = _merge(data, parse_override(item))
@@ -52,8 +58,12 @@ def load_class_names(run_dir: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as fh:
             names = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read class map ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read class map ({exc.strerror or exc}); restore the classes.json "
+                              "the run was trained with") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: cannot read class map ({str(exc).splitlines()[0]}); restore the "
+                              "classes.json the run was trained with") from None
     if not isinstance(names, list) or not names:
         raise CheckpointError(f"{path}: expected a non-empty list of class names")
     return names

@@ -24,3 +24,20 @@ class CheckpointError(DetkitError):
     """A missing, corrupt or incompatible checkpoint."""
 
     exit_code = 1
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an OSError or TensorFlow error means the disk (or quota) is full."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's first line, shortened, for a one-line message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

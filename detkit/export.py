@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -191,8 +190,10 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
     resolved = detector.checkpoint
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    files = tempfile.mkdtemp(prefix=".export-assets-", dir=parent)
+    for prefix in ("export", "export-assets"):  # left by exports that were killed
+        atomic.remove_stale_temp(parent, prefix)
+    staging = atomic.make_temp_dir(parent, "export")
+    files = atomic.make_temp_dir(parent, "export-assets")
     try:
         manifest = {
             "checkpoint": os.path.abspath(resolved.prefix),

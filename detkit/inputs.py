@@ -143,7 +143,9 @@ def read_image(path: str) -> Image.Image:
     except FileNotFoundError:
         raise UnreadableInput(f"{path}: cannot read image: file not found") from None
     except Image.UnidentifiedImageError:
-        raise UnreadableInput(f"{path}: cannot read image: not an image file Pillow can decode") from None
+        empty = os.path.isfile(path) and os.path.getsize(path) == 0
+        reason = "empty file" if empty else "not an image file Pillow can decode"
+        raise UnreadableInput(f"{path}: cannot read image: {reason}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnreadableInput(f"{path}: cannot read image: {reason}") from None

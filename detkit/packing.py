@@ -176,6 +176,9 @@ def resolve_run_path(path: str) -> RunPath:
             if os.path.normpath(entry.prefix) == norm:
                 return RunPath(run_dir=run_dir, checkpoint=entry)
         raise CheckpointError(f"{path}: checkpoint has an index but no data file (incomplete or being written)")
+    if os.path.isfile(norm):
+        raise CheckpointError(f"{path}: not a run directory, checkpoint or `detkit checkpoint pack` file "
+                              "(not a tar archive); expected RUN_DIR, RUN_DIR/checkpoints/ckpt-N or FILE.tar")
     raise CheckpointError(f"{path}: not a run directory or checkpoint (expected RUN_DIR or RUN_DIR/checkpoints/ckpt-N)")
 
 

@@ -67,6 +67,14 @@ def main() -> None:
             traceback.print_exc()
         click.echo(f"detkit: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A file detkit could not read or write that no command anticipated: still one line naming it.
+        if verbose:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = "" if verbose else " (run with --verbose for the traceback)"
+        click.echo(f"detkit: error: {where}{exc.strerror or exc}{hint}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("detkit: interrupted", err=True)
         sys.exit(130)

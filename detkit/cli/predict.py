@@ -202,8 +202,9 @@ def _save_drawn(image, detections, path: str) -> None:
                             [d.prob for d in detections], color_key=[d.label_id for d in detections])
     options = {"quality": 95} if path.lower().endswith((".jpg", ".jpeg", ".webp")) else {}
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        drawn.save(path, **options)
+        from detkit.utils.atomic import save_image
+
+        save_image(path, drawn, **options)
     except OSError as exc:
         raise DetkitError(f"{path}: cannot write drawn image ({exc.strerror or exc})") from None
 
@@ -446,8 +447,12 @@ def _output(path: Optional[str]) -> Iterator[IO[str]]:
     if not path:
         yield sys.stdout
         return
-    from detkit.utils.atomic import atomic_path
+    from detkit.utils.atomic import atomic_path, ensure_parent
 
+    try:
+        ensure_parent(path)
+    except OSError as exc:
+        raise DetkitError(f"{path}: cannot write ({exc.strerror or exc}); choose another -f/--output-file") from None
     with atomic_path(path) as tmp:
         try:
             fh = open(tmp, "w", encoding="utf-8")

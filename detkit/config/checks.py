@@ -47,6 +47,10 @@ def check_values(c: Config) -> None:
         raise ConfigError(f"config key dataset.augment.crop_min_fraction: must be within (0, 1], got {aug.crop_min_fraction}")
     for name in ("brightness", "contrast", "saturation", "hue"):
         _positive(f"dataset.augment.{name}", getattr(aug, name), allow_zero=True)
+    for i, source in enumerate(c.dataset.extra_sources):
+        directory, sep, split = source.rpartition(":")
+        if not sep or not directory.strip() or not split.strip():
+            raise ConfigError(f'config key dataset.extra_sources[{i}]: expected "DIR:SPLIT", got {source!r}')
     _positive("dataset.shuffle_buffer", c.dataset.shuffle_buffer, allow_zero=True)
     _positive("dataset.num_parallel_calls", c.dataset.num_parallel_calls)
 

@@ -29,6 +29,8 @@ def classes_path(directory: str) -> str:
 def read_classes(directory: str) -> list[str]:
     """The class names of a dataset directory, validated."""
     path = classes_path(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise DatasetError(f"{directory} is a file, not a `detkit dataset transform` output directory")
     try:
         with open(path, encoding="utf-8") as fh:
             names = json.load(fh)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,11 +64,22 @@ def validate_image(data: bytes) -> LoadedImage:
         raise
     except Image.UnidentifiedImageError:
         raise BadImage("not an image (unrecognised file content)") from None
+    except Image.DecompressionBombError as exc:
+        # Not corrupt: Pillow refuses to decode this many pixels at all, so say so and how to fix it.
+        raise BadImage(too_large_reason(exc)) from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
         raise BadImage(f"corrupt or truncated image ({exc})") from None
     if width < 1 or height < 1:
         raise BadImage(f"image has no pixels ({width}x{height})")
     return LoadedImage(data, fmt, width, height)
+
+
+def too_large_reason(exc: Exception) -> str:
+    """The skip reason for an image Pillow refuses as a decompression bomb."""
+    numbers = re.findall(r"\d+", str(exc))
+    pixels = f"{int(numbers[0])} pixels, " if numbers else ""
+    limit = int(2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else 0
+    return f"image too large ({pixels}over the {limit} pixel limit): resize it before converting"
 
 
 def _conversion_reason(fmt: str, mode: str, data: bytes) -> str:

@@ -101,17 +101,23 @@ class ShardWriter:
     def write(self, record: bytes) -> None:
         """Append one serialized record."""
         index = self.count % self.num_shards if self.num_shards else self.count // self.shard_size
-        while index >= len(self._writers):
-            path = os.path.join(self.staging_dir, f"{self.split}.part-{len(self._writers):05d}")
-            self._writers.append(self._tf.io.TFRecordWriter(path))
-            self.paths.append(path)
-        self._writers[index].write(record)
+        try:
+            while index >= len(self._writers):
+                path = os.path.join(self.staging_dir, f"{self.split}.part-{len(self._writers):05d}")
+                self._writers.append(self._tf.io.TFRecordWriter(path))
+                self.paths.append(path)
+            self._writers[index].write(record)
+        except self._tf.errors.OpError as exc:  # e.g. a full disk: an OSError, as for any other write
+            raise OSError(exc.message.splitlines()[0]) from None
         self.count += 1
 
     def close(self) -> list[str]:
         """Flush and close every file; their paths in shard order."""
-        for writer in self._writers:
-            writer.close()
+        try:
+            for writer in self._writers:
+                writer.close()
+        except self._tf.errors.OpError as exc:
+            raise OSError(exc.message.splitlines()[0]) from None
         self._writers = []
         return list(self.paths)
 
@@ -155,7 +161,20 @@ def read_records(paths: list[str]) -> Iterator[bytes]:
             for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
                 yield record
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]})") from None
+            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]}); convert it again "
+                               "with `detkit dataset transform ... --overwrite`") from None
+
+
+def data_loss_error(directory: str, split: str, exc: Exception) -> DatasetError:
+    """The error for a DataLossError met while streaming a split: names the corrupt shard when it finds it."""
+    try:
+        for _ in read_records(find_shards(directory, split)):
+            pass
+    except DatasetError as named:
+        return named
+    first = str(getattr(exc, "message", exc)).strip().splitlines()[0][:160]
+    return DatasetError(f"{directory}: split {split!r} has a corrupt record ({first}); convert it again with "
+                        "`detkit dataset transform ... --overwrite`")
 
 
 def parse_example(serialized: Any) -> dict[str, Any]:

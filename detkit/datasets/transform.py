@@ -15,7 +15,7 @@ from detkit.datasets.output import Staging, check_split_name, check_writable
 from detkit.datasets.parallel import ordered_map
 from detkit.datasets.readers import FORMATS, Reader, Source, get_reader
 from detkit.datasets.tfrecord import ShardWriter, encode_example, list_splits, shard_name
-from detkit.errors import DatasetError
+from detkit.errors import DatasetError, first_line, is_disk_full
 from detkit.utils.progress import progress
 
 
@@ -102,11 +102,15 @@ def transform(opts: TransformOptions) -> dict[str, dict]:
     read = get_reader(opts.fmt)
     inputs = {split: _read_split(read, opts, split) for split in opts.splits}
     classes = _class_map(inputs, opts)
-    with Staging(opts.output_dir, "transform") as staging:
-        shards, summaries = {}, {}
-        for split, data in inputs.items():
-            shards[split], summaries[split] = _write_split(split, data, classes, staging.dir, opts)
-        staging.publish(shards, summaries, classes)
+    try:
+        with Staging(opts.output_dir, "transform") as staging:
+            shards, summaries = {}, {}
+            for split, data in inputs.items():
+                shards[split], summaries[split] = _write_split(split, data, classes, staging.dir, opts)
+            staging.publish(shards, summaries, classes)
+    except OSError as exc:
+        fix = "free some space or choose another --output-dir" if is_disk_full(exc) else "choose a writable --output-dir"
+        raise DatasetError(f"output directory {opts.output_dir}: cannot write ({first_line(exc)}); {fix}") from None
     return summaries
 
 

@@ -27,29 +27,54 @@ def collect(model: tf.keras.Model | object, cfg: Config, dataset_dir: str, split
     gts, dets = [], []
     bar = progress(total=total if limit is None else min(total, limit), desc=f"eval {split}", unit="img",
                    disable=not show_progress)
-    for i, batch in enumerate(ds):
-        if limit is not None and i >= limit:
-            break
-        out = infer(batch["image"], batch["image_hw"])
-        orig = batch["original_hw"].numpy()[0].astype(np.float64)
-        new = batch["image_hw"].numpy()[0].astype(np.float64)
-        sy, sx = orig / new
-        scale = np.array([sx, sy, sx, sy])
-        name = batch["filename"].numpy()[0].decode("utf-8", "replace")
-        image_id = f"{i}:{name}"
-        labels = batch["labels"].numpy()[0]
-        keep = labels > 0
-        gts.append(GroundTruth(
-            image_id=image_id, boxes=batch["boxes"].numpy()[0][keep] * scale, labels=labels[keep],
-            difficult=batch["difficult"].numpy()[0][keep], iscrowd=batch["is_crowd"].numpy()[0][keep],
-            width=int(orig[1]), height=int(orig[0]),
-        ))
-        n = int(out["num_detections"][0])
-        dets.append(Detections(image_id=image_id, boxes=out["boxes"].numpy()[0][:n] * scale,
-                               labels=out["labels"].numpy()[0][:n], scores=out["scores"].numpy()[0][:n]))
-        bar.update(1)
-    bar.close()
+    try:
+        for i, batch in enumerate(_batches(ds, dataset_dir, split)):
+            if limit is not None and i >= limit:
+                break
+            gt, det = _score_one(infer, batch, i)
+            gts.append(gt)
+            dets.append(det)
+            bar.update(1)
+    finally:
+        bar.close()
     return gts, dets
+
+
+def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
+    """The batches of `ds`; a truncated or corrupt shard becomes a DatasetError naming it."""
+    iterator = iter(ds)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as exc:
+            from detkit.datasets.tfrecord import data_loss_error
+
+            raise data_loss_error(dataset_dir, split, exc) from None
+        yield batch
+
+
+def _score_one(infer, batch: dict, i: int) -> tuple[GroundTruth, Detections]:
+    """Ground truth and detections of one batch of one image, in original-image pixels."""
+    out = infer(batch["image"], batch["image_hw"])
+    orig = batch["original_hw"].numpy()[0].astype(np.float64)
+    new = batch["image_hw"].numpy()[0].astype(np.float64)
+    sy, sx = orig / new
+    scale = np.array([sx, sy, sx, sy])
+    name = batch["filename"].numpy()[0].decode("utf-8", "replace")
+    image_id = f"{i}:{name}"
+    labels = batch["labels"].numpy()[0]
+    keep = labels > 0
+    gt = GroundTruth(
+        image_id=image_id, boxes=batch["boxes"].numpy()[0][keep] * scale, labels=labels[keep],
+        difficult=batch["difficult"].numpy()[0][keep], iscrowd=batch["is_crowd"].numpy()[0][keep],
+        width=int(orig[1]), height=int(orig[0]),
+    )
+    n = int(out["num_detections"][0])
+    det = Detections(image_id=image_id, boxes=out["boxes"].numpy()[0][:n] * scale,
+                     labels=out["labels"].numpy()[0][:n], scores=out["scores"].numpy()[0][:n])
+    return gt, det
 
 
 def evaluate_model(model, cfg: Config, dataset_dir: str, split: str, class_names: list[str],

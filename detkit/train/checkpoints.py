@@ -1,7 +1,9 @@
 """Run directories and checkpoints: what is saved, where, and how it is found and restored."""
 from __future__ import annotations
 
+import glob
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,12 +30,24 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(run_dir, CHECKPOINT_DIR)
 
 
+def is_complete(prefix: str) -> bool:
+    """Whether a checkpoint prefix has its .index and at least one .data file."""
+    return os.path.isfile(prefix + ".index") and bool(glob.glob(glob.escape(prefix) + ".data-*"))
+
+
 def latest_checkpoint(run_dir: str) -> Optional[str]:
     """The newest complete checkpoint prefix of a run, or None."""
     directory = checkpoint_dir(run_dir)
     if not os.path.isdir(directory):
         return None
-    return tf.train.latest_checkpoint(directory)
+    prefix = tf.train.latest_checkpoint(directory)
+    if prefix is not None and is_complete(prefix):
+        return prefix
+    # The state file is missing, unreadable or names a checkpoint whose files are gone: use the files on
+    # disk, so that `train` resumes instead of silently starting over beside the run's checkpoints.
+    steps = [int(m.group(1)) for m in (re.match(r"^ckpt-(\d+)\.index$", n) for n in os.listdir(directory)) if m]
+    complete = [p for p in (os.path.join(directory, f"ckpt-{s}") for s in sorted(steps)) if is_complete(p)]
+    return complete[-1] if complete else None
 
 
 def step_of(prefix: str) -> int:
@@ -62,14 +76,46 @@ def resolve(path: str) -> ResolvedCheckpoint:
     return ResolvedCheckpoint(run_dir=run_dir, prefix=prefix, step=step_of(prefix))
 
 
+def is_damaged(exc: BaseException) -> bool:
+    """Whether a restore error means the checkpoint files are broken (not merely for another model)."""
+    # IndexError: a truncated .data file ("Read less bytes than requested").
+    return isinstance(exc, (IndexError, tf.errors.DataLossError, tf.errors.NotFoundError)) or (
+        "sstable" in str(exc) or "corrupt" in str(exc).lower())
+
+
+def class_count_mismatch(model: tf.Module, message: str) -> Optional[tuple[int, int]]:
+    """(classes of the model, classes of the checkpoint) when a restore failed on a class-dependent head."""
+    head = getattr(model, "rcnn_head", None)
+    match = re.search(r"incompatible tensor with shape \((\d+), (\d+)\) when attempting to restore variable "
+                      r"with shape \((\d+), (\d+)\)", message)
+    if head is None or not match:
+        return None
+    saved, built = (int(match.group(2)), (int(match.group(3)), int(match.group(4))))
+    if built == tuple(head.cls.kernel.shape):
+        return built[1] - 1, saved - 1
+    if built == tuple(head.box.kernel.shape):
+        return built[1] // 4, saved // 4
+    return None
+
+
 def restore_model(model: tf.Module, prefix: str) -> None:
     """Load model weights only (no optimizer) from a checkpoint, failing clearly on a mismatch."""
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.expect_partial()
         status.assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as exc:
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if is_damaged(exc):
+            raise CheckpointError(
+                f"{prefix}: the checkpoint is damaged ({first}); use another one of the run (`detkit checkpoint "
+                f"list`), or delete it with `detkit checkpoint delete {prefix} --yes`") from None
+        counts = class_count_mismatch(model, str(exc))
+        if counts:
+            run_dir = os.path.dirname(os.path.dirname(prefix))
+            raise CheckpointError(
+                f"{os.path.join(run_dir, CLASSES_FILE)} lists {counts[0]} class(es) but the checkpoint was trained "
+                f"for {counts[1]}: restore the classes.json the run was trained with") from None
         raise CheckpointError(
             f"{prefix}: checkpoint does not match the model built from its config ({first})"
         ) from None

@@ -18,7 +18,9 @@ import tensorflow as tf
 
 from detkit.config import Config, dump_yaml, from_dict, to_dict
 from detkit.datasets import pipeline
-from detkit.errors import CheckpointError, ConfigError, DetkitError
+from detkit.datasets.sources import check_training_sources
+from detkit.datasets.tfrecord import data_loss_error
+from detkit.errors import CheckpointError, ConfigError, DetkitError, first_line, is_disk_full
 from detkit.models.faster_rcnn import FasterRCNN
 from detkit.train import checkpoints, precision, summaries
 from detkit.train import strategy as strategies
@@ -135,8 +137,6 @@ def _agree(strategy: tf.distribute.Strategy, workers: int, flags: list[bool]) ->
 
 def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None) -> TrainResult:
     """Train (or resume) the run described by `cfg` and return where its checkpoint is."""
-    if not cfg.dataset.dir:
-        raise ConfigError("config key dataset.dir: required for training (a `detkit dataset transform` output)")
     # The strategy comes first: multi-worker collectives can only be configured before TensorFlow runs an op.
     cluster = strategies.parse_tf_config()
     strategy_name, strategy_why = strategies.resolve(
@@ -157,7 +157,7 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
     """train() once the strategy exists."""
     log = _log if chief else (lambda message: None)
     replicas = strategy.num_replicas_in_sync
-    class_names = pipeline.read_class_names(cfg.dataset.dir)
+    class_names = check_training_sources(cfg.dataset)
     num_images = pipeline.count_records(cfg.dataset.dir, cfg.dataset.split)
     if num_images == 0:
         raise ConfigError(f"config key dataset.split: split {cfg.dataset.split!r} of {cfg.dataset.dir} is empty")
@@ -173,7 +173,9 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
             atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
             atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
         except OSError as exc:
-            raise DetkitError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+            fix = ("free some space or set train.job_dir to another disk" if is_disk_full(exc)
+                   else "set train.job_dir to a writable directory")
+            raise DetkitError(f"{run_dir}: cannot write the run directory ({first_line(exc)}); {fix}") from None
         ckpt_dir = checkpoints.checkpoint_dir(run_dir)
     else:
         # Every worker takes part in saving (the variables are mirrored), but only the chief's copy is kept.
@@ -220,8 +222,12 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
     if resume_from:
         try:
             ckpt.restore(resume_from).assert_existing_objects_matched()
-        except (AssertionError, tf.errors.OpError, ValueError) as exc:
-            raise CheckpointError(f"{resume_from}: cannot resume ({str(exc).splitlines()[0][:160]})") from None
+        except (AssertionError, tf.errors.OpError, ValueError, IndexError, KeyError) as exc:
+            if not checkpoints.is_damaged(exc):
+                raise CheckpointError(f"{resume_from}: cannot resume ({first_line(exc)})") from None
+            raise CheckpointError(
+                f"{resume_from}: cannot resume, the checkpoint is damaged ({first_line(exc)}); delete it with "
+                f"`detkit checkpoint delete {resume_from} --yes` to resume from the one before") from None
         log(f"resuming {run_dir} from step {int(step_var.numpy())} ({resume_from})")
     elif cfg.train.init_from:
         source = checkpoints.resolve(cfg.train.init_from)
@@ -275,7 +281,9 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
         try:
             path = manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as exc:
-            raise DetkitError(f"{run_dir}: cannot write checkpoint ({str(exc).splitlines()[0][:160]})") from None
+            fix = "free some space" if is_disk_full(exc) else "make train.job_dir writable"
+            raise DetkitError(f"{run_dir}: cannot write checkpoint ({first_line(exc)}); {fix}, then run the same "
+                              "command to resume from the last one") from None
         if on_checkpoint and chief:
             on_checkpoint(path, step)
         return path
@@ -290,7 +298,10 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
                 frac = max(frac, elapsed() / max_seconds)
             lr = learning_rate(lr_cfg, step, frac, total_steps)
             optimizer.learning_rate.assign(lr)
-            batch = next(iterator)
+            try:
+                batch = next(iterator)
+            except tf.errors.DataLossError as exc:  # a truncated or corrupt shard: name it, no traceback
+                raise data_loss_error(cfg.dataset.dir, cfg.dataset.split, exc) from None
             losses = train_step(batch)
             losses_np = {k: float(v) for k, v in losses.items()}
             if not math.isfinite(losses_np["total"]):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Iterator
@@ -15,21 +17,58 @@ def temp_path_for(path: str) -> str:
     return os.path.join(directory, f".{name}.tmp-{os.getpid()}")
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one step with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
+
+
 def replace_dir(src: str, dst: str) -> None:
-    """Move directory `src` to `dst`, replacing an existing `dst` by two renames (never half-written)."""
-    if os.path.isdir(dst):
-        old = src.rstrip(os.sep) + ".old"
-        os.replace(dst, old)
+    """Move directory `src` to `dst`, replacing an existing `dst`; a kill leaves the old or the new one.
+
+    On Linux the two are swapped in one step; elsewhere by two renames, with the old one kept beside
+    `dst` as `.NAME.old` for the instant in between.
+    """
+    if not os.path.isdir(dst):
         os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+        return
+    if _exchange(src, dst):
+        shutil.rmtree(src, ignore_errors=True)  # src now holds the old directory
+        return
+    old = os.path.join(os.path.dirname(os.path.abspath(dst)), f".{os.path.basename(os.path.abspath(dst))}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def ensure_parent(path: str) -> None:
+    """Create `path`'s directory; the OSError of a regular file in the way names that file."""
+    parent = os.path.dirname(os.path.abspath(path))
+    probe = parent
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        # os.makedirs would say "File exists" or "Not a directory", naming neither the file nor the problem.
+        raise NotADirectoryError(errno.ENOTDIR, f"{probe} is a file, not a directory")
+    os.makedirs(parent, exist_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path to write; on success it is renamed over `path`, on error removed."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ensure_parent(path)
     tmp = temp_path_for(path)
     try:
         yield tmp
@@ -66,7 +105,44 @@ def write_json(path: str, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def save_image(path: str, image: Any, **options: Any) -> None:
+    """Atomically save a Pillow image; the format comes from `path`'s extension, as with Image.save."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt, **options)
+
+
 def make_temp_dir(parent: str, prefix: str) -> str:
-    """A fresh hidden directory under `parent` for staging outputs before rename."""
+    """A fresh hidden directory under `parent` for staging outputs before rename; names this process's id."""
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{prefix}-", dir=parent)
+    return tempfile.mkdtemp(prefix=f".{prefix}-{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp(parent: str, prefix: str) -> list[str]:
+    """Remove staging dirs `.prefix-PID-*` left in `parent` by killed runs (PID gone); returns what was removed."""
+    pattern = re.compile(r"^\." + re.escape(prefix) + r"-(\d+)-")
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        path = os.path.join(parent, name)
+        if match and os.path.isdir(path) and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

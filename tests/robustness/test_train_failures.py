@@ -1,0 +1,204 @@
+"""`detkit train` when the disk, the job directory, the dataset or the run's checkpoints let it down: exit code
+!= 0, one line naming the path and the fix, and the run directory left resumable. (Resuming with a changed
+architecture or unreadable saved config, NaN losses, and missing datasets and splits are covered in tests/train.)
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+
+import pytest
+
+from robust_helpers import dataset_helpers as h
+from robust_helpers import is_root
+
+CONFIG = """\
+dataset:
+  dir: {dataset_dir}
+  split: s
+  image: {{min_size: 64, max_size: 96}}
+  shuffle_buffer: 0
+model:
+  base_network: {{name: small_resnet, weights: none, freeze_batchnorm: false,
+                  small_widths: [8, 8, 16, 16], small_blocks: [0, 1, 1, 1]}}
+  rpn: {{channels: 16}}
+  rcnn: {{fc_sizes: [32], reduce_channels: 0}}
+train:
+  job_dir: {job_dir}
+  run_name: r
+  batch_size: 1
+  num_steps: 2
+  checkpoint_every_steps: 1
+  optimizer: {{type: adam}}
+  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
+  image_summary_every_steps: 0
+"""
+
+
+def _transform(root, rows) -> str:
+    from click.testing import CliRunner
+
+    from detkit.cli.main import cli
+
+    for row in rows:
+        if not (root / "im" / row[0]).exists():
+            h.make_image(root / "im" / row[0], size=(96, 64))
+    ann = h.write_csv(root / "l.csv", rows)
+    out = root / "data"
+    result = CliRunner().invoke(cli, ["dataset", "transform", "--type", "csv", "--annotations", str(ann),
+                                      "--images-dir", str(root / "im"), "--split", "s", "--output-dir", str(out)],
+                                standalone_mode=False)
+    assert result.exception is None, result.output
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    """Two 96x64 images with one box each."""
+    return _transform(tmp_path_factory.mktemp("train_fail"), [("a.jpg", 96, 64, "cat", 10, 10, 60, 50),
+                                                              ("b.jpg", 96, 64, "cat", 30, 5, 90, 60)])
+
+
+def _config(tmp_path, dataset_dir, job_dir=None) -> str:
+    path = tmp_path / "c.yml"
+    path.write_text(CONFIG.format(dataset_dir=dataset_dir, job_dir=job_dir or tmp_path / "jobs"), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset, tmp_path_factory) -> str:
+    """A finished 2-step run (checkpoints ckpt-1, ckpt-2); copy it before changing it."""
+    from detkit.config import load_config
+    from detkit.train.trainer import train
+
+    root = tmp_path_factory.mktemp("finished")
+    return train(load_config([_config(root, dataset)])).run_dir
+
+
+def test_dataset_with_zero_boxes_is_refused(tmp_path, detkit):
+    # Every box is degenerate, so every image became a negative: a detector would learn only "background".
+    data = _transform(tmp_path, [("a.jpg", 96, 64, "cat", 5, 5, 5, 5), ("b.jpg", 96, 64, "cat", 9, 9, 9, 20)])
+    res = detkit("train", "-c", _config(tmp_path, data))
+    assert res.code == 1
+    assert res.error_line() == (
+        f"{data}: split 's' has no boxes (every image is a negative): there is nothing to learn; check the "
+        "annotations, or the summary's dropped_box_details and skipped lists")
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_truncated_shard_is_named(tmp_path, detkit, dataset):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    shard = next(data.glob("s-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size - 100])  # the second record loses its end
+    res = detkit("train", "-c", _config(tmp_path, data))
+    assert res.code == 1
+    line = res.error_line()
+    assert line.startswith(f"{shard}: corrupt TFRecord file (") and line.endswith(
+        "convert it again with `detkit dataset transform ... --overwrite`"), line
+
+
+def test_job_dir_under_a_regular_file(tmp_path, detkit, dataset):
+    # Works as root too, unlike file modes: nothing can be created below a regular file.
+    (tmp_path / "blocker").write_text("a file where the job directory should go")
+    job_dir = tmp_path / "blocker" / "jobs"
+    res = detkit("train", "-c", _config(tmp_path, dataset, job_dir))
+    assert res.code == 1
+    assert res.error_line() == (f"{job_dir / 'r'}: cannot write the run directory ({tmp_path / 'blocker'} is a "
+                                "file, not a directory); "
+                                "set train.job_dir to a writable directory")
+
+
+@pytest.mark.skipif(is_root(), reason="running as root: a read-only mode does not stop root's writes")
+def test_read_only_job_dir(tmp_path, detkit, dataset):
+    job_dir = tmp_path / "jobs"
+    job_dir.mkdir()
+    job_dir.chmod(0o555)
+    try:
+        res = detkit("train", "-c", _config(tmp_path, dataset, job_dir))
+    finally:
+        job_dir.chmod(0o755)
+    assert res.code == 1
+    assert res.error_line() == (f"{job_dir / 'r'}: cannot write the run directory (Permission denied); "
+                                "set train.job_dir to a writable directory")
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_before_training(tmp_path, detkit, dataset, monkeypatch):
+    from detkit.utils import atomic
+
+    monkeypatch.setattr(atomic, "write_text", _no_space)
+    res = detkit("train", "-c", _config(tmp_path, dataset))
+    assert res.code == 1
+    assert res.error_line() == (f"{tmp_path / 'jobs' / 'r'}: cannot write the run directory (No space left on "
+                                "device); free some space or set train.job_dir to another disk")
+
+
+def test_disk_full_at_a_checkpoint_keeps_the_last_good_one(tmp_path, detkit, dataset, monkeypatch):
+    import tensorflow as tf
+
+    real = tf.train.CheckpointManager.save
+    calls = []
+
+    def full_on_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise tf.errors.ResourceExhaustedError(None, None, "ckpt-2_temp/part-00000: No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_on_second)
+    res = detkit("train", "-c", _config(tmp_path, dataset))
+    run_dir = tmp_path / "jobs" / "r"
+    assert res.code == 1
+    assert res.error_line() == (f"{run_dir}: cannot write checkpoint (ckpt-2_temp/part-00000: No space left on "
+                                "device); free some space, then run the same command to resume from the last one")
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) == str(run_dir / "checkpoints" / "ckpt-1")
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", real)
+    again = detkit("train", "-c", _config(tmp_path, dataset))
+    assert again.code == 0, again.err
+    assert f"resuming {run_dir} from step 1" in again.err and "finished at step 2" in again.err
+
+
+@pytest.mark.parametrize("damage", ["truncated_data", "garbage_index"])
+def test_damaged_checkpoint_on_resume_is_one_line_naming_the_fix(tmp_path, detkit, dataset, finished_run, damage):
+    run_dir = tmp_path / "jobs" / "r"
+    shutil.copytree(finished_run, run_dir)
+    prefix = run_dir / "checkpoints" / "ckpt-2"
+    if damage == "truncated_data":
+        data = next(prefix.parent.glob("ckpt-2.data-*"))
+        data.write_bytes(data.read_bytes()[:1000])
+    else:
+        (prefix.parent / "ckpt-2.index").write_bytes(os.urandom(300))
+    res = detkit("train", "-c", _config(tmp_path, dataset), "-o", "train.num_steps=3")
+    assert res.code == 1
+    line = res.error_line()
+    assert line.startswith(f"{prefix}: cannot resume, the checkpoint is damaged ("), line
+    assert line.endswith(f"delete it with `detkit checkpoint delete {prefix} --yes` to resume from the one before")
+    assert detkit("checkpoint", "delete", prefix, "--yes").code == 0
+    again = detkit("train", "-c", _config(tmp_path, dataset), "-o", "train.num_steps=3")
+    assert again.code == 0, again.err
+    assert f"resuming {run_dir} from step 1" in again.err and "finished at step 3" in again.err
+
+
+@pytest.mark.parametrize("damage", ["missing_data", "garbage_state", "no_state"])
+def test_lost_state_or_data_resumes_from_the_newest_complete_checkpoint(tmp_path, detkit, dataset, finished_run,
+                                                                        damage):
+    # Before, a damaged state file made `train` start again from step 0 beside the run's checkpoints.
+    run_dir = tmp_path / "jobs" / "r"
+    shutil.copytree(finished_run, run_dir)
+    ckpt = run_dir / "checkpoints"
+    if damage == "missing_data":
+        next(ckpt.glob("ckpt-2.data-*")).unlink()
+    elif damage == "garbage_state":
+        (ckpt / "checkpoint").write_text("this is { not a checkpoint state\n")
+    else:
+        (ckpt / "checkpoint").unlink()
+    res = detkit("train", "-c", _config(tmp_path, dataset), "-o", "train.num_steps=3")
+    assert res.code == 0, res.err
+    resumed = "ckpt-1" if damage == "missing_data" else "ckpt-2"
+    assert f"from step {resumed[-1]} ({ckpt / resumed})" in res.err
+    assert "finished at step 3" in res.err
