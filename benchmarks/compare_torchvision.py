@@ -70,6 +70,7 @@ def _detkit_child(backbone: str, height: int, width: int, threads: int, warmup: 
 
     from detkit.config import load_config
     from detkit.models.faster_rcnn import FasterRCNN
+    from detkit.train.step import make_replica_step
 
     name = "resnet50" if backbone == "resnet50_c4" else backbone
     overrides = [
@@ -104,14 +105,12 @@ def _detkit_child(backbone: str, height: int, width: int, threads: int, warmup: 
 
     optimizer = keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9)
     optimizer.build(model.trainable_variables)
+    replica_step = make_replica_step(model, optimizer)  # the step `detkit train` runs
+    batch = {"image": images, "image_hw": hw, "boxes": boxes, "labels": labels}
 
     @tf.function
     def train_step():
-        with tf.GradientTape() as tape:
-            losses = model.compute_losses(images, hw, boxes, labels, labels > 0, training=True)
-        grads = tape.gradient(losses["total"], model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return losses["total"]
+        return replica_step(batch)["total"]
 
     detections = int(model((images, hw), training=False)["num_detections"][0])
     return {

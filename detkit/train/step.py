@@ -27,7 +27,7 @@ def make_replica_step(model: FasterRCNN, optimizer: keras.optimizers.Optimizer, 
         variables = model.trainable_variables
         grads = tape.gradient(scaled, variables)
         # The gradient of the L2 penalty 0.5 * l2 * |v|^2 is l2 * v: adding it here is exact and spares the
-        # backward pass one square, one sum and one gradient accumulation per kernel (about 10% of a CPU step).
+        # backward pass one square, one sum and one gradient accumulation per kernel.
         factor = l2 / replicas
         if loss_scaling:
             factor = optimizer.scale_loss(factor)
