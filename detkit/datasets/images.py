@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,10 @@ SUPPORTED = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png"}
 JPEG_MODES = ("RGB", "L")
 # Decoding a JPEG at 1/8 scale still reads every entropy-coded byte, so truncation is still caught.
 DRAFT_SCALE = 8
+
+# Images between Pillow's warning and error thresholds (89-179 MP) are accepted by design; above the error
+# threshold they are counted skips with their own reason. The warning would only be noise on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class BadImage(Exception):
