@@ -16,6 +16,13 @@ from detkit.errors import ConfigError
 
 DEFAULTS_FILE = "defaults.yml"
 
+# Keys that no longer exist, with the value older run directories' config.yml hold (accepted and dropped,
+# so those runs still load) and why any other value is refused.
+RETIRED_KEYS = {
+    "train.jit_compile": (False, "XLA cannot compile the training step (proposal NMS and sampling have "
+                                 "data-dependent shapes); remove the key"),
+}
+
 
 def _all_keys(cls: type, prefix: str = "") -> list[str]:
     """Every dotted key path the schema accepts below `cls`."""
@@ -108,11 +115,18 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     """Instantiate dataclass `cls` from a mapping, rejecting unknown keys."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            full = f"{prefix}{key}"
+    kept = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key in names:
+            kept[key] = value
+        elif full in RETIRED_KEYS:
+            accepted, why = RETIRED_KEYS[full]
+            if value != accepted:
+                raise ConfigError(f"config key {full}: no longer supported: {why}")
+        else:
             raise ConfigError(f"unknown config key {full}{_suggest(full)}")
-    kwargs = {name: _convert(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
+    kwargs = {name: _convert(value, hints[name], f"{prefix}{name}") for name, value in kept.items()}
     return cls(**kwargs)
 
 

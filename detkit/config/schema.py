@@ -220,7 +220,6 @@ class TrainConfig:
     image_summary_every_steps: int = 200
     eval_split: str = ""
     eval_every_steps: int = 0
-    jit_compile: bool = False
     # tf.distribute strategy; auto = multi_worker when TF_CONFIG names a cluster, mirrored with several GPUs,
     # else one_device. batch_size is the global batch, split evenly over the replicas.
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"

@@ -254,8 +254,7 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
 
     replica_step = make_replica_step(model, optimizer, replicas, choice.loss_scaling)
 
-    @tf.function(input_signature=[dataset.element_spec], jit_compile=cfg.train.jit_compile or None,
-                 reduce_retracing=True)
+    @tf.function(input_signature=[dataset.element_spec], reduce_retracing=True)
     def train_step(batch):
         per_replica = strategy.run(replica_step, args=(batch,))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}

@@ -106,3 +106,13 @@ def test_docs_config_reference_is_generated_from_the_schema():
         assert fh.read() == reference_markdown(), "docs/config.md is stale: run `detkit config reference > docs/config.md`"
     for key in ("model.rpn.target.foreground_iou", "train.learning_rate.schedule", "predict.min_prob"):
         assert f"`{key}`" in reference_markdown()
+
+
+def test_retired_key_with_its_old_value_is_dropped_any_other_value_refused():
+    from detkit.config import from_dict
+
+    # A run directory written before train.jit_compile was retired still loads.
+    cfg = from_dict({"train": {"jit_compile": False, "batch_size": 2}})
+    assert cfg.train.batch_size == 2 and not hasattr(cfg.train, "jit_compile")
+    with pytest.raises(ConfigError, match=r"^config key train\.jit_compile: no longer supported: XLA cannot"):
+        from_dict({"train": {"jit_compile": True}})
