@@ -78,6 +78,21 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("detkit: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a failure no command anticipated (a bug, or TensorFlow refusing a graph)
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose else "; run with --verbose for the traceback"
+        click.echo(f"detkit: error: unexpected {type(exc).__name__}: {_summary(exc)}{hint}", err=True)
+        sys.exit(1)
+
+
+def _summary(exc: Exception) -> str:
+    """One line of an exception's message: TensorFlow puts the cause last, after the graph's call stack."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    line = lines[-1] if type(exc).__module__.startswith("tensorflow") else lines[0]
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 if __name__ == "__main__":
