@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -22,6 +23,27 @@ def raccoon_dir() -> str:
     if not os.path.isdir(RACCOON_DIR):
         pytest.skip(f"shared raccoon dataset not found at {RACCOON_DIR}")
     return RACCOON_DIR
+
+
+@pytest.fixture
+def run_detkit(monkeypatch, capsys):
+    """`detkit ARGS` in-process through the real entry point (one-line errors, exit codes): (code, stdout, stderr)."""
+    from detkit.cli.main import main
+
+    def run(*args: object, env: dict | None = None) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["detkit", *[str(a) for a in args]])
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 # ---------------------------------------------------------------- a tiny trained run, shared by CLI tests

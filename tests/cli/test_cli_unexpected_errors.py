@@ -1,6 +1,4 @@
 """A failure no command anticipated is still one line (the traceback only with --verbose)."""
-import sys
-
 import pytest
 
 from detkit.cli import main as cli_main
@@ -16,22 +14,15 @@ def failing_command():
     cli_main.cli.commands.pop("explode")
 
 
-def _run(monkeypatch, capsys, argv):
-    monkeypatch.setattr(sys, "argv", ["detkit", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main.main()
-    return exit_info.value.code, capsys.readouterr().err
-
-
-def test_unexpected_exception_is_one_line(failing_command, monkeypatch, capsys):
-    code, err = _run(monkeypatch, capsys, ["explode"])
+def test_unexpected_exception_is_one_line(failing_command, run_detkit):
+    code, _, err = run_detkit("explode")
     assert code == 1
     assert err.strip().splitlines() == [
         "detkit: error: unexpected RuntimeError: first line of the message; run with --verbose for the traceback"]
 
 
-def test_verbose_shows_the_traceback_too(failing_command, monkeypatch, capsys):
-    code, err = _run(monkeypatch, capsys, ["--verbose", "explode"])
+def test_verbose_shows_the_traceback_too(failing_command, run_detkit):
+    code, _, err = run_detkit("--verbose", "explode")
     assert code == 1
     assert "Traceback (most recent call last)" in err
     assert err.strip().splitlines()[-1] == "detkit: error: unexpected RuntimeError: first line of the message"

@@ -1,7 +1,6 @@
 """Fixtures for the robustness tests: the real `detkit` entry point in-process, and the dataset helpers."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 from robust_helpers import Outcome, dataset_helpers
@@ -12,19 +11,6 @@ cli = dataset_helpers.cli
 
 
 @pytest.fixture
-def detkit(monkeypatch, capsys):
+def detkit(run_detkit):
     """Run `detkit ARGS` through the real entry point (`main()`: one-line errors, exit codes) in-process."""
-    from detkit.cli.main import main
-
-    def run(*args: object) -> Outcome:
-        monkeypatch.setattr(sys, "argv", ["detkit", *[str(a) for a in args]])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
+    return lambda *args: Outcome(*run_detkit(*args))

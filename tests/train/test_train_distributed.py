@@ -141,21 +141,6 @@ def test_ctrl_c_is_passed_on_to_every_worker(tmp_path, capfd):
     assert "[worker 0] worker 0 saved its checkpoint" in err and "[worker 1] worker 1 saved its checkpoint" in err
 
 
-def run_cli(monkeypatch, capsys, *args: str, env: dict | None = None) -> tuple[int, str, str]:
-    from detkit.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["detkit", *args])
-    for key, value in (env or {}).items():
-        monkeypatch.setenv(key, value)
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("args, env, message", [
     (["--local-workers", "0"], {}, "detkit: error: option --local-workers: must be >= 1, got 0\n"),
     (["--local-workers", "2", "-o", "train.run_name="], {},
@@ -171,11 +156,11 @@ def run_cli(monkeypatch, capsys, *args: str, env: dict | None = None) -> tuple[i
     # No TPU here: TensorFlow's own complaint, in one line.
     (["-o", "train.strategy=tpu"], {}, "detkit: error: config key train.strategy: cannot start tpu ("),
 ])
-def test_bad_distributed_input_is_a_one_line_error(args, env, message, tmp_path, monkeypatch, capsys):
+def test_bad_distributed_input_is_a_one_line_error(run_detkit, args, env, message, tmp_path):
     dataset = tmp_path / "ds"
     dataset.mkdir()
-    code, out, err = run_cli(monkeypatch, capsys, "train", "-o", f"dataset.dir={dataset}",
-                             "-o", "train.run_name=r", "-o", f"train.job_dir={tmp_path}", *args, env=env)
+    code, out, err = run_detkit("train", "-o", f"dataset.dir={dataset}",
+                                "-o", "train.run_name=r", "-o", f"train.job_dir={tmp_path}", *args, env=env)
     assert code == 2 and out == ""
     assert err.startswith(message) and err.count("\n") == 1 and err.endswith("\n"), err
 

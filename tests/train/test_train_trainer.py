@@ -105,20 +105,6 @@ def read_scalars(run_dir: str) -> dict[str, dict[int, float]]:
     return out
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """`detkit ARGS` through the real entry point (one-line errors, exit codes): (code, stdout, stderr)."""
-    from detkit.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["detkit", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def the_error_line(stderr: str) -> str:
     """The single `detkit: error:` line of a failed command (and no traceback anywhere)."""
     assert "Traceback" not in stderr, stderr
@@ -223,13 +209,13 @@ def test_resume_in_process_continues_from_the_checkpoint(short_run, tmp_path, ca
 
 
 # ---------------------------------------------------------------- resuming an incompatible run
-def test_resume_with_changed_architecture_is_a_one_line_error(short_run, tmp_path, monkeypatch, capsys):
+def test_resume_with_changed_architecture_is_a_one_line_error(run_detkit, short_run, tmp_path):
     result, config, _, _ = short_run
     job_dir = tmp_path / "jobs"
     shutil.copytree(result.run_dir, job_dir / "tiny")
     before = (job_dir / "tiny" / "config.yml").read_text()
-    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", config, "-o", f"train.job_dir={job_dir}",
-                             "-o", "model.rpn.channels=16")
+    code, out, err = run_detkit("train", "-c", config, "-o", f"train.job_dir={job_dir}",
+                                "-o", "model.rpn.channels=16")
     assert code == 1 and out == ""
     line = the_error_line(err)
     assert "cannot resume: model.rpn.channels changed" in line, line
@@ -237,12 +223,12 @@ def test_resume_with_changed_architecture_is_a_one_line_error(short_run, tmp_pat
     assert (job_dir / "tiny" / "config.yml").read_text() == before  # the run is left as it was
 
 
-def test_resume_with_unreadable_saved_config_is_a_one_line_error(short_run, tmp_path, monkeypatch, capsys):
+def test_resume_with_unreadable_saved_config_is_a_one_line_error(run_detkit, short_run, tmp_path):
     result, config, _, _ = short_run
     job_dir = tmp_path / "jobs"
     shutil.copytree(result.run_dir, job_dir / "tiny")
     (job_dir / "tiny" / "config.yml").write_text("model: [unclosed\n", encoding="utf-8")
-    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", config, "-o", f"train.job_dir={job_dir}")
+    code, _, err = run_detkit("train", "-c", config, "-o", f"train.job_dir={job_dir}")
     assert code == 1
     line = the_error_line(err)
     assert "config.yml: cannot read the saved config of this run" in line, line
@@ -270,19 +256,19 @@ def test_non_finite_loss_raises_naming_the_step(dataset_dir, tmp_path):
     assert info.value.exit_code != 0 and "\n" not in message
 
 
-def test_non_finite_loss_through_the_cli(dataset_dir, tmp_path, monkeypatch, capsys):
+def test_non_finite_loss_through_the_cli(run_detkit, dataset_dir, tmp_path):
     config = write_config(tmp_path, dataset_dir)
     args = [x for o in NAN_OVERRIDES for x in ("-o", o)]
-    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", config, *args)
+    code, out, err = run_detkit("train", "-c", config, *args)
     assert code == 1 and out == ""
     line = the_error_line(err)
     assert "non-finite at step 2" in line and "none written yet" in line, line
 
 
 # ---------------------------------------------------------------- config errors
-def test_missing_dataset_dir_is_a_config_error(tmp_path, monkeypatch, capsys):
+def test_missing_dataset_dir_is_a_config_error(run_detkit, tmp_path):
     (tmp_path / "cfg.yml").write_text(f"train: {{job_dir: {tmp_path / 'jobs'}, num_steps: 2}}\n", encoding="utf-8")
-    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", str(tmp_path / "cfg.yml"))
+    code, out, err = run_detkit("train", "-c", str(tmp_path / "cfg.yml"))
     assert code == 2 and out == ""
     line = the_error_line(err)
     assert "dataset.dir" in line and "required" in line, line
@@ -290,31 +276,31 @@ def test_missing_dataset_dir_is_a_config_error(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("kind", ["empty", "missing"])
-def test_dataset_dir_that_is_not_a_transform_output(tmp_path, monkeypatch, capsys, kind):
+def test_dataset_dir_that_is_not_a_transform_output(run_detkit, tmp_path, kind):
     bogus = tmp_path / "not_a_dataset"
     if kind == "empty":
         bogus.mkdir()
         (bogus / "photo.jpg").write_bytes(b"\xff\xd8")
-    code, _, err = run_cli(monkeypatch, capsys, "train", "-o", f"dataset.dir={bogus}",
-                           "-o", f"train.job_dir={tmp_path / 'jobs'}")
+    code, _, err = run_detkit("train", "-o", f"dataset.dir={bogus}",
+                              "-o", f"train.job_dir={tmp_path / 'jobs'}")
     assert code == 1
     line = the_error_line(err)
     assert f"{bogus / 'classes.json'} not found: not a `detkit dataset transform` output directory" in line, line
     assert not (tmp_path / "jobs").exists()
 
 
-def test_dataset_split_that_does_not_exist(dataset_dir, tmp_path, monkeypatch, capsys):
+def test_dataset_split_that_does_not_exist(run_detkit, dataset_dir, tmp_path):
     config = write_config(tmp_path, dataset_dir)
-    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", config, "-o", "dataset.split=train")
+    code, _, err = run_detkit("train", "-c", config, "-o", "dataset.split=train")
     assert code == 1
     line = the_error_line(err)
     assert "no shards of split 'train' (splits available: synth)" in line, line
     assert not (tmp_path / "jobs").exists()
 
 
-def test_bad_override_value_is_a_config_error(dataset_dir, tmp_path, monkeypatch, capsys):
+def test_bad_override_value_is_a_config_error(run_detkit, dataset_dir, tmp_path):
     config = write_config(tmp_path, dataset_dir)
-    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", config, "-o", "train.batch_size=two")
+    code, _, err = run_detkit("train", "-c", config, "-o", "train.batch_size=two")
     assert code == 2
     assert "train.batch_size" in the_error_line(err)
 
