@@ -6,17 +6,29 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import build_config, config_options, tensorflow
+from detkit.cli.common import build_config, config_options, echo_err, tensorflow
 
 
 @click.command("train")
 @config_options
+@click.option("--dataset-dir", type=click.Path(), default=None, metavar="DIR",
+              help="A `detkit dataset transform` output to train on (sets dataset.dir); with no -c, the recipe "
+                   "read from its training split is the whole config.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
+              help="Time budget in minutes (sets train.max_minutes; the recipe fits its schedule to it).")
 @click.option("--local-workers", "local_workers", type=int, default=None, metavar="N",
               help="Start N worker processes on this machine with a generated TF_CONFIG (127.0.0.1 ports): "
                    "multi-worker training tried locally. On a real cluster, set TF_CONFIG on each node instead.")
-def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_workers: Optional[int]) -> None:
-    """Train a detector from a config; resumes when the run directory has checkpoints."""
-    cfg = build_config(config_files, overrides)
+def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir: Optional[str],
+          minutes: Optional[float], local_workers: Optional[int]) -> None:
+    """Train a detector; resumes when the run directory has checkpoints.
+
+    Keys the config leaves unset come from a recipe read from the training data (train.recipe), printed with
+    the reason for each choice and written to the run's config.yml and recipe.json.
+    """
+    from detkit.recipe.config import format_recipe, option_overrides, training_config
+
+    cfg = build_config(config_files, tuple(option_overrides(dataset_dir, minutes)) + overrides)
     if local_workers is not None:
         from detkit.errors import ConfigError
         from detkit.train.launcher import run_local_workers
@@ -30,6 +42,8 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_worke
             raise ConfigError("option --local-workers: TF_CONFIG is already set; unset it, or run without "
                               "--local-workers to join that cluster")
         args = ["train"] + [a for f in config_files for a in ("-c", f)] + [a for o in overrides for a in ("-o", o)]
+        args += (["--dataset-dir", dataset_dir] if dataset_dir is not None else []) + \
+            (["--minutes", str(minutes)] if minutes is not None else [])
         if "train.strategy" not in " ".join(overrides):
             args += ["-o", "train.strategy=multi_worker"]
         ctx = click.get_current_context(silent=True)
@@ -43,8 +57,11 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_worke
         # Must happen before TensorFlow is imported: oneDNN reads it once.
         prepare_bf16_environment()
     tensorflow()
+    # Every worker computes the same recipe from the same data; each one's config is the effective one.
+    tc = training_config(config_files, overrides, dataset_dir, minutes)
+    echo_err(f"detkit: {format_recipe(tc)}")
     from detkit.train.trainer import train as run_training
 
-    result = run_training(cfg)
+    result = run_training(tc.config, recipe=tc.record() or None)
     if result.chief:  # one result line per cluster, not one per worker
         click.echo(result.run_dir)

@@ -135,8 +135,12 @@ def _agree(strategy: tf.distribute.Strategy, workers: int, flags: list[bool]) ->
     return [bool(v > 0.5) for v in reduced.numpy()]
 
 
-def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None) -> TrainResult:
-    """Train (or resume) the run described by `cfg` and return where its checkpoint is."""
+def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None,
+          recipe: Optional[dict] = None) -> TrainResult:
+    """Train (or resume) the run described by `cfg` and return where its checkpoint is.
+
+    `recipe` (detkit.recipe.TrainingConfig.record()) is written as recipe.json beside the run's config.yml.
+    """
     # The strategy comes first: multi-worker collectives can only be configured before TensorFlow runs an op.
     cluster = strategies.parse_tf_config()
     strategy_name, strategy_why = strategies.resolve(
@@ -149,11 +153,11 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
     if cfg.train.batch_size % replicas:
         raise ConfigError(f"config key train.batch_size: the global batch ({cfg.train.batch_size}) must be a "
                           f"multiple of the {replicas} replicas of strategy {strategy_name}")
-    return _train(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief)
+    return _train(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, recipe)
 
 
 def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,
-           cluster: Optional[strategies.ClusterSpec], chief: bool) -> TrainResult:
+           cluster: Optional[strategies.ClusterSpec], chief: bool, recipe: Optional[dict] = None) -> TrainResult:
     """train() once the strategy exists."""
     log = _log if chief else (lambda message: None)
     replicas = strategy.num_replicas_in_sync
@@ -172,6 +176,8 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
         try:
             atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
             atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
+            if recipe:
+                atomic.write_json(os.path.join(run_dir, "recipe.json"), recipe)
         except OSError as exc:
             fix = ("free some space or set train.job_dir to another disk" if is_disk_full(exc)
                    else "set train.job_dir to a writable directory")

@@ -1,0 +1,121 @@
+"""The effective training config: defaults, then the recipe from the data, then the user's -c files and -o values."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from detkit.config import Config, load_config
+from detkit.config.loader import flat_keys, merged_dict, nested
+from detkit.datasets.statistics import SplitStatistics, split_statistics
+from detkit.recipe.rules import Recipe, RecipeOptions, make_recipe
+
+RECIPE_FILE = "recipe.json"
+
+
+@dataclass
+class TrainingConfig:
+    """The config to train, the recipe behind it (None when train.recipe is false) and the keys the user set."""
+
+    config: Config
+    recipe: Optional[Recipe] = None
+    user_keys: set[str] = field(default_factory=set)
+    directory: str = ""
+    split: str = ""
+    images: int = 0
+    boxes: int = 0
+
+    def record(self) -> dict[str, Any]:
+        """The recipe as written to the run's recipe.json: each choice, its reason, and the values the user kept."""
+        if self.recipe is None:
+            return {}
+        choices = []
+        for c in self.recipe.choices:
+            applied = {k: v for k, v in c.values.items() if k not in self.user_keys}
+            yours = {k: _get(self.config, k) for k in c.values if k in self.user_keys}
+            choices.append({"name": c.name, "reason": c.reason, "applied": applied, "yours": yours})
+        return {"dataset": self.directory, "split": self.split, "images": self.images, "boxes": self.boxes,
+                "choices": choices, "notes": list(self.recipe.notes)}
+
+
+def _get(cfg: Any, key: str) -> Any:
+    """The value of a dotted key in a Config (None if absent, e.g. a key of a model detkit does not have yet)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part, None)
+    return cfg
+
+
+def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
+    """What the user's own keys decide: a chosen backbone keeps its own training; a step/epoch bound its schedule."""
+    return RecipeOptions(
+        minutes=cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None,
+        from_scratch=not any(k.startswith("model.base_network") for k in user_keys),
+        schedule=not ({"train.num_steps", "train.num_epochs"} & user_keys),
+    )
+
+
+def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config) -> Recipe:
+    """The recipe of a split's statistics, given the keys the user set."""
+    return make_recipe(stats, recipe_options(user_keys, cfg))
+
+
+def option_overrides(dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> list[str]:
+    """`detkit train --dataset-dir D --minutes N` as -o values (given before the user's own -o, which win)."""
+    extra = []
+    if dataset_dir is not None:
+        extra.append(f"dataset.dir={json.dumps(dataset_dir)}")
+    if minutes is not None:
+        extra.append(f"train.max_minutes={minutes}")
+    return extra
+
+
+def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
+                    dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainingConfig:
+    """Defaults + recipe (from dataset.dir's training split) + -c files + -o values; `detkit train`'s config."""
+    overrides = option_overrides(dataset_dir, minutes) + list(overrides)
+    cfg = load_config(config_files, overrides)
+    user_keys = flat_keys(merged_dict(config_files, overrides, base={}))
+    if not cfg.train.recipe:
+        return TrainingConfig(cfg, None, user_keys)
+    from detkit.datasets.sources import check_training_sources
+
+    check_training_sources(cfg.dataset)
+    stats = split_statistics(cfg.dataset.dir, cfg.dataset.split)
+    recipe = recipe_for(stats, user_keys, cfg)
+    final = load_config(config_files, overrides, under=nested(recipe.values()))
+    return TrainingConfig(final, recipe, user_keys, cfg.dataset.dir, cfg.dataset.split, stats.num_images,
+                          stats.num_boxes)
+
+
+def split_recipe(directory: str, split: str, minutes: Optional[float] = None,
+                 stats: Optional[SplitStatistics] = None) -> TrainingConfig:
+    """The recipe `detkit train --dataset-dir DIR` would train on `split` (for `detkit dataset inspect`)."""
+    stats = stats if stats is not None else split_statistics(directory, split)
+    cfg = load_config([], [f"dataset.dir={json.dumps(directory)}", f"dataset.split={json.dumps(split)}"])
+    user_keys = {"train.max_minutes"} if minutes else set()
+    if minutes:
+        cfg.train.max_minutes = minutes
+    recipe = recipe_for(stats, user_keys, cfg)
+    return TrainingConfig(load_config([], [], under=nested(recipe.values())), recipe, user_keys, directory, split,
+                          stats.num_images, stats.num_boxes)
+
+
+def _value(value: Any) -> str:
+    """A config value as the user would write it after -o."""
+    return json.dumps(value)
+
+
+def format_recipe(tc: TrainingConfig) -> str:
+    """The recipe as text: each choice with its values and its reason; the user's values noted where they win."""
+    if tc.recipe is None:
+        return "recipe off (train.recipe: false): training the config as written"
+    lines = [f"recipe for {tc.directory} split {tc.split} ({tc.images} images, {tc.boxes} boxes); "
+             "values you set with -c/-o win:"]
+    for c in tc.record()["choices"]:
+        applied = " ".join(f"{k}={_value(v)}" for k, v in c["applied"].items())
+        lines.append(f"  {c['name']}: {applied or '(all yours)'}")
+        lines.append(f"      why: {c['reason']}")
+        if c["yours"]:
+            lines.append("      yours: " + " ".join(f"{k}={_value(v)}" for k, v in c["yours"].items()))
+    lines += [f"  note: {n}" for n in tc.recipe.notes]
+    return "\n".join(lines)
