@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import build_config, config_options, echo_err, tensorflow
+from detkit.cli.common import config_options, echo_err, tensorflow
 
 
 @click.command("train")
@@ -26,9 +26,9 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
     Keys the config leaves unset come from a recipe read from the training data (train.recipe), printed with
     the reason for each choice and written to the run's config.yml and recipe.json.
     """
-    from detkit.recipe.config import format_recipe, option_overrides, training_config
+    from detkit.recipe.config import format_recipe, requested_config, training_config
 
-    cfg = build_config(config_files, tuple(option_overrides(dataset_dir, minutes)) + overrides)
+    cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     if local_workers is not None:
         from detkit.errors import ConfigError
         from detkit.train.launcher import run_local_workers

@@ -223,14 +223,18 @@ def merged_dict(config_files: Iterable[str] = (), overrides: Iterable[str] = (),
     return data
 
 
-def from_dict(data: dict) -> Config:
-    """Validate a full or partial mapping into a Config (missing keys keep schema defaults)."""
+def from_dict(data: dict, check_ranges: bool = True) -> Config:
+    """Validate a full or partial mapping into a Config (missing keys keep schema defaults).
+
+    check_ranges=False checks keys and types only: for a config that is not final yet (the recipe fills it in).
+    """
     if not isinstance(data, dict):
         raise ConfigError("config: expected a mapping of sections")
     config = _build(Config, data)
-    from detkit.config.checks import check_values
+    if check_ranges:
+        from detkit.config.checks import check_values
 
-    check_values(config)
+        check_values(config)
     return config
 
 

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from detkit.config import Config, load_config
+from detkit.config import Config, from_dict, load_config
 from detkit.config.loader import flat_keys, merged_dict, nested
 from detkit.datasets.statistics import SplitStatistics, split_statistics
 from detkit.recipe.rules import Recipe, RecipeOptions, make_recipe
@@ -46,10 +46,11 @@ def _get(cfg: Any, key: str) -> Any:
 
 
 def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
-    """What the user's own keys decide: a chosen backbone keeps its own training; a step/epoch bound its schedule."""
+    """What the user's own keys decide: a chosen backbone (name or weights) keeps its own training; a step or epoch
+    bound keeps its own schedule; a max_minutes is the time budget."""
     return RecipeOptions(
         minutes=cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None,
-        from_scratch=not any(k.startswith("model.base_network") for k in user_keys),
+        from_scratch=not ({"model.base_network.name", "model.base_network.weights"} & user_keys),
         schedule=not ({"train.num_steps", "train.num_epochs"} & user_keys),
     )
 
@@ -69,14 +70,22 @@ def option_overrides(dataset_dir: Optional[str] = None, minutes: Optional[float]
     return extra
 
 
+def requested_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
+                     dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> Config:
+    """Defaults + -c files + --dataset-dir/--minutes + -o values, keys and types checked; ranges are checked once the
+    recipe has filled in the rest (e.g. a max_size under the default min_size is fine when the recipe sets both)."""
+    overrides = option_overrides(dataset_dir, minutes) + list(overrides)
+    return from_dict(merged_dict(config_files, overrides), check_ranges=False)
+
+
 def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
                     dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainingConfig:
     """Defaults + recipe (from dataset.dir's training split) + -c files + -o values; `detkit train`'s config."""
+    cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     overrides = option_overrides(dataset_dir, minutes) + list(overrides)
-    cfg = load_config(config_files, overrides)
     user_keys = flat_keys(merged_dict(config_files, overrides, base={}))
     if not cfg.train.recipe:
-        return TrainingConfig(cfg, None, user_keys)
+        return TrainingConfig(load_config(config_files, overrides), None, user_keys)
     from detkit.datasets.sources import check_training_sources
 
     check_training_sources(cfg.dataset)

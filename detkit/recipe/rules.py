@@ -33,7 +33,8 @@ DEFAULT_MINUTES = 15.0
 BATCH_SIZE = 4
 
 # The from-scratch CPU backbone and its training (the recipe of examples/raccoon.yml): applied together, and only
-# when the user chose no backbone key, because a chosen (e.g. pretrained) backbone calls for its own settings.
+# when the user chose neither model.base_network.name nor .weights: a chosen (e.g. pretrained) backbone calls for
+# its own settings. The user's own keys among these still win one by one.
 FROM_SCRATCH: dict[str, Any] = {
     "model.base_network.name": "small_resnet",
     "model.base_network.weights": "none",
