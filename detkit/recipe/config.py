@@ -24,6 +24,7 @@ class TrainingConfig:
     split: str = ""
     images: int = 0
     boxes: int = 0
+    resuming: str = ""  # the run directory whose saved config filled the unset keys, when resuming
 
     def record(self) -> dict[str, Any]:
         """The recipe as written to the run's recipe.json: each choice, its reason, and the values the user kept."""
@@ -86,6 +87,11 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
     user_keys = flat_keys(merged_dict(config_files, overrides, base={}))
     if not cfg.train.recipe:
         return TrainingConfig(load_config(config_files, overrides), None, user_keys)
+    saved, run_dir = _saved_run_config(cfg)
+    if saved is not None:
+        # Resuming: the run's own values (its recipe included) fill the keys left unset, so the same command resumes
+        # even if the data changed since; keys the user sets are still compared with the run's by the trainer.
+        return TrainingConfig(load_config(config_files, overrides, under=saved), None, user_keys, resuming=run_dir)
     from detkit.datasets.sources import check_training_sources
 
     check_training_sources(cfg.dataset)
@@ -94,6 +100,27 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
     final = load_config(config_files, overrides, under=nested(recipe.values()))
     return TrainingConfig(final, recipe, user_keys, cfg.dataset.dir, cfg.dataset.split, stats.num_images,
                           stats.num_boxes)
+
+
+def _saved_run_config(cfg: Config) -> tuple[Optional[dict], str]:
+    """(the saved config of the named run when it has a checkpoint to resume from, its run dir) or (None, "")."""
+    import os
+
+    import yaml
+
+    from detkit.train import checkpoints
+
+    if not cfg.train.run_name:
+        return None, ""
+    run_dir = os.path.join(cfg.train.job_dir, cfg.train.run_name)
+    if not checkpoints.latest_checkpoint(run_dir):
+        return None, ""
+    try:
+        with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), encoding="utf-8") as fh:
+            saved = yaml.safe_load(fh)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None, ""  # the trainer names the unreadable file when it resumes
+    return (saved, run_dir) if isinstance(saved, dict) else (None, "")
 
 
 def split_recipe(directory: str, split: str, minutes: Optional[float] = None,
@@ -116,6 +143,8 @@ def _value(value: Any) -> str:
 
 def format_recipe(tc: TrainingConfig) -> str:
     """The recipe as text: each choice with its values and its reason; the user's values noted where they win."""
+    if tc.resuming:
+        return f"resuming {tc.resuming}: the keys your config leaves unset keep the run's values (see its recipe.json)"
     if tc.recipe is None:
         return "recipe off (train.recipe: false): training the config as written"
     lines = [f"recipe for {tc.directory} split {tc.split} ({tc.images} images, {tc.boxes} boxes); "

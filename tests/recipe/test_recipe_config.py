@@ -123,3 +123,21 @@ def test_zero_config_training_from_the_command_line(dataset_dir, tmp_path, run_d
                 node = node[part]
             assert node == value, key
     assert list((run_dir / "checkpoints").glob("ckpt-*.index"))
+
+
+def test_resuming_keeps_the_runs_values_for_unset_keys(dataset_dir, tmp_path):
+    run_dir = tmp_path / "jobs" / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for suffix in (".index", ".data-00000-of-00001"):
+        (run_dir / "checkpoints" / f"ckpt-5{suffix}").write_bytes(b"x")
+    saved = training_config([], ["train.job_dir=" + str(tmp_path / "jobs"), "train.run_name=r"],
+                            dataset_dir=dataset_dir).config
+    saved.model.anchors.sizes = [48.0]  # as if the data had changed since the run started
+    from detkit.config import dump_yaml
+
+    (run_dir / "config.yml").write_text(dump_yaml(saved))
+    tc = training_config([], ["train.job_dir=" + str(tmp_path / "jobs"), "train.run_name=r", "train.max_minutes=3"],
+                         dataset_dir=dataset_dir)
+    assert tc.resuming == str(run_dir) and tc.record() == {}
+    assert tc.config.model.anchors.sizes == [48.0] and tc.config.train.max_minutes == 3
+    assert "resuming" in format_recipe(tc)
