@@ -36,7 +36,8 @@ def iter_records(directory: str, split: str, with_images: bool = False) -> Itera
         try:
             yield from tf.data.TFRecordDataset(path).map(parse).as_numpy_iterator()
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]})") from None
+            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]}); convert it again "
+                               "with `detkit dataset transform ... --overwrite`") from None
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:
