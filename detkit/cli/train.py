@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import config_options, echo_err, tensorflow
+from detkit.cli.common import config_options, tensorflow
 
 
 @click.command("train")
@@ -26,7 +26,7 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
     Keys the config leaves unset come from a recipe read from the training data (train.recipe), printed with
     the reason for each choice and written to the run's config.yml and recipe.json.
     """
-    from detkit.recipe.config import format_recipe, requested_config, training_config
+    from detkit.recipe.config import requested_config, training_config
 
     cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     if local_workers is not None:
@@ -57,11 +57,10 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
         # Must happen before TensorFlow is imported: oneDNN reads it once.
         prepare_bf16_environment()
     tensorflow()
-    # Every worker computes the same recipe from the same data; each one's config is the effective one.
+    # Every worker computes the same recipe from the same data; the chief prints it and writes it in the run.
     tc = training_config(config_files, overrides, dataset_dir, minutes)
-    echo_err(f"detkit: {format_recipe(tc)}")
     from detkit.train.trainer import train as run_training
 
-    result = run_training(tc.config, recipe=tc.record() or None)
+    result = run_training(tc.config, recipe=tc)
     if result.chief:  # one result line per cluster, not one per worker
         click.echo(result.run_dir)

@@ -26,6 +26,10 @@ class TrainingConfig:
     boxes: int = 0
     resuming: str = ""  # the run directory whose saved config filled the unset keys, when resuming
 
+    def describe(self) -> str:
+        """The recipe as text for the log ("" when there is none to show)."""
+        return format_recipe(self) if self.recipe is not None or self.resuming else ""
+
     def record(self) -> dict[str, Any]:
         """The recipe as written to the run's recipe.json: each choice, its reason, and the values the user kept."""
         if self.recipe is None:
@@ -93,9 +97,15 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
         # even if the data changed since; keys the user sets are still compared with the run's by the trainer.
         return TrainingConfig(load_config(config_files, overrides, under=saved), None, user_keys, resuming=run_dir)
     from detkit.datasets.sources import check_training_sources
+    from detkit.errors import DetkitError
 
-    check_training_sources(cfg.dataset)
-    stats = split_statistics(cfg.dataset.dir, cfg.dataset.split)
+    try:
+        check_training_sources(cfg.dataset)
+        stats = split_statistics(cfg.dataset.dir, cfg.dataset.split)
+    except DetkitError:
+        # No recipe from an unusable dataset: the trainer names the problem, in its usual order (after the
+        # strategy's and the run's own checks).
+        return TrainingConfig(load_config(config_files, overrides), None, user_keys)
     recipe = recipe_for(stats, user_keys, cfg)
     final = load_config(config_files, overrides, under=nested(recipe.values()))
     return TrainingConfig(final, recipe, user_keys, cfg.dataset.dir, cfg.dataset.split, stats.num_images,

@@ -22,6 +22,7 @@ from detkit.datasets.sources import check_training_sources
 from detkit.datasets.tfrecord import data_loss_error
 from detkit.errors import CheckpointError, ConfigError, DetkitError, first_line, is_disk_full
 from detkit.models.faster_rcnn import FasterRCNN
+from detkit.recipe.config import RECIPE_FILE, TrainingConfig
 from detkit.train import checkpoints, precision, summaries
 from detkit.train import strategy as strategies
 from detkit.train.optimizers import build_optimizer
@@ -136,10 +137,11 @@ def _agree(strategy: tf.distribute.Strategy, workers: int, flags: list[bool]) ->
 
 
 def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None,
-          recipe: Optional[dict] = None) -> TrainResult:
+          recipe: Optional[TrainingConfig] = None) -> TrainResult:
     """Train (or resume) the run described by `cfg` and return where its checkpoint is.
 
-    `recipe` (detkit.recipe.TrainingConfig.record()) is written as recipe.json beside the run's config.yml.
+    `recipe` (how detkit.recipe derived `cfg` from the data) is logged before training and written as
+    recipe.json beside the run's config.yml.
     """
     # The strategy comes first: multi-worker collectives can only be configured before TensorFlow runs an op.
     cluster = strategies.parse_tf_config()
@@ -157,9 +159,12 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
 
 
 def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,
-           cluster: Optional[strategies.ClusterSpec], chief: bool, recipe: Optional[dict] = None) -> TrainResult:
+           cluster: Optional[strategies.ClusterSpec], chief: bool, recipe: Optional[TrainingConfig] = None
+           ) -> TrainResult:
     """train() once the strategy exists."""
     log = _log if chief else (lambda message: None)
+    if recipe is not None and recipe.describe():
+        log(recipe.describe())
     replicas = strategy.num_replicas_in_sync
     class_names = check_training_sources(cfg.dataset)
     num_images = pipeline.count_records(cfg.dataset.dir, cfg.dataset.split)
@@ -176,8 +181,8 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
         try:
             atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
             atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
-            if recipe:
-                atomic.write_json(os.path.join(run_dir, "recipe.json"), recipe)
+            if recipe is not None and recipe.record():
+                atomic.write_json(os.path.join(run_dir, RECIPE_FILE), recipe.record())
         except OSError as exc:
             fix = ("free some space or set train.job_dir to another disk" if is_disk_full(exc)
                    else "set train.job_dir to a writable directory")

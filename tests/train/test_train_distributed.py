@@ -183,6 +183,7 @@ model:
   rpn: {{channels: 32}}
   rcnn: {{fc_sizes: [64], reduce_channels: 0}}
 train:
+  recipe: false             # the CLI's workers and the library's single process train the same config
   job_dir: {job_dir}
   run_name: run
   batch_size: 2
