@@ -2,8 +2,8 @@
 
 rules.py holds the pure rules; config.py merges them under the user's -c/-o values into the config `detkit train` runs.
 """
-from detkit.recipe.config import RECIPE_FILE, TrainingConfig, format_recipe, split_recipe, training_config
+from detkit.recipe.config import TrainingConfig, format_recipe, split_recipe, training_config
 from detkit.recipe.rules import Choice, Recipe, RecipeOptions, make_recipe
 
-__all__ = ["RECIPE_FILE", "Choice", "Recipe", "RecipeOptions", "TrainingConfig", "format_recipe", "make_recipe",
+__all__ = ["Choice", "Recipe", "RecipeOptions", "TrainingConfig", "format_recipe", "make_recipe",
            "split_recipe", "training_config"]

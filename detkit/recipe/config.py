@@ -10,8 +10,6 @@ from detkit.config.loader import flat_keys, merged_dict, nested
 from detkit.datasets.statistics import SplitStatistics, split_statistics
 from detkit.recipe.rules import Recipe, RecipeOptions, make_recipe
 
-RECIPE_FILE = "recipe.json"
-
 
 @dataclass
 class TrainingConfig:
@@ -118,15 +116,16 @@ def _saved_run_config(cfg: Config) -> tuple[Optional[dict], str]:
 
     import yaml
 
-    from detkit.train import checkpoints
+    from detkit.runs import layout
+    from detkit.runs.checkpoints import latest_checkpoint
 
     if not cfg.train.run_name:
         return None, ""
     run_dir = os.path.join(cfg.train.job_dir, cfg.train.run_name)
-    if not checkpoints.latest_checkpoint(run_dir):
+    if not latest_checkpoint(run_dir):
         return None, ""
     try:
-        with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), encoding="utf-8") as fh:
+        with open(layout.config_path(run_dir), encoding="utf-8") as fh:
             saved = yaml.safe_load(fh)
     except (OSError, ValueError, yaml.YAMLError):
         return None, ""  # the trainer names the unreadable file when it resumes
