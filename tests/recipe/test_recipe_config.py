@@ -101,10 +101,14 @@ def test_inspect_shows_the_same_recipe(dataset_dir, run_detkit):
 
 @pytest.mark.slow
 def test_zero_config_training_from_the_command_line(dataset_dir, tmp_path, run_detkit):
-    # No -c: the recipe is the config. Narrow widths keep the few steps quick; they are the user's, and win.
+    from detkit.config.tiny import tiny_model_overrides
+
+    # No -c: the recipe is the config. The tiny model's sizes keep the few steps quick; they are the user's and win
+    # (its backbone name and weights are left out: choosing those would leave the training to the user).
+    tiny = [o for o in tiny_model_overrides() if not o.startswith(("model.base_network.name", "model.base_network.weights"))]
     code, out, err = run_detkit(
         "train", "--dataset-dir", dataset_dir, "--minutes", "0.05", "-o", f"train.job_dir={tmp_path / 'jobs'}",
-        "-o", "train.run_name=zero", "-o", "model.base_network.small_widths=[8,16,16,32]")
+        "-o", "train.run_name=zero", *[a for o in tiny for a in ("-o", o)])
     assert code == 0, err
     run_dir = tmp_path / "jobs" / "zero"
     assert out.strip() == str(run_dir)
@@ -114,6 +118,7 @@ def test_zero_config_training_from_the_command_line(dataset_dir, tmp_path, run_d
     recipe = json.loads((run_dir / "recipe.json").read_text())
     assert saved["dataset"]["image"] == {"min_size": 320, "max_size": 320}
     assert saved["model"]["base_network"]["small_widths"] == [8, 16, 16, 32]
+    assert saved["model"]["base_network"]["name"] == "small_resnet" and saved["train"]["optimizer"]["type"] == "adam"
     assert saved["train"]["max_minutes"] == 0.05
     # Every value the recipe applied is the one the run's effective config holds.
     for choice in recipe["choices"]:
