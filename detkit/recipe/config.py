@@ -51,11 +51,11 @@ def _get(cfg: Any, key: str) -> Any:
 def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
     """What the user's own keys decide: a chosen backbone (name or weights) keeps its own training; a step or epoch
     bound keeps its own schedule; a max_minutes is the time budget."""
-    return RecipeOptions(
-        minutes=cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None,
-        from_scratch=not ({"model.base_network.name", "model.base_network.weights"} & user_keys),
-        schedule=not ({"train.num_steps", "train.num_epochs"} & user_keys),
-    )
+    minutes = cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None
+    from_scratch = not ({"model.base_network.name", "model.base_network.weights"} & user_keys)
+    # A chosen backbone with no time budget keeps its epochs (a GPU run is not bounded by the CPU default).
+    schedule = not ({"train.num_steps", "train.num_epochs"} & user_keys) and (from_scratch or minutes is not None)
+    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule)
 
 
 def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config) -> Recipe:

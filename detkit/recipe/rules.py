@@ -257,8 +257,8 @@ def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> R
     if opts.from_scratch:
         recipe.choices.append(Choice(
             "backbone", dict(FROM_SCRATCH),
-            "no pretrained weights assumed: small_resnet (2.4 M parameters) from scratch, batch 4 for BatchNorm, "
-            "Adam + cosine, heavy augmentation against memorising few images"))
+            "no pretrained weights assumed (none set): small_resnet, a light residual net that trains from scratch "
+            "on a CPU, batch 4 for BatchNorm, Adam + cosine, heavy augmentation against memorising few images"))
     side, size_choice = choose_input_size(st)
     recipe.choices.append(size_choice)
     scale_range, anchor_choice = choose_anchors(st, side)

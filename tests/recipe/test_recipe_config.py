@@ -82,6 +82,13 @@ def test_a_chosen_backbone_or_step_count_keeps_its_own_training(dataset_dir):
     assert tc.config.dataset.image.max_size == 320  # the data-driven choices still apply
 
 
+def test_a_chosen_backbone_without_budget_keeps_its_epochs_and_with_one_gets_the_schedule(dataset_dir):
+    tc = training_config([], ["model.base_network.weights=imagenet"], dataset_dir=dataset_dir)
+    assert "schedule" not in [c.name for c in tc.recipe.choices] and tc.config.train.num_epochs == 20
+    tc = training_config([], ["model.base_network.weights=imagenet"], dataset_dir=dataset_dir, minutes=5)
+    assert "schedule" in [c.name for c in tc.recipe.choices] and tc.config.train.max_minutes == 5
+
+
 def test_recipe_off_trains_the_config_as_written(dataset_dir):
     tc = training_config([], ["train.recipe=false"], dataset_dir=dataset_dir)
     assert tc.recipe is None and tc.record() == {}
