@@ -128,7 +128,8 @@ def choose_input_size(st: SplitStatistics) -> tuple[int, Choice]:
     why = (f"{pct}% of each class's boxes are shorter than {small:.3g} of the image's longer side; at {side} px that "
            f"is {small * side:.0f} px")
     if wanted > budget_side:
-        why += f" (under the {MIN_OBJECT_PX} px stride-16 features need: the CPU budget of {PIXEL_BUDGET // 1000}k px/image caps the side)"
+        why += (f" (under the {MIN_OBJECT_PX} px stride-16 features need: the CPU budget of "
+                f"{PIXEL_BUDGET // 1000}k px/image caps the side)")
     elif side == MIN_SIDE and wanted < MIN_SIDE:
         why += f" (>= {MIN_OBJECT_PX} px already at the smallest input, {MIN_SIDE})"
     else:
