@@ -23,8 +23,13 @@ SMALL_QUANTILE = 0.10
 MIN_SIDE, SIDE_STEP = 320, 32
 # CPU budget: pixels per resized image. At 640x480, small_resnet trains ~4 images/s on 2 cores.
 PIXEL_BUDGET = 640 * 480
-# Pixels per second small_resnet (widths 16-128) trains on 2 cores: 16 images/s at ~320x240 (examples/README.md).
-TRAIN_PIXELS_PER_SECOND = 1.2e6
+# Training cost of the from-scratch model on 2 cores: seconds per image = pixels / TRAIN_PIXELS_PER_SECOND + sampled
+# RoIs x ROI_SECONDS. Fitted to 16 images/s at ~320x240 with 64 RoIs (examples/README.md) and to the slow-down of
+# 512 RoIs at 480x360 (benchmarks/train_recipe.py on bccd, same machine): an estimate, the schedule follows the clock.
+TRAIN_PIXELS_PER_SECOND = 1.7e6
+ROI_SECONDS = 0.0003
+# Sampled RoIs per image: at most this many on a CPU (the head's cost grows with them; Faster R-CNN used 128).
+MAX_RCNN_SAMPLES = 256
 # Class imbalance (image frequency of the most over the least frequent class) that turns repeat factor sampling on.
 IMBALANCE_RATIO = 4.0
 # Box scale range (98th over 2nd percentile of sqrt(w*h)) from which one stride-16 level serves the data poorly.
@@ -191,15 +196,15 @@ def choose_sampling(st: SplitStatistics) -> list[Choice]:
     n90 = float(np.quantile(per_image, 0.9)) if len(per_image) else 0.0
     n_max = int(per_image.max()) if len(per_image) else 0
     # ~4 positive RoIs per box at R-CNN's 25% foreground, ~8 positive anchors per box at the RPN's 50%.
-    rcnn = min(512, max(64, _pow2_ceil(16 * n90)))
+    rcnn = min(MAX_RCNN_SAMPLES, max(64, _pow2_ceil(16 * n90)))
     rpn = min(512, max(256, _pow2_ceil(16 * n90)))
     train_post = max(300, 2 * rcnn)
     test_post = min(1000, max(100, _round_up(10 * n_max, 100)))
     detections = max(100, _round_up(2 * n_max, 50))
     return [
         Choice("samples", {"model.rpn.target.minibatch_size": rpn, "model.rcnn.target.minibatch_size": rcnn},
-               f"90% of images have <= {n90:g} boxes: {rcnn} RoIs (25% foreground, ~4 per box) and {rpn} anchors "
-               "(50% foreground) sampled per image"),
+               f"90% of images have <= {n90:g} boxes: {rcnn} RoIs (25% foreground, ~4 per box, at most "
+               f"{MAX_RCNN_SAMPLES} on a CPU) and {rpn} anchors (50% foreground) sampled per image"),
         Choice("proposals", {"model.rpn.train_proposals.pre_nms_top_n": max(2000, 4 * train_post),
                              "model.rpn.train_proposals.post_nms_top_n": train_post,
                              "model.rpn.test_proposals.pre_nms_top_n": max(1000, 5 * test_post),
@@ -231,7 +236,7 @@ def choose_class_balance(st: SplitStatistics) -> Choice:
                   f"t = {t:.3g} (median class image-frequency); images of {rare!r} repeated {r.max():.2f}x")
 
 
-def choose_schedule(st: SplitStatistics, side: int, opts: RecipeOptions) -> Choice:
+def choose_schedule(st: SplitStatistics, side: int, rois: int, opts: RecipeOptions) -> Choice:
     """Cosine schedule on the clock for the time budget; steps from the measured or estimated speed."""
     minutes = opts.minutes if opts.minutes else DEFAULT_MINUTES
     scale = resize_scales(st.image_height, st.image_width, side, side)
@@ -239,7 +244,8 @@ def choose_schedule(st: SplitStatistics, side: int, opts: RecipeOptions) -> Choi
     if opts.images_per_second:
         ips, how = opts.images_per_second, "measured"
     else:
-        ips, how = TRAIN_PIXELS_PER_SECOND / pixels, f"estimated for {pixels / 1000:.0f}k px/image"
+        ips = 1.0 / (pixels / TRAIN_PIXELS_PER_SECOND + rois * ROI_SECONDS)
+        how = f"estimated for {pixels / 1000:.0f}k px and {rois} RoIs per image"
     steps = max(1, int(minutes * 60 * ips / BATCH_SIZE))
     warmup = int(min(100, max(10, 0.03 * steps)))
     epochs = steps * BATCH_SIZE / max(st.num_images, 1)
@@ -270,8 +276,10 @@ def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> R
     note = None if fpn else fpn_note(scale_range)
     if note:
         recipe.notes.append(note)
-    recipe.choices += choose_sampling(st)
+    sampling = choose_sampling(st)
+    recipe.choices += sampling
     recipe.choices.append(choose_class_balance(st))
     if opts.schedule:
-        recipe.choices.append(choose_schedule(st, side, opts))
+        rois = sampling[0].values["model.rcnn.target.minibatch_size"]
+        recipe.choices.append(choose_schedule(st, side, rois, opts))
     return recipe

@@ -100,9 +100,9 @@ def test_small_dense_objects_give_a_bigger_input_smaller_anchors_and_more_detect
     assert "24 px" in reasons(r)["input size"]
     # Boxes become 30 * 0.8 = 24 px: anchors 16 (floor of log2 24) to 32 (nearest octave).
     assert v["model.anchors.sizes"] == [16.0, 32.0]
-    # 60 boxes per image: 16 * 60 = 960 -> capped at 512 sampled RoIs and anchors; proposals 2 x 512.
-    assert v["model.rcnn.target.minibatch_size"] == 512 and v["model.rpn.target.minibatch_size"] == 512
-    assert v["model.rpn.train_proposals.post_nms_top_n"] == 1024 and v["model.rpn.train_proposals.pre_nms_top_n"] == 4096
+    # 60 boxes per image: 16 * 60 = 960 -> capped at 256 sampled RoIs (CPU) and 512 anchors; proposals 2 x 256.
+    assert v["model.rcnn.target.minibatch_size"] == 256 and v["model.rpn.target.minibatch_size"] == 512
+    assert v["model.rpn.train_proposals.post_nms_top_n"] == 512 and v["model.rpn.train_proposals.pre_nms_top_n"] == 2048
     assert v["model.rpn.test_proposals.post_nms_top_n"] == 600 and v["model.rpn.test_proposals.pre_nms_top_n"] == 3000
     # At least twice the 60 boxes, rounded up to 50.
     assert v["model.postprocess.max_total"] == 150 and v["model.postprocess.max_per_class"] == 150
@@ -144,13 +144,14 @@ def test_balanced_classes_do_not_resample():
 
 def test_schedule_fits_the_budget_at_the_estimated_or_measured_speed():
     st = stats([record(320, 240, [(10, 10, 60, 60)], [1]) for _ in range(100)], ["a"])
-    # 320x240 = 76.8k px at side 320: 1.2e6 / 76800 = 15.625 images/s; 10 min -> 600 * 15.625 / 4 = 2343 steps.
-    c = choose_schedule(st, 320, RecipeOptions(minutes=10))
-    assert c.values == {"train.max_minutes": 10, "train.num_steps": 4 * 2343, "train.learning_rate.warmup_steps": 70}
-    c = choose_schedule(st, 320, RecipeOptions(minutes=10, images_per_second=8.0))
+    # 320x240 = 76.8k px at side 320 and 64 RoIs: 76800 / 1.7e6 + 64 * 0.0003 = 0.064376 s per image, 15.534
+    # images/s; 10 min -> 600 * 15.534 / 4 = 2330 steps; warm-up 3% of them, 69.
+    c = choose_schedule(st, 320, 64, RecipeOptions(minutes=10))
+    assert c.values == {"train.max_minutes": 10, "train.num_steps": 4 * 2330, "train.learning_rate.warmup_steps": 69}
+    c = choose_schedule(st, 320, 64, RecipeOptions(minutes=10, images_per_second=8.0))
     assert c.values == {"train.max_minutes": 10, "train.num_steps": 4 * 1200, "train.learning_rate.warmup_steps": 36}
     assert "measured" in c.reason
-    c = choose_schedule(st, 320, RecipeOptions())
+    c = choose_schedule(st, 320, 64, RecipeOptions())
     assert c.values["train.max_minutes"] == 15.0 and "no budget given" in c.reason
 
 
