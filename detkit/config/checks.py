@@ -51,6 +51,7 @@ def check_values(c: Config) -> None:
         directory, sep, split = source.rpartition(":")
         if not sep or not directory.strip() or not split.strip():
             raise ConfigError(f'config key dataset.extra_sources[{i}]: expected "DIR:SPLIT", got {source!r}')
+    _fraction("dataset.repeat_factor_threshold", c.dataset.repeat_factor_threshold)
     _positive("dataset.shuffle_buffer", c.dataset.shuffle_buffer, allow_zero=True)
     _positive("dataset.num_parallel_calls", c.dataset.num_parallel_calls)
 

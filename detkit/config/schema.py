@@ -41,6 +41,9 @@ class DatasetConfig:
     extra_sources: list[str] = field(default_factory=list)
     image: ImageConfig = field(default_factory=ImageConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Repeat factor sampling (LVIS): an image is repeated max(1, sqrt(t / f_c)) times per epoch, f_c the fraction
+    # of training images holding its rarest class c and t this threshold; 0 = off.
+    repeat_factor_threshold: float = 0.0
     shuffle_buffer: int = 512
     num_parallel_calls: int = 2
     cache: bool = True
@@ -202,6 +205,8 @@ class LearningRateConfig:
 class TrainConfig:
     """The training run."""
 
+    # `detkit train` derives the keys the config leaves unset from the training data (detkit/recipe/).
+    recipe: bool = True
     job_dir: str = "jobs"
     run_name: str = ""
     batch_size: int = 1

@@ -3,6 +3,7 @@
 A run directory (written by `detkit train`, `train.job_dir/train.run_name`) holds:
     config.yml                  the full config the run was trained with
     classes.json                its class map (label i+1 = names[i])
+    recipe.json                 what detkit/recipe derived from the data, each choice with its reason
     checkpoints/ckpt-N.index, checkpoints/ckpt-N.data-*   the checkpoints
     checkpoints/checkpoint      TensorFlow's checkpoint state file (which checkpoints exist, the latest)
     metrics.json                the results of `detkit eval`, per checkpoint and split
@@ -17,6 +18,7 @@ CONFIG_FILE = "config.yml"
 CLASSES_FILE = "classes.json"
 STATE_FILE = "checkpoint"
 METRICS_FILE = "metrics.json"
+RECIPE_FILE = "recipe.json"
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -32,6 +34,11 @@ def config_path(run_dir: str) -> str:
 def classes_path(run_dir: str) -> str:
     """The run's classes.json."""
     return os.path.join(run_dir, CLASSES_FILE)
+
+
+def recipe_path(run_dir: str) -> str:
+    """The run's recipe.json."""
+    return os.path.join(run_dir, RECIPE_FILE)
 
 
 def metrics_path(run_dir: str) -> str:
