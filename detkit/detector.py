@@ -15,6 +15,7 @@ from detkit.config.loader import _merge, parse_override
 from detkit.datasets.pipeline import resize_scale
 from detkit.errors import CheckpointError
 from detkit.models.faster_rcnn import FasterRCNN
+from detkit.pretrained.classes import UNUSED_CLASS
 from detkit.train import checkpoints
 
 
@@ -117,7 +118,7 @@ class Detector:
         image = image[..., :3].astype(np.uint8, copy=False)
         boxes, scores, labels = (t.numpy() for t in self._infer(tf.convert_to_tensor(image)))
         only = set(only_classes) if only_classes else None
-        ignore = set(ignore_classes) if ignore_classes else set()
+        ignore = set(ignore_classes or ()) | {UNUSED_CLASS}
         out = []
         for box, score, label in zip(boxes, scores, labels):
             name = self.class_names[int(label) - 1]

@@ -27,6 +27,7 @@ import tensorflow as tf
 from detkit.config import dump_yaml
 from detkit.datasets.pipeline import resize_scale
 from detkit.errors import DetkitError
+from detkit.pretrained.classes import UNUSED_CLASS
 from detkit.utils import atomic
 
 SIGNATURE = "serving_default"
@@ -128,6 +129,8 @@ class DetectorModule(tf.Module):
         super().__init__(name="detkit_detector")
         self.model = model
         self._class_names = list(class_names)
+        # Label slots named UNUSED_CLASS (COCO's unused ids in torchvision's weights) are never reported.
+        self._used = tf.constant([name != UNUSED_CLASS for name in class_names])
         self._min_size = int(min_size)
         self._max_size = int(max_size)
         self._min_prob = float(min_prob)
@@ -154,7 +157,7 @@ class DetectorModule(tf.Module):
         boxes = out["boxes"][0, :n] * tf.stack([ratio[1], ratio[0], ratio[1], ratio[0]])
         scores = out["scores"][0, :n]
         labels = tf.cast(out["labels"][0, :n], tf.int32)
-        keep = scores >= self._min_prob
+        keep = (scores >= self._min_prob) & tf.gather(self._used, labels - 1)
         boxes = tf.boolean_mask(boxes, keep)[: self._max_detections]
         scores = tf.boolean_mask(scores, keep)[: self._max_detections]
         labels = tf.boolean_mask(labels, keep)[: self._max_detections]

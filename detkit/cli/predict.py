@@ -15,7 +15,7 @@ from typing import IO, Iterable, Iterator, Optional, Sequence
 import click
 
 from detkit import inputs, packing
-from detkit.cli.common import build_config, config_options, run_overrides, tensorflow
+from detkit.cli.common import build_config, checkpoint_or_default, config_options, run_overrides, tensorflow
 from detkit.errors import CheckpointError, ConfigError, DatasetError, DetkitError
 
 # More inputs than this get a progress bar.
@@ -108,6 +108,7 @@ class BatchPredictor:
 
         from detkit.datasets.pipeline import resize_scale
         from detkit.detector import Detection
+        from detkit.pretrained.classes import UNUSED_CLASS
 
         image_cfg = self.detector.config.dataset.image
         if self._batched is None:
@@ -135,7 +136,7 @@ class BatchPredictor:
         boxes_all, scores_all = out["boxes"].numpy(), out["scores"].numpy()
         labels_all, counts = out["labels"].numpy(), out["num_detections"].numpy()
         only = set(self.only) if self.only else None
-        ignore = set(self.ignore or ())
+        ignore = set(self.ignore or ()) | {UNUSED_CLASS}
         names = self.detector.class_names
         results = []
         for i, (size, orig) in enumerate(zip(sizes, origs)):
@@ -347,7 +348,8 @@ def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit, drawn
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--checkpoint", metavar="RUN_DIR|CKPT|FILE.tar",
               help="A run directory (its newest checkpoint), a checkpoint prefix RUN/checkpoints/ckpt-N, "
-                   "or a file from `detkit checkpoint pack`. Default: the run of -c's train.job_dir/run_name.")
+                   "or a file from `detkit checkpoint pack`. Default: the run of -c's train.job_dir/run_name; "
+                   "with no -c either, the downloaded model (accurate, else mobile, else fast).")
 @config_options
 @click.option("-f", "--output-file", type=click.Path(dir_okay=False),
               help="Write the JSON lines to this file (atomically) instead of stdout.")
@@ -382,6 +384,7 @@ def predict(paths: tuple[str, ...], checkpoint: Optional[str], config_files: tup
     only = _split_classes(only_classes)
     ignore = _split_classes(ignore_classes)
     run_overrides = predict_overrides(config_files, overrides)
+    checkpoint = checkpoint_or_default(checkpoint, config_files)
 
     with checkpoint_source(checkpoint, config_files, overrides) as source:
         tensorflow()

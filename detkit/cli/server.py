@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import config_options, echo_err, tensorflow
+from detkit.cli.common import checkpoint_or_default, config_options, echo_err, tensorflow
 from detkit.cli.predict import checkpoint_source, predict_overrides
 from detkit.errors import DetkitError
 
@@ -86,7 +86,8 @@ def log_config(access_log: bool) -> dict:
 @server_group.command("web")
 @click.option("--checkpoint", metavar="RUN_DIR|CKPT|FILE.tar",
               help="A run directory (its newest checkpoint), a checkpoint prefix or a `detkit checkpoint pack` "
-                   "file. Default: the run of -c's train.job_dir/run_name.")
+                   "file. Default: the run of -c's train.job_dir/run_name; with no -c either, the downloaded "
+                   "model (accurate, else mobile, else fast).")
 @config_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. The default serves this machine only; 0.0.0.0 (all interfaces) "
@@ -119,6 +120,7 @@ def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tup
     GET  /api/health, GET /api/classes, GET /openapi.json
     """
     _require_web_extra()
+    checkpoint = checkpoint_or_default(checkpoint, config_files)
     sock = bind_socket(host, port)  # before loading the model: a busy port fails in a second, not a minute
     try:
         if not is_loopback(host):
