@@ -61,10 +61,9 @@ def build_pyramid_body(cfg: BaseNetworkConfig) -> PyramidBody:
             model = tv_resnet(50, frozen_bn=cfg.freeze_batchnorm, trainable_layers=cfg.tv_trainable_layers)
             strides = [4, 8, 16, 32]
         else:
-            from detkit.models.tv_mobilenet_v3 import tv_mobilenet_v3_large_fpn_body
+            from detkit.models.tv_mobilenet_v3 import tv_mobilenet_v3_large
 
-            model = tv_mobilenet_v3_large_fpn_body(frozen_bn=cfg.freeze_batchnorm,
-                                                   trainable_layers=cfg.tv_trainable_layers)
+            model = tv_mobilenet_v3_large(frozen_bn=cfg.freeze_batchnorm, trainable_layers=cfg.tv_trainable_layers)
             strides = [32, 32]
         if not cfg.trainable:
             model.trainable = False
