@@ -12,9 +12,9 @@ import yaml
 
 from detkit.config import Config, from_dict, merged_dict
 from detkit.config.loader import _merge, parse_override
-from detkit.datasets.pipeline import resize_scale
+from detkit.datasets.pipeline import resize_scale, resized_hw
 from detkit.errors import CheckpointError
-from detkit.models.faster_rcnn import FasterRCNN
+from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit.pretrained.classes import UNUSED_CLASS
 from detkit.train import checkpoints
 
@@ -83,7 +83,7 @@ class Detector:
         def infer(image):
             hw = tf.shape(image)[:2]
             scale = resize_scale(hw[0], hw[1], image_cfg.min_size, image_cfg.max_size)
-            new_hw = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
+            new_hw = resized_hw(hw, scale, image_cfg.size_rounding)
             resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
             out = model((resized[None], new_hw[None]), training=False)
             n = out["num_detections"][0]
@@ -99,7 +99,7 @@ class Detector:
         resolved = checkpoints.resolve(path)
         config = load_run_config(resolved.run_dir, overrides)
         names = load_class_names(resolved.run_dir)
-        model = FasterRCNN(config.model, len(names))
+        model = build_detector(config.model, len(names))
         model.build_for_inference()
         checkpoints.restore_model(model, resolved.prefix)
         detector = cls(model, config, names)

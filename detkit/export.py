@@ -25,7 +25,7 @@ from typing import Optional
 import tensorflow as tf
 
 from detkit.config import dump_yaml
-from detkit.datasets.pipeline import resize_scale
+from detkit.datasets.pipeline import resize_scale, resized_hw
 from detkit.errors import DetkitError
 from detkit.pretrained.classes import UNUSED_CLASS
 from detkit.utils import atomic
@@ -125,7 +125,7 @@ class DetectorModule(tf.Module):
     """The model plus decoding, resizing and filtering, as one serving function."""
 
     def __init__(self, model, class_names: list[str], min_size: int, max_size: int, min_prob: float,
-                 max_detections: int):
+                 max_detections: int, size_rounding: str = "round"):
         super().__init__(name="detkit_detector")
         self.model = model
         self._class_names = list(class_names)
@@ -133,6 +133,7 @@ class DetectorModule(tf.Module):
         self._used = tf.constant([name != UNUSED_CLASS for name in class_names])
         self._min_size = int(min_size)
         self._max_size = int(max_size)
+        self._size_rounding = size_rounding
         self._min_prob = float(min_prob)
         self._max_detections = int(max_detections)
 
@@ -149,7 +150,7 @@ class DetectorModule(tf.Module):
         hw = tf.shape(image)[:2]
         # As detkit.detector.Detector: same scale, same rounding, same bilinear resize.
         scale = resize_scale(hw[0], hw[1], self._min_size, self._max_size)
-        new_hw = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
+        new_hw = resized_hw(hw, scale, self._size_rounding)
         resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
         out = self.model((resized[None], new_hw[None]), training=False)
         n = out["num_detections"][0]
@@ -189,7 +190,7 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
     min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
     max_detections = cfg.predict.max_detections if max_detections is None else int(max_detections)
     module = DetectorModule(detector.model, detector.class_names, cfg.dataset.image.min_size,
-                            cfg.dataset.image.max_size, min_prob, max_detections)
+                            cfg.dataset.image.max_size, min_prob, max_detections, cfg.dataset.image.size_rounding)
     resolved = detector.checkpoint
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)

@@ -32,6 +32,19 @@ def resize_scale(height: tf.Tensor, width: tf.Tensor, min_size: int, max_size: i
     return tf.minimum(min_size / tf.minimum(h, w), max_size / tf.maximum(h, w))
 
 
+def resized_hw(hw: tf.Tensor, scale: tf.Tensor, rounding: str = "round") -> tf.Tensor:
+    """The (height, width) an image of size hw has after scaling by `scale`, at least 1 pixel.
+
+    "floor" is torchvision's F.interpolate(recompute_scale_factor=True): floor(side * scale) with the float32
+    scale widened to float64, so 480 * float32(800 / 480) gives 799, as it does there.
+    """
+    if rounding == "floor":
+        sides = tf.floor(tf.cast(hw, tf.float64) * tf.cast(scale, tf.float64))
+    else:
+        sides = tf.round(tf.cast(hw, tf.float32) * scale)
+    return tf.maximum(tf.cast(sides, tf.int32), 1)
+
+
 def _random_crop(image: tf.Tensor, boxes: tf.Tensor, min_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Crop a random window (normalised boxes) that keeps every box centre; boxes are clipped to it."""
     cx = (boxes[:, 0] + boxes[:, 2]) / 2.0
@@ -98,7 +111,7 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
     # Fix: only [1, 1] means "off"; a fixed range such as [0.8, 0.8] was skipped (it tested low != high).
     if training and tuple(aug.scale_range) != (1.0, 1.0):
         scale *= tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
-    new_hw = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
+    new_hw = resized_hw(hw, scale, cfg.image.size_rounding)
     image = tf.image.resize(image, new_hw, method="bilinear", antialias=False)
     if training and aug.flip_horizontal:
         flip = tf.random.uniform([]) < 0.5

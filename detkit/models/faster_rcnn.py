@@ -128,3 +128,12 @@ class FasterRCNN(keras.Model):
         self((tf.zeros([1, size, size, 3]), tf.constant([[size, size]], tf.int32)))
         if self.rcnn_head is not None and not self.rcnn_head.built:  # pragma: no cover
             raise RuntimeError("R-CNN head was not built")
+
+
+def build_detector(cfg: ModelConfig, num_classes: int) -> keras.Model:
+    """The detector model.architecture names: FasterRCNN (single_level) or FPNFasterRCNN (fpn)."""
+    if cfg.architecture == "fpn":
+        from detkit.models.fpn_rcnn import FPNFasterRCNN
+
+        return FPNFasterRCNN(cfg, num_classes)
+    return FasterRCNN(cfg, num_classes)
