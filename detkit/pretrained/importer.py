@@ -63,12 +63,12 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
     overrides = list(tv.config_overrides(arch))
 
     from detkit.config import dump_yaml, load_config
-    from detkit.models.faster_rcnn import FasterRCNN
+    from detkit.models.faster_rcnn import build_detector
     from detkit.utils.tf_quiet import import_tensorflow
 
     tf = import_tensorflow()
     config = load_config((), overrides)
-    model = FasterRCNN(config.model, len(names))
+    model = build_detector(config.model, len(names))
     model.build_for_inference()
     tv.assign_state_dict(model, state, arch)
 
