@@ -118,3 +118,34 @@ def test_import_failure_leaves_nothing(tmp_path, tiny):
     assert not out.exists()
     with pytest.raises(CheckpointError, match="no such file"):
         import_checkpoint(str(tmp_path / "missing.pth"), str(out))
+
+
+def test_import_of_a_torchvision_mobilenet_320_state_dict_restores_every_weight(tmp_path):
+    """A real arch end to end: the weights of a built fpn model, written as torchvision's state dict, come back."""
+    import keras
+
+    from detkit.config import load_config
+    from detkit.detector import Detector
+    from detkit.models.faster_rcnn import build_detector
+    from detkit.pretrained import torchvision as tv
+    from detkit.pretrained.torch_layers import torch_state
+
+    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    keras.utils.set_random_seed(3)
+    source = build_detector(load_config((), tv.config_overrides(arch)).model, 2)
+    source.build_for_inference()
+    tv._tag_box_predictor(source)  # torchvision's box rows for the background, as assign_state_dict reads them
+    state = torch_state(source)
+    assert state["roi_heads.box_predictor.cls_score.weight"].shape == (3, 1024)
+    pth = str(tmp_path / "fasterrcnn_mobilenet_v3_large_320_fpn-mine.pth")
+    write_pth(pth, state)
+    out = str(tmp_path / "run")
+    import_checkpoint(pth, out, classes="cat,dog")  # arch recognised from keys and "320" in the name
+    detector = Detector.from_checkpoint(out)
+    assert detector.config.dataset.image.min_size == 320 and detector.class_names == ["cat", "dog"]
+    assert detector.config.model.base_network.name == "tv_mobilenet_v3_large"
+    built = {v.path: v.numpy() for v in source.weights}
+    loaded = {v.path: v.numpy() for v in detector.model.weights}
+    assert built.keys() == loaded.keys() and len(built) > 100
+    for path, value in built.items():
+        np.testing.assert_array_equal(loaded[path], value, err_msg=path)
