@@ -120,16 +120,18 @@ def test_import_failure_leaves_nothing(tmp_path, tiny):
         import_checkpoint(str(tmp_path / "missing.pth"), str(out))
 
 
-def test_import_of_a_torchvision_mobilenet_320_state_dict_restores_every_weight(tmp_path):
-    """A real arch end to end: the weights of a built fpn model, written as torchvision's state dict, come back."""
+@pytest.fixture(scope="module")
+def imported_320(tmp_path_factory) -> dict:
+    """A built MobileNetV3-320 FPN model (2 classes, random weights) written as torchvision's state dict and
+    imported: {"weights": {path: array} of the source model, "run_dir"}."""
     import keras
 
     from detkit.config import load_config
-    from detkit.detector import Detector
     from detkit.models.faster_rcnn import build_detector
     from detkit.pretrained import torchvision as tv
     from detkit.pretrained.torch_layers import torch_state
 
+    tmp_path = tmp_path_factory.mktemp("imported_320")
     arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
     keras.utils.set_random_seed(3)
     source = build_detector(load_config((), tv.config_overrides(arch)).model, 2)
@@ -139,13 +141,48 @@ def test_import_of_a_torchvision_mobilenet_320_state_dict_restores_every_weight(
     assert state["roi_heads.box_predictor.cls_score.weight"].shape == (3, 1024)
     pth = str(tmp_path / "fasterrcnn_mobilenet_v3_large_320_fpn-mine.pth")
     write_pth(pth, state)
-    out = str(tmp_path / "run")
-    import_checkpoint(pth, out, classes="cat,dog")  # arch recognised from keys and "320" in the name
-    detector = Detector.from_checkpoint(out)
+    run_dir = str(tmp_path / "run")
+    import_checkpoint(pth, run_dir, classes="cat,dog")  # arch recognised from keys and "320" in the name
+    return {"weights": {v.path: v.numpy() for v in source.weights}, "run_dir": run_dir}
+
+
+def test_import_of_a_torchvision_mobilenet_320_state_dict_restores_every_weight(imported_320):
+    """A real arch end to end: the weights of a built fpn model, written as torchvision's state dict, come back."""
+    from detkit.detector import Detector
+
+    detector = Detector.from_checkpoint(imported_320["run_dir"])
     assert detector.config.dataset.image.min_size == 320 and detector.class_names == ["cat", "dog"]
     assert detector.config.model.base_network.name == "tv_mobilenet_v3_large"
-    built = {v.path: v.numpy() for v in source.weights}
+    built = imported_320["weights"]
     loaded = {v.path: v.numpy() for v in detector.model.weights}
     assert built.keys() == loaded.keys() and len(built) > 100
     for path, value in built.items():
         np.testing.assert_array_equal(loaded[path], value, err_msg=path)
+
+
+def test_init_from_an_imported_run_keeps_all_but_the_class_heads(imported_320):
+    """train.init_from with another class count: body, FPN, RPN and box-head FCs restored, class heads new."""
+    import keras
+
+    from detkit.detector import load_run_config
+    from detkit.models.faster_rcnn import build_detector
+    from detkit.train import checkpoints
+
+    run_dir = imported_320["run_dir"]
+    keras.utils.set_random_seed(4)
+    model = build_detector(load_run_config(run_dir).model, 5)
+    model.build_for_inference()
+    head = model.rcnn_head
+    fresh = {id(v): v.numpy() for v in (head.cls.kernel, head.cls.bias, head.box.kernel, head.box.bias)}
+    checkpoints.restore_for_finetuning(model, checkpoints.resolve(run_dir).prefix, same_classes=False)
+    built = imported_320["weights"]
+    restored = kept = 0
+    for variable in model.weights:
+        if id(variable) in fresh:
+            np.testing.assert_array_equal(variable.numpy(), fresh[id(variable)])  # left as initialised
+            kept += 1
+        else:
+            np.testing.assert_array_equal(variable.numpy(), built[variable.path], err_msg=variable.path)
+            restored += 1
+    assert kept == 4 and restored == len(built) - 4
+    assert tuple(head.cls.kernel.shape) == (1024, 6)
