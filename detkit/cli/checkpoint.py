@@ -73,7 +73,7 @@ def _checkpoint_rows(run_dir: str) -> list[dict]:
 
 @click.group("checkpoint")
 def checkpoint_group() -> None:
-    """List, inspect, delete, export, pack and unpack trained runs and their checkpoints."""
+    """List, inspect, delete, export, pack and unpack runs; download or import pretrained COCO detectors."""
 
 
 @checkpoint_group.command("list")

@@ -160,8 +160,7 @@ def _unpickle(data: bytes, load_storage: Callable[[tuple], _Storage], where: str
         return _RestrictedUnpickler(io.BytesIO(data), load_storage).load()
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, struct.error) as exc:
+    except Exception as exc:  # any malformed pickle is bad input, whatever the unpickler trips on
         raise CheckpointError(f"{where}: not a readable PyTorch pickle ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
@@ -214,8 +213,7 @@ def _read_legacy(path: str) -> Any:
             return unpickler.load()
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-                KeyError, struct.error) as exc:
+        except Exception as exc:  # any malformed pickle is bad input, whatever the unpickler trips on
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor the legacy "
                                   f"format: {type(exc).__name__})") from None
 
