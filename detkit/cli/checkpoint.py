@@ -111,7 +111,7 @@ def list_command(job_dir: Optional[str], as_json: bool) -> None:
                               row["date"], packing.human_size(row["size"]), metric])
         _echo_table(["RUN", "CHECKPOINT", "STEP", "DATE", "SIZE", "METRICS"], table)
     if models:
-        click.echo(f"\ndownloaded models ({zoo.cache_dir()}; the first is the default of predict and server web)")
+        click.echo(f"\ndownloaded models ({zoo.cache_dir()}; * = the default of predict and server web)")
         default = zoo.default_model()[0]
         rows = [[m.name + (" *" if m.name == default else ""), m.arch, f"{m.coco_ap:.1f}",
                  packing.human_size(packing.directory_size(zoo.model_dir(m.name))), zoo.model_dir(m.name)]
