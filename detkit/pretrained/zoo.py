@@ -92,8 +92,9 @@ def default_model() -> tuple[str, str]:
     for name in DEFAULT_ORDER:
         if is_downloaded(name):
             return name, model_dir(name)
-    raise CheckpointError("no checkpoint given and no downloaded model: run `detkit checkpoint download accurate` "
-                          "(or `fast`), or pass --checkpoint RUN_DIR or -c config.yml of a trained run")
+    raise CheckpointError("no checkpoint given and no downloaded model: `detkit checkpoint download accurate` (or "
+                          "fast) gets a COCO detector; or pass --checkpoint RUN_DIR or -c config.yml of a run "
+                          "trained with `detkit train -c config.yml`")
 
 
 def expected_hash_prefix(url: str) -> Optional[str]:
@@ -102,10 +103,16 @@ def expected_hash_prefix(url: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def manual_command(model: ZooModel) -> str:
+def manual_command(model: ZooModel, filename: Optional[str] = None) -> str:
     """The command that finishes a download fetched by hand."""
-    return (f"detkit checkpoint import {model.filename} --output {model_dir(model.name)} --arch {model.arch} "
-            "--classes coco")
+    return (f"detkit checkpoint import {filename or model.filename} --output {model_dir(model.name)} "
+            f"--arch {model.arch} --classes coco")
+
+
+def _torch_hub_copy(filename: str) -> str:
+    """Where torch.hub keeps a downloaded file of this name ($TORCH_HOME, default ~/.cache/torch)."""
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "torch")
+    return os.path.join(torch_home, "hub", "checkpoints", filename)
 
 
 def fetch(url: str, destination: str, show_progress: bool = True, timeout: Optional[float] = None) -> None:
@@ -147,11 +154,9 @@ def download(name: str, show_progress: bool = True, url: Optional[str] = None,
     path = os.path.join(downloads, url.rsplit("/", 1)[-1])
     expected = expected_hash_prefix(url)
     # A file left by a download whose import failed, or torch.hub's copy, saves fetching it again.
-    candidates = [path, os.path.join(os.environ.get("TORCH_HOME") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                                   "torch"), "hub", "checkpoints",
-                                     os.path.basename(path))]
-    source = next((p for p in candidates if os.path.isfile(p) and (not expected or sha256_of(p).startswith(expected))),
-                  None)
+    candidates = (path, _torch_hub_copy(os.path.basename(path)))
+    source = next((p for p in candidates
+                   if os.path.isfile(p) and (not expected or sha256_of(p).startswith(expected))), None)
     if source is None:
         log(f"downloading {name} ({model.arch}, COCO AP {model.coco_ap}) from {url}")
         try:
@@ -159,7 +164,7 @@ def download(name: str, show_progress: bool = True, url: Optional[str] = None,
         except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DetkitError(f"cannot download {url} ({reason}); fetch it by hand, then run: "
-                              f"{manual_command(model).replace(model.filename, os.path.basename(path))}") from None
+                              f"{manual_command(model, os.path.basename(path))}") from None
         except OSError as exc:
             raise DetkitError(f"{path}: cannot write the download ({exc.strerror or exc})") from None
         source = path
