@@ -60,7 +60,7 @@ def train(model, items, steps: int, seed: int) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         if (step + 1) % 10 == 0 or step + 1 == steps:
             rate = (step + 1) / (time.time() - start)
             log(f"train step {step + 1}/{steps} loss {loss_value:.3f} ({rate:.2f} steps/s, "
@@ -142,11 +142,14 @@ def main() -> None:
     parser.add_argument("--time-train-steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit-images", type=int, default=0, help="only the first N test photos (0 = all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     train_items = read_split(args.data_dir, "train")
     test_items = read_split(args.data_dir, "test")
+    if args.limit_images:
+        test_items = test_items[:args.limit_images]
     summary = {}
     for arch in args.archs:
         torch.manual_seed(args.seed)
