@@ -2,13 +2,13 @@
 proposals -> multi-level RoIAlign -> two-FC box head -> detections."""
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from detkit.config.schema import ModelConfig
 from detkit.errors import ConfigError
 from detkit.models import anchors as anchor_ops
 from detkit.models import postprocess, proposals, rcnn, roi_align, rpn
+from detkit.models.faster_rcnn import DetectorModel, pad_ground_truth
 from detkit.models.fpn import FPN
 from detkit.models.fpn_bodies import build_pyramid_body
 
@@ -27,7 +27,7 @@ def pad_and_mask(images: tf.Tensor, image_hw: tf.Tensor, divisible: int) -> tf.T
     return tf.pad(images, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]])
 
 
-class FPNFasterRCNN(keras.Model):
+class FPNFasterRCNN(DetectorModel):
     """The fpn architecture; same inputs, outputs and training interface as FasterRCNN."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, **kwargs):
@@ -136,10 +136,7 @@ class FPNFasterRCNN(keras.Model):
                        gt_valid: tf.Tensor, training: bool = True, include_l2: bool = True) -> dict[str, tf.Tensor]:
         """The four weighted losses, L2 (unless `include_l2` is false) and their total for a padded batch."""
         image_hw = tf.cast(image_hw, tf.float32)
-        pad = tf.maximum(1 - tf.shape(gt_boxes)[1], 0)
-        gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, pad], [0, 0]])
-        gt_labels = tf.pad(gt_labels, [[0, 0], [0, pad]], constant_values=-1)
-        gt_valid = tf.pad(gt_valid, [[0, 0], [0, pad]], constant_values=False)
+        gt_boxes, gt_labels, gt_valid = pad_ground_truth(gt_boxes, gt_labels, gt_valid)
         w = self.cfg.loss_weights
         levels, padded_hw = self.pyramid(images, image_hw, training=training)
         logits, deltas, anchors = self.rpn_outputs(levels, padded_hw)
@@ -162,17 +159,6 @@ class FPNFasterRCNN(keras.Model):
             losses["l2"] = w.l2 * self.l2_penalty()
         losses["total"] = tf.add_n(list(losses.values()))
         return losses
-
-    def decayed_variables(self) -> list:
-        """The trainable conv/dense kernels, which L2 weight decay applies to (biases and norms are not decayed)."""
-        return [v for v in self.trainable_variables if "kernel" in v.path]
-
-    def l2_penalty(self) -> tf.Tensor:
-        """0.5 * sum of squared trainable conv/dense kernels."""
-        kernels = self.decayed_variables()
-        if not kernels:
-            return tf.constant(0.0)
-        return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
 
     def build_for_inference(self) -> None:
         """Create every variable by running one small image through the network."""

@@ -163,3 +163,11 @@ def assign_state_dict(model, state: Mapping[str, np.ndarray], arch: str) -> None
                              f"expected {expected}")
     _tag_box_predictor(model)
     load_torch_state(model, state)
+
+
+def export_state_dict(model) -> dict[str, np.ndarray]:
+    """The model's weights as a torchvision state dict (the background's box rows are zeros)."""
+    from detkit.pretrained.torch_layers import torch_state
+
+    _tag_box_predictor(model)
+    return torch_state(model)
