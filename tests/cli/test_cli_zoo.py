@@ -6,17 +6,14 @@ import hashlib
 import http.server
 import json
 import os
-import sys
 import threading
 
 import numpy as np
 import pytest
+from pretrained import tiny_torchvision
+from pretrained.pth_writer import Call, Global, write_pth
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained"))
-import tiny_torchvision  # noqa: E402
-from pth_writer import Call, Global, write_pth  # noqa: E402
-
-from detkit.pretrained import zoo  # noqa: E402
+from detkit.pretrained import zoo
 
 
 def _raccoon(raccoon_dir, n=1):

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 import pytest
-import tiny_torchvision
-from pth_writer import write_pth
+from pretrained import tiny_torchvision
+from pretrained.pth_writer import write_pth
 
 from detkit.errors import CheckpointError
 from detkit.pretrained.classes import COCO_CLASSES, UNUSED_CLASS, resolve_class_names

@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from pth_writer import Call, Global, View, state_pickle, write_legacy_pth, write_pth
+from pretrained.pth_writer import Call, Global, View, state_pickle, write_legacy_pth, write_pth
 
 from detkit.errors import CheckpointError
 from detkit.pretrained.pth import read_state_dict

@@ -10,8 +10,8 @@ import socket
 import threading
 
 import pytest
-import tiny_torchvision
-from pth_writer import write_pth
+from pretrained import tiny_torchvision
+from pretrained.pth_writer import write_pth
 
 from detkit.errors import CheckpointError, DetkitError
 from detkit.pretrained import zoo
@@ -156,7 +156,7 @@ def test_reuses_torch_hub_copy(home, tmp_path, monkeypatch):
 
 
 def test_no_downloaded_model_names_the_download_command(home):
-    with pytest.raises(CheckpointError, match="no downloaded model: run `detkit checkpoint download accurate`"):
+    with pytest.raises(CheckpointError, match="no downloaded model: `detkit checkpoint download accurate`"):
         zoo.default_model()
     with pytest.raises(DetkitError, match="unknown model 'big' \\(choose from accurate, mobile, fast\\)"):
         zoo.download("big")
