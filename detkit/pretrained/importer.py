@@ -4,8 +4,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import re
 import shutil
 from typing import Optional
+
+import numpy as np
 
 from detkit.errors import CheckpointError
 from detkit.pretrained.classes import resolve_class_names
@@ -16,6 +19,9 @@ from detkit.utils import atomic
 # (so that --overwrite replaces only an imported run, never a trained one).
 IMPORT_RECORD = "imported.json"
 STAGING_PREFIX = "import"
+# Keys of torchvision before 0.13 (see upgrade_old_torchvision_keys).
+_OLD_FPN_KEY = re.compile(r"^(.*fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
+_OLD_RPN_KEY = re.compile(r"^(.*rpn\.head\.)conv\.(weight|bias)$")
 
 
 def sha256_of(path: str) -> str:
@@ -25,6 +31,21 @@ def sha256_of(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def upgrade_old_torchvision_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Key names of torchvision before 0.13 renamed as torchvision's own loader renames them.
+
+    The published COCO weights were saved when the FPN's convs were `fpn.inner_blocks.I.weight` and the
+    RPN conv `rpn.head.conv.weight`; today they sit one or two Sequential levels deeper (`.I.0.weight`,
+    `conv.0.0.weight`), and torchvision renames them on load (FeaturePyramidNetwork and RPNHead version 2).
+    """
+    renamed = {}
+    for key, value in state.items():
+        new = _OLD_FPN_KEY.sub(r"\1.0.\2", key)
+        new = _OLD_RPN_KEY.sub(r"\1conv.0.0.\2", new)
+        renamed[new] = value
+    return renamed
 
 
 def _check_output(output_dir: str, overwrite: bool) -> None:
@@ -54,7 +75,7 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
     if not os.path.isfile(pth_path):
         raise CheckpointError(f"{pth_path}: no such file")
     _check_output(output_dir, overwrite)
-    state = read_state_dict(pth_path)
+    state = upgrade_old_torchvision_keys(read_state_dict(pth_path))
     if arch is None:
         arch = tv.detect_arch(list(state), filename=os.path.basename(pth_path))
     elif arch not in tv.ARCHS:

@@ -11,7 +11,7 @@ from pretrained.pth_writer import write_pth
 
 from detkit.errors import CheckpointError
 from detkit.pretrained.classes import COCO_CLASSES, UNUSED_CLASS, resolve_class_names
-from detkit.pretrained.importer import IMPORT_RECORD, import_checkpoint
+from detkit.pretrained.importer import IMPORT_RECORD, import_checkpoint, upgrade_old_torchvision_keys
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def imported_320(tmp_path_factory) -> dict:
     write_pth(pth, state)
     run_dir = str(tmp_path / "run")
     import_checkpoint(pth, run_dir, classes="cat,dog")  # arch recognised from keys and "320" in the name
-    return {"weights": {v.path: v.numpy() for v in source.weights}, "run_dir": run_dir}
+    return {"weights": {v.path: v.numpy() for v in source.weights}, "run_dir": run_dir, "state": state}
 
 
 def test_import_of_a_torchvision_mobilenet_320_state_dict_restores_every_weight(imported_320):
@@ -186,3 +186,25 @@ def test_init_from_an_imported_run_keeps_all_but_the_class_heads(imported_320):
             restored += 1
     assert kept == 4 and restored == len(built) - 4
     assert tuple(head.cls.kernel.shape) == (1024, 6)
+
+
+def test_old_torchvision_key_names_are_upgraded(imported_320, tmp_path):
+    """torchvision's published weights predate 0.13: fpn.inner_blocks.I.weight, rpn.head.conv.weight."""
+    old = {}
+    for key, value in imported_320["state"].items():
+        key = key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")
+        for block in ("inner_blocks", "layer_blocks"):
+            for i in range(4):
+                key = key.replace(f"fpn.{block}.{i}.0.", f"fpn.{block}.{i}.")
+        old[key] = value
+    assert "backbone.fpn.inner_blocks.0.weight" in old and "rpn.head.conv.weight" in old
+    assert upgrade_old_torchvision_keys(old).keys() == imported_320["state"].keys()
+    pth = str(tmp_path / "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth")
+    write_pth(pth, old)
+    out = str(tmp_path / "run")
+    import_checkpoint(pth, out, classes="cat,dog")
+    from detkit.detector import Detector
+
+    loaded = {v.path: v.numpy() for v in Detector.from_checkpoint(out).model.weights}
+    for path, value in imported_320["weights"].items():
+        np.testing.assert_array_equal(loaded[path], value, err_msg=path)
