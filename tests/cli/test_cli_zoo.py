@@ -129,3 +129,20 @@ def test_exported_model_drops_unused_class_slots(zoo_home, raccoon_dir):
         module = DetectorModule(detector.model, names, 160, 224, min_prob=0.0, max_detections=100)
         counts[names[0]] = int(module.serve(image)["num_detections"])
     assert counts["raccoon"] > 0 and counts["N/A"] == 0
+
+
+def test_download_without_network_is_one_line(run_detkit, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+    monkeypatch.setitem(zoo.MODELS, "accurate", zoo.ZooModel("accurate", "fasterrcnn_resnet50_fpn", url, 37.0, ""))
+    code, stdout, stderr = run_detkit("checkpoint", "download", "accurate", "--no-progress",
+                                      env={"DETKIT_HOME": str(tmp_path / "home")})
+    assert code == 1 and stdout == ""
+    error = [line for line in stderr.splitlines() if line.startswith("detkit: error:")]
+    assert len(error) == 1 and "Traceback" not in stderr
+    assert error[0].startswith(f"detkit: error: cannot download {url} (")
+    assert error[0].endswith("then run: detkit checkpoint import fasterrcnn_resnet50_fpn_coco-258fb6c6.pth --output "
+                             f"{tmp_path / 'home' / 'models' / 'accurate'} --arch fasterrcnn_resnet50_fpn --classes coco")
