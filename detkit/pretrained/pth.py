@@ -52,19 +52,30 @@ _STORAGE_DTYPES: dict[str, Any] = {
 }
 
 
+class _Sealed:
+    """Objects the pickle may pass around but not change: a BUILD opcode on them is refused."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise CheckpointError(f"the pickle tries to change a {type(self).__name__.strip('_').lower()} it was given")
+
+
 @dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_Sealed):
     """What `torch.FloatStorage` and the like resolve to: only their element type."""
 
     name: str
     dtype: Any
 
 
-class _Storage:
+class _Storage(_Sealed):
     """A storage's elements, as a flat numpy array."""
 
     def __init__(self, data: np.ndarray):
         self.data = data
+
+
+# A view may repeat elements (stride 0, as expand() saves), but not blow a storage up without bound.
+MAX_VIEW_GROWTH = 16
 
 
 def _as_int_tuple(value: Any, what: str) -> tuple[int, ...]:
@@ -74,7 +85,7 @@ def _as_int_tuple(value: Any, what: str) -> tuple[int, ...]:
 
 
 @dataclass
-class _Tensor:
+class _Tensor(_Sealed):
     """A tensor as the pickle describes it; its storage's bytes may come later (legacy format)."""
 
     storage: _Storage
@@ -87,6 +98,9 @@ class _Tensor:
         flat = self.storage.data
         if any(s == 0 for s in self.size):
             return np.zeros(self.size, flat.dtype)
+        count = int(np.prod(self.size, dtype=object))
+        if count > MAX_VIEW_GROWTH * max(flat.size, 1 << 16):
+            raise CheckpointError(f"a tensor of size {self.size} views a storage of {flat.size} elements")
         # as_strided reads whatever memory the strides reach: the last element must lie inside the storage.
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if last >= flat.size:

@@ -193,3 +193,29 @@ def test_zip_without_data_pkl_missing_storage_and_non_tensor_entries(tmp_path):
     write_pth(path, {"w": np.ones(3, np.float32), "step": 5})
     with pytest.raises(CheckpointError, match="entry 'step' is not a named tensor"):
         read_state_dict(path)
+
+
+def test_a_build_opcode_cannot_change_a_checked_tensor(tmp_path):
+    # BUILD on the rebuilt tensor would swap its checked stride for one reading outside the storage.
+    path = tmp_path / "build.pth"
+    write_pth(str(path), {"w": np.arange(4, dtype=np.float32)})
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    data = entries["archive/data.pkl"]
+    assert data.count(b"R") >= 2
+    # ... REDUCE (rebuild) then BUILD {"stride": (-1000,)} before it is stored in the dict
+    tail = data.rindex(b"R")
+    patched = data[:tail + 1] + b"}X\x06\x00\x00\x00strideJ\x18\xfc\xff\xff\x85sb" + data[tail + 1:]
+    entries["archive/data.pkl"] = patched
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, content in entries.items():
+            zf.writestr(name, content)
+    with pytest.raises(CheckpointError, match="the pickle tries to change a tensor it was given"):
+        read_state_dict(str(path))
+
+
+def test_a_view_far_larger_than_its_storage_is_refused(tmp_path):
+    path = str(tmp_path / "huge.pth")
+    write_pth(path, {"w": View(np.ones(2, np.float32), 0, (10**6, 10**6), (0, 0))})
+    with pytest.raises(CheckpointError, match=r"a tensor of size \(1000000, 1000000\) views a storage of 2 elements"):
+        read_state_dict(path)
