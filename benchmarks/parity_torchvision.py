@@ -107,11 +107,10 @@ def _stage_diffs(model, cfg, image: np.ndarray, ref: dict, stats: dict) -> None:
     """Run the model's stages on one photo as the Detector resizes it and fold the differences into stats."""
     import tensorflow as tf
 
-    from detkit.datasets.pipeline import resize_scale, resized_hw
+    from detkit.datasets.pipeline import input_hw
 
     hw = tf.shape(image)[:2]
-    scale = resize_scale(hw[0], hw[1], cfg.dataset.image.min_size, cfg.dataset.image.max_size)
-    new_hw = resized_hw(hw, scale, cfg.dataset.image.size_rounding)
+    new_hw = input_hw(hw, cfg.dataset.image.min_size, cfg.dataset.image.max_size, cfg.dataset.image.size_rounding)
     if list(new_hw.numpy()) != list(ref["resized_hw"]):
         stats["resized_size_mismatches"] += 1
     resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
@@ -241,12 +240,11 @@ def _train_batch(cfg, path: str, boxes: np.ndarray) -> dict:
     import tensorflow as tf
     from PIL import Image
 
-    from detkit.datasets.pipeline import resize_scale, resized_hw
+    from detkit.datasets.pipeline import input_hw
 
     image = np.asarray(Image.open(path).convert("RGB"))
     hw = tf.shape(image)[:2]
-    scale = resize_scale(hw[0], hw[1], cfg.dataset.image.min_size, cfg.dataset.image.max_size)
-    new_hw = resized_hw(hw, scale, cfg.dataset.image.size_rounding)
+    new_hw = input_hw(hw, cfg.dataset.image.min_size, cfg.dataset.image.max_size, cfg.dataset.image.size_rounding)
     resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
     ratio = (new_hw.numpy() / np.asarray(image.shape[:2])).astype(np.float32)
     scaled = boxes * np.asarray([ratio[1], ratio[0], ratio[1], ratio[0]], np.float32)
