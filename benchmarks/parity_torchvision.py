@@ -82,7 +82,7 @@ def _reproduced(src: dict, dst: dict, min_score: float = 0.1) -> tuple[int, int,
 def run_torch_side(args, archs: list[str]) -> None:
     """The torch script in its own interpreter; its progress goes to our stderr."""
     cmd = [args.torch_python, os.path.join(HERE, "parity_torchvision_torch.py"), "--data-dir", _data_dir(),
-           "--out-dir", args.work_dir, "--archs", *archs, "--train-steps", str(args.train_steps),
+           "--out-dir", args.work_dir, "--archs", *archs, "--train-steps", str(args.train_steps), "--lr", str(args.lr),
            "--feature-images", str(args.feature_images), "--threads", str(args.threads),
            "--limit-images", str(args.limit_images), "--time-images", str(args.time_images),
            "--time-train-steps", str(args.time_train_steps)]
@@ -107,11 +107,10 @@ def _stage_diffs(model, cfg, image: np.ndarray, ref: dict, stats: dict) -> None:
     """Run the model's stages on one photo as the Detector resizes it and fold the differences into stats."""
     import tensorflow as tf
 
-    from detkit.datasets.pipeline import resize_scale, resized_hw
+    from detkit.datasets.pipeline import input_hw
 
     hw = tf.shape(image)[:2]
-    scale = resize_scale(hw[0], hw[1], cfg.dataset.image.min_size, cfg.dataset.image.max_size)
-    new_hw = resized_hw(hw, scale, cfg.dataset.image.size_rounding)
+    new_hw = input_hw(hw, cfg.dataset.image.min_size, cfg.dataset.image.max_size, cfg.dataset.image.size_rounding)
     if list(new_hw.numpy()) != list(ref["resized_hw"]):
         stats["resized_size_mismatches"] += 1
     resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
@@ -131,25 +130,25 @@ def _stage_diffs(model, cfg, image: np.ndarray, ref: dict, stats: dict) -> None:
     valid = out["proposal_valid"][0].numpy()
     mine = out["proposals"][0].numpy()[valid]
     theirs = ref["proposals"]
-    n = min(len(mine), len(theirs))
+    scores = out["proposal_scores"][0].numpy()[valid]
     stats["proposal_count_diff"] = max(stats.get("proposal_count_diff", 0), abs(len(mine) - len(theirs)))
-    fold("proposals_same_rank_max_abs_diff", np.abs(mine[:n] - theirs[:n]).max() if n else 0.0)
-    fold("proposal_scores_same_rank_max_abs_diff",
-         np.abs(out["proposal_scores"][0].numpy()[valid][:n] - ref["proposal_scores"][:n]).max() if n else 0.0)
+    # Equal scores may come out in either order, so each torchvision proposal is compared with its best match.
     iou = _iou(theirs, mine)
     stats["proposals_total"] += len(theirs)
-    stats["proposals_matched"] += int((iou.max(axis=1) >= 0.99).sum()) if len(mine) else 0
+    if len(mine) and len(theirs):
+        best = iou.argmax(axis=1)
+        matched = iou.max(axis=1) >= 0.99
+        stats["proposals_matched"] += int(matched.sum())
+        fold("proposals_max_abs_diff", np.abs(mine[best] - theirs)[matched].max(initial=0.0))
+        fold("proposal_scores_max_abs_diff", np.abs(scores[best] - ref["proposal_scores"])[matched].max(initial=0.0))
 
 
 def compare_arch(arch: str, args) -> dict:
     """All figures of one arch."""
-    import tensorflow as tf
     from PIL import Image
 
     from detkit.eval.coco_metrics import coco_metrics
     from detkit.eval.metrics import Detections, GroundTruth
-    from detkit.train.step import make_replica_step
-
     state = dict(np.load(os.path.join(args.work_dir, f"{arch}.npz")))
     detector = _load_model(arch, state, args.work_dir)
     cfg = detector.config
@@ -218,7 +217,11 @@ def compare_arch(arch: str, args) -> dict:
         start = time.perf_counter()
         step_fn(batch)
         times.append(time.perf_counter() - start)
-    torch_times = json.load(open(os.path.join(args.work_dir, "torch_summary.json"))).get(arch, {})
+    summary_path = os.path.join(args.work_dir, "torch_summary.json")
+    torch_times = {}
+    if os.path.exists(summary_path):
+        with open(summary_path) as fh:
+            torch_times = json.load(fh).get(arch, {})
     result["seconds"] = {
         "inference_detkit": round(infer, 3),
         "inference_torchvision": round(torch_times.get("infer_seconds_per_image", float("nan")), 3),
@@ -229,7 +232,6 @@ def compare_arch(arch: str, args) -> dict:
     s["inference_ratio"] = round(s["inference_detkit"] / s["inference_torchvision"], 2)
     s["train_step_ratio"] = round(s["train_step_detkit"] / s["train_step_torchvision"], 2)
     result["torch_training"] = {k: torch_times.get(k) for k in ("train_steps", "train_seconds", "last_loss")}
-    del make_replica_step, tf
     return result
 
 
@@ -238,12 +240,11 @@ def _train_batch(cfg, path: str, boxes: np.ndarray) -> dict:
     import tensorflow as tf
     from PIL import Image
 
-    from detkit.datasets.pipeline import resize_scale, resized_hw
+    from detkit.datasets.pipeline import input_hw
 
     image = np.asarray(Image.open(path).convert("RGB"))
     hw = tf.shape(image)[:2]
-    scale = resize_scale(hw[0], hw[1], cfg.dataset.image.min_size, cfg.dataset.image.max_size)
-    new_hw = resized_hw(hw, scale, cfg.dataset.image.size_rounding)
+    new_hw = input_hw(hw, cfg.dataset.image.min_size, cfg.dataset.image.max_size, cfg.dataset.image.size_rounding)
     resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
     ratio = (new_hw.numpy() / np.asarray(image.shape[:2])).astype(np.float32)
     scaled = boxes * np.asarray([ratio[1], ratio[0], ratio[1], ratio[0]], np.float32)
@@ -267,6 +268,7 @@ def main() -> None:
     parser.add_argument("--torch-python", required=True, help="an interpreter with torch and torchvision")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--train-steps", type=int, default=40, help="torch-side training steps per arch")
+    parser.add_argument("--lr", type=float, default=0.01, help="torch-side SGD learning rate")
     parser.add_argument("--work-dir", default="/tmp/detkit-parity")
     parser.add_argument("--reuse", action="store_true", help="reuse the torch side's files in --work-dir")
     parser.add_argument("--feature-images", type=int, default=2)
@@ -276,6 +278,7 @@ def main() -> None:
     parser.add_argument("--limit-images", type=int, default=0, help="only the first N test photos (0 = all)")
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     todo = [a for a in args.archs if not (args.reuse and os.path.exists(os.path.join(args.work_dir, f"{a}.npz")))]
     if todo:
         run_torch_side(args, todo)

@@ -42,17 +42,17 @@ def log(msg: str) -> None:
     print(f"[torch] {msg}", file=sys.stderr, flush=True)
 
 
-def train(model, items, steps: int, seed: int) -> float:
+def train(model, items, steps: int, seed: int, lr: float) -> float:
     """A few SGD steps, batch 1, at a reduced size; returns the last loss."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
     loss_value = float("nan")
     start = time.time()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = 0.01 * min(1.0, (step + 1) / 10)
+            group["lr"] = lr * min(1.0, (step + 1) / 10)
         path, boxes = items[int(rng.integers(len(items)))]
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.ones(len(boxes), dtype=torch.int64)}
         losses = model([load_image(path)], [target])
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--time-train-steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--limit-images", type=int, default=0, help="only the first N test photos (0 = all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -158,7 +159,7 @@ def main() -> None:
         own_sizes = (model.transform.min_size, model.transform.max_size)
         model.transform.min_size, model.transform.max_size = (TRAIN_SIZES[arch][0],), TRAIN_SIZES[arch][1]
         start = time.time()
-        loss = train(model, train_items, args.train_steps, args.seed) if args.train_steps > 0 else float("nan")
+        loss = train(model, train_items, args.train_steps, args.seed, args.lr) if args.train_steps > 0 else float("nan")
         train_seconds = time.time() - start
         model.transform.min_size, model.transform.max_size = own_sizes
         model.eval()

@@ -12,7 +12,7 @@ import yaml
 
 from detkit.config import Config, from_dict, merged_dict
 from detkit.config.loader import _merge, parse_override
-from detkit.datasets.pipeline import resize_scale, resized_hw
+from detkit.datasets.pipeline import input_hw
 from detkit.errors import CheckpointError
 from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit.pretrained.classes import UNUSED_CLASS
@@ -82,8 +82,7 @@ class Detector:
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         def infer(image):
             hw = tf.shape(image)[:2]
-            scale = resize_scale(hw[0], hw[1], image_cfg.min_size, image_cfg.max_size)
-            new_hw = resized_hw(hw, scale, image_cfg.size_rounding)
+            new_hw = input_hw(hw, image_cfg.min_size, image_cfg.max_size, image_cfg.size_rounding)
             resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
             out = model((resized[None], new_hw[None]), training=False)
             n = out["num_detections"][0]

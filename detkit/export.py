@@ -25,7 +25,7 @@ from typing import Optional
 import tensorflow as tf
 
 from detkit.config import dump_yaml
-from detkit.datasets.pipeline import resize_scale, resized_hw
+from detkit.datasets.pipeline import input_hw
 from detkit.errors import DetkitError
 from detkit.pretrained.classes import UNUSED_CLASS
 from detkit.utils import atomic
@@ -149,8 +149,7 @@ class DetectorModule(tf.Module):
         image.set_shape([None, None, 3])
         hw = tf.shape(image)[:2]
         # As detkit.detector.Detector: same scale, same rounding, same bilinear resize.
-        scale = resize_scale(hw[0], hw[1], self._min_size, self._max_size)
-        new_hw = resized_hw(hw, scale, self._size_rounding)
+        new_hw = input_hw(hw, self._min_size, self._max_size, self._size_rounding)
         resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
         out = self.model((resized[None], new_hw[None]), training=False)
         n = out["num_detections"][0]

@@ -106,7 +106,7 @@ class BatchPredictor:
         import numpy as np
         import tensorflow as tf
 
-        from detkit.datasets.pipeline import resize_scale, resized_hw
+        from detkit.datasets.pipeline import input_hw
         from detkit.detector import Detection
         from detkit.pretrained.classes import UNUSED_CLASS
 
@@ -123,8 +123,7 @@ class BatchPredictor:
         resized, sizes, origs = [], [], []
         for image in images:
             hw = tf.shape(image)[:2]
-            scale = resize_scale(hw[0], hw[1], image_cfg.min_size, image_cfg.max_size)
-            new_hw = resized_hw(hw, scale, image_cfg.size_rounding)
+            new_hw = input_hw(hw, image_cfg.min_size, image_cfg.max_size, image_cfg.size_rounding)
             resized.append(tf.image.resize(tf.cast(image, tf.float32), new_hw))
             sizes.append(new_hw.numpy())
             origs.append(np.asarray(image.shape[:2], np.float64))

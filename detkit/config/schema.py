@@ -51,22 +51,22 @@ class DatasetConfig:
 # ---------------------------------------------------------------- model
 @dataclass
 class BaseNetworkConfig:
-    """The backbone CNN cut at stride 16."""
+    """The backbone CNN: cut at stride 16, or (the *_tv bodies) several levels in torchvision's layout."""
 
     name: Literal["vgg16", "resnet50", "resnet101", "mobilenet_v2", "small_resnet",
-                  "tv_resnet50", "tv_mobilenet_v3_large"] = "resnet50"
+                  "resnet50_tv", "resnet101_tv", "mobilenet_v3_large_tv"] = "resnet50"
     # "imagenet", "none", or a path to a weights file.
     weights: str = "imagenet"
     trainable: bool = True
     # Layers before this one stay frozen ("" = fine-tune everything).
     fine_tune_from: str = ""
     freeze_batchnorm: bool = True
+    # *_tv bodies: stages trained, counted from the top, as torchvision's trainable_layers; None = its choice.
+    trainable_layers: Optional[int] = None
     # Channel widths of small_resnet's four stages (strides 2, 4, 8, 16).
     small_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     # Residual blocks per small_resnet stage.
     small_blocks: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
-    # tv_* bodies: how many of the last stages train (torchvision's trainable_backbone_layers).
-    tv_trainable_layers: int = 3
 
 
 @dataclass

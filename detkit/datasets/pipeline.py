@@ -32,17 +32,25 @@ def resize_scale(height: tf.Tensor, width: tf.Tensor, min_size: int, max_size: i
     return tf.minimum(min_size / tf.minimum(h, w), max_size / tf.maximum(h, w))
 
 
-def resized_hw(hw: tf.Tensor, scale: tf.Tensor, rounding: str = "round") -> tf.Tensor:
-    """The (height, width) an image of size hw has after scaling by `scale`, at least 1 pixel.
+def input_hw(hw: tf.Tensor, min_size: int, max_size: int, rounding: str = "round",
+             factor: tf.Tensor | None = None) -> tf.Tensor:
+    """The (height, width) the network sees for an image of size hw (times `factor`), at least 1 pixel.
 
-    "floor" is torchvision's F.interpolate(recompute_scale_factor=True): floor(side * scale) with the float32
-    scale widened to float64, so 480 * float32(800 / 480) gives 799, as it does there.
+    "round" is detkit's float32 rounding; "floor" is torchvision's: scale and size in float64 (Python floats
+    there), then truncated, as F.interpolate(scale_factor=..., recompute_scale_factor=True) does.
     """
     if rounding == "floor":
-        sides = tf.floor(tf.cast(hw, tf.float64) * tf.cast(scale, tf.float64))
+        sides = tf.cast(hw, tf.float64)
+        scale = tf.minimum(min_size / tf.reduce_min(sides), max_size / tf.reduce_max(sides))
+        if factor is not None:
+            scale *= tf.cast(factor, tf.float64)
+        out = tf.floor(sides * scale)
     else:
-        sides = tf.round(tf.cast(hw, tf.float32) * scale)
-    return tf.maximum(tf.cast(sides, tf.int32), 1)
+        scale = resize_scale(hw[0], hw[1], min_size, max_size)
+        if factor is not None:
+            scale *= factor
+        out = tf.round(tf.cast(hw, tf.float32) * scale)
+    return tf.maximum(tf.cast(out, tf.int32), 1)
 
 
 def _random_crop(image: tf.Tensor, boxes: tf.Tensor, min_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -107,11 +115,11 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
             lambda: (image, boxes),
         )
     hw = tf.shape(image)[:2]
-    scale = resize_scale(hw[0], hw[1], cfg.image.min_size, cfg.image.max_size)
+    factor = None
     # Fix: only [1, 1] means "off"; a fixed range such as [0.8, 0.8] was skipped (it tested low != high).
     if training and tuple(aug.scale_range) != (1.0, 1.0):
-        scale *= tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
-    new_hw = resized_hw(hw, scale, cfg.image.size_rounding)
+        factor = tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
+    new_hw = input_hw(hw, cfg.image.min_size, cfg.image.max_size, cfg.image.size_rounding, factor)
     image = tf.image.resize(image, new_hw, method="bilinear", antialias=False)
     if training and aug.flip_horizontal:
         flip = tf.random.uniform([]) < 0.5

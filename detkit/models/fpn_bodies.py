@@ -9,11 +9,7 @@ import tensorflow as tf
 
 from detkit.config.schema import BaseNetworkConfig
 from detkit.errors import ConfigError
-from detkit.models.base_networks import small_resnet
-
-# torchvision's GeneralizedRCNNTransform normalisation, on 0-1 pixels.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from detkit.models.base_networks import TORCH_BODY_PREFIX, build_tv_body, small_resnet
 
 
 @dataclass
@@ -23,13 +19,6 @@ class PyramidBody:
     model: keras.Model
     strides: list[int]
     preprocess: Callable[[tf.Tensor], tf.Tensor]
-
-
-def imagenet_normalize(images: tf.Tensor) -> tf.Tensor:
-    """0-255 RGB -> (x / 255 - mean) / std, as torchvision's detection transform."""
-    mean = tf.constant(IMAGENET_MEAN, tf.float32)
-    std = tf.constant(IMAGENET_STD, tf.float32)
-    return (images / 255.0 - mean) / std
 
 
 def _small_resnet_body(cfg: BaseNetworkConfig) -> PyramidBody:
@@ -51,23 +40,9 @@ def build_pyramid_body(cfg: BaseNetworkConfig) -> PyramidBody:
     """The configured body of the fpn architecture, with torchvision's module names on tv_* bodies."""
     if cfg.name == "small_resnet":
         return _small_resnet_body(cfg)
-    if cfg.name in ("tv_resnet50", "tv_mobilenet_v3_large"):
-        if cfg.weights != "none":
-            raise ConfigError(f"config key model.base_network.weights: {cfg.name} takes its weights from "
-                              "`detkit checkpoint import` or train.init_from; use none")
-        if cfg.name == "tv_resnet50":
-            from detkit.models.tv_resnet import tv_resnet
-
-            model = tv_resnet(50, frozen_bn=cfg.freeze_batchnorm, trainable_layers=cfg.tv_trainable_layers)
-            strides = [4, 8, 16, 32]
-        else:
-            from detkit.models.tv_mobilenet_v3 import tv_mobilenet_v3_large
-
-            model = tv_mobilenet_v3_large(frozen_bn=cfg.freeze_batchnorm, trainable_layers=cfg.tv_trainable_layers)
-            strides = [32, 32]
-        if not cfg.trainable:
-            model.trainable = False
-        model.torch_prefix = "backbone.body."
-        return PyramidBody(model, strides, imagenet_normalize)
-    raise ConfigError(f"config key model.base_network.name: {cfg.name} has no fpn body; use tv_resnet50, "
-                      "tv_mobilenet_v3_large or small_resnet (or model.architecture: single_level)")
+    if cfg.name.endswith("_tv"):
+        body = build_tv_body(cfg)
+        body.model.torch_prefix = TORCH_BODY_PREFIX
+        return PyramidBody(body.model, list(body.strides), body.preprocess)
+    raise ConfigError(f"config key model.base_network.name: {cfg.name} has no fpn body; use resnet50_tv, "
+                      "resnet101_tv, mobilenet_v3_large_tv or small_resnet (or model.architecture: single_level)")

@@ -64,8 +64,8 @@ _COMMON = [
 ]
 _OVERRIDES = {
     "fasterrcnn_resnet50_fpn": [
-        "model.base_network.name=tv_resnet50",
-        "model.base_network.tv_trainable_layers=3",
+        "model.base_network.name=resnet50_tv",
+        "model.base_network.trainable_layers=3",
         "model.fpn.anchor_sizes=[[32], [64], [128], [256], [512]]",
         "model.fpn.rpn_score_threshold=0.0",
         "model.rpn.test_proposals.pre_nms_top_n=1000",
@@ -74,8 +74,8 @@ _OVERRIDES = {
         "dataset.image.max_size=1333",
     ],
     "fasterrcnn_mobilenet_v3_large_fpn": [
-        "model.base_network.name=tv_mobilenet_v3_large",
-        "model.base_network.tv_trainable_layers=3",
+        "model.base_network.name=mobilenet_v3_large_tv",
+        "model.base_network.trainable_layers=3",
         "model.fpn.anchor_sizes=[[32, 64, 128, 256, 512], [32, 64, 128, 256, 512], [32, 64, 128, 256, 512]]",
         "model.fpn.rpn_score_threshold=0.05",
         "model.rpn.test_proposals.pre_nms_top_n=1000",
@@ -92,8 +92,8 @@ _OVERRIDES["fasterrcnn_mobilenet_v3_large_320_fpn"] = [
     "dataset.image.min_size=320",
     "dataset.image.max_size=640",
 ]
-_BODY = {"fasterrcnn_resnet50_fpn": "tv_resnet50", "fasterrcnn_mobilenet_v3_large_fpn": "tv_mobilenet_v3_large",
-         "fasterrcnn_mobilenet_v3_large_320_fpn": "tv_mobilenet_v3_large"}
+_BODY = {"fasterrcnn_resnet50_fpn": "resnet50_tv", "fasterrcnn_mobilenet_v3_large_fpn": "mobilenet_v3_large_tv",
+         "fasterrcnn_mobilenet_v3_large_320_fpn": "mobilenet_v3_large_tv"}
 
 
 def _check_arch(arch: str) -> None:

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from detkit.datasets.pipeline import resize_scale, resized_hw
+from detkit.datasets.pipeline import input_hw
 from detkit.models import anchors, proposals
 from detkit.models.fpn_rcnn import pad_and_mask
 
@@ -65,8 +65,8 @@ def test_pad_and_mask_zeroes_outside_each_image_and_pads_to_a_multiple():
 
 
 def test_floor_rounding_is_torchvisions_resized_size():
-    hw = tf.constant([480, 640])
-    scale = resize_scale(480, 640, 800, 1333)
-    # float32(800 / 480) * 480 = 799.99998: torchvision's floor gives 799.
-    np.testing.assert_array_equal(resized_hw(hw, scale, "floor").numpy(), [799, 1066])
-    np.testing.assert_array_equal(resized_hw(hw, scale, "round").numpy(), [800, 1067])
+    # torchvision: 320 / 183 and 183 * that in float64 give exactly 320; in float32 the product is 319.99998.
+    np.testing.assert_array_equal(input_hw(tf.constant([183, 275]), 320, 640, "floor").numpy(), [320, 480])
+    np.testing.assert_array_equal(input_hw(tf.constant([183, 275]), 320, 640, "round").numpy(), [320, 481])
+    # The long side caps the scale: 640 / 400 = 1.6, 100 * 1.6 = 160.
+    np.testing.assert_array_equal(input_hw(tf.constant([100, 400]), 320, 640, "floor").numpy(), [160, 640])

@@ -97,3 +97,37 @@ def test_fpn_overfits_one_image(raccoon_dir):
     assert last < 0.5 * first, (first, last)
     out = model((images, hw), training=False)
     assert int(out["num_detections"][0]) > 0
+
+
+
+@pytest.mark.slow
+def test_fpn_run_trains_predicts_and_exports(tiny_run, raccoon_dir, tmp_path):
+    """`detkit train` with model.architecture fpn (batch 2), then the Detector and a SavedModel export."""
+    import os
+
+    from PIL import Image
+
+    from detkit.detector import Detector
+    from detkit.export import SIGNATURE, export_saved_model
+    from detkit.train.trainer import train
+
+    overrides = [o for o in TINY_FPN if not o.startswith(("model.base_network.small", "model.rpn.train",
+                                                           "model.rpn.test"))]
+    cfg = load_config([tiny_run["config"]], overrides=overrides + [
+        f"train.job_dir={tmp_path}", "train.run_name=fpn", "train.num_steps=3", "train.checkpoint_every_steps=3"])
+    trained = train(cfg)
+    assert trained.step == 3
+    detector = Detector.from_checkpoint(trained.run_dir)
+    assert isinstance(detector.model, FPNFasterRCNN)
+    path = os.path.join(raccoon_dir, "images", "raccoon-1.jpg")
+    image = np.asarray(Image.open(path).convert("RGB"))
+    found = detector.predict(image, min_prob=0.0)
+    assert found, "an untrained detector still returns its best guesses at min_prob 0"
+    assert all(0 <= d.bbox[0] <= d.bbox[2] <= image.shape[1] and 0 <= d.bbox[1] <= d.bbox[3] <= image.shape[0]
+               for d in found)
+    out = tmp_path / "exported"
+    export_saved_model(trained.run_dir, str(out), min_prob=0.0)
+    with open(path, "rb") as fh:
+        result = tf.saved_model.load(str(out)).signatures[SIGNATURE](image_bytes=tf.constant(fh.read()))
+    assert int(result["num_detections"]) > 0
+    np.testing.assert_array_equal(result["image_size"].numpy(), image.shape[:2])
