@@ -152,7 +152,7 @@ def test_import_of_a_torchvision_mobilenet_320_state_dict_restores_every_weight(
 
     detector = Detector.from_checkpoint(imported_320["run_dir"])
     assert detector.config.dataset.image.min_size == 320 and detector.class_names == ["cat", "dog"]
-    assert detector.config.model.base_network.name == "tv_mobilenet_v3_large"
+    assert detector.config.model.base_network.name == "mobilenet_v3_large_tv"
     built = imported_320["weights"]
     loaded = {v.path: v.numpy() for v in detector.model.weights}
     assert built.keys() == loaded.keys() and len(built) > 100
