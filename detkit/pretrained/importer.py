@@ -13,6 +13,7 @@ import numpy as np
 from detkit.errors import CheckpointError
 from detkit.pretrained.classes import resolve_class_names
 from detkit.pretrained.pth import read_state_dict
+from detkit.runs import layout
 from detkit.utils import atomic
 
 # Written beside config.yml by an import: what was imported, and the proof that this command made the run
@@ -97,10 +98,10 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
     atomic.remove_stale_temp(parent, STAGING_PREFIX)
     staging = atomic.make_temp_dir(parent, STAGING_PREFIX)
     try:
-        atomic.write_text(os.path.join(staging, "config.yml"), dump_yaml(config))
-        atomic.write_json(os.path.join(staging, "classes.json"), names)
-        ckpt_dir = os.path.join(staging, "checkpoints")
-        tf.train.CheckpointManager(tf.train.Checkpoint(model=model), ckpt_dir, max_to_keep=1).save(checkpoint_number=0)
+        atomic.write_text(layout.config_path(staging), dump_yaml(config))
+        atomic.write_json(layout.classes_path(staging), names)
+        tf.train.CheckpointManager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(staging),
+                                   max_to_keep=1).save(checkpoint_number=0)
         atomic.write_json(os.path.join(staging, IMPORT_RECORD), {
             "source": os.path.basename(pth_path),
             "sha256": sha256_of(pth_path),

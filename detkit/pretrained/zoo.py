@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from detkit.errors import CheckpointError, DetkitError
+from detkit.runs import layout
 from detkit.utils import atomic
 
 HOME_VARIABLE = "DETKIT_HOME"
@@ -77,7 +78,7 @@ def is_downloaded(name: str) -> bool:
     from detkit.pretrained.importer import IMPORT_RECORD
 
     directory = model_dir(name)
-    checkpoints = os.path.join(directory, "checkpoints")
+    checkpoints = layout.checkpoint_dir(directory)
     return (os.path.isfile(os.path.join(directory, IMPORT_RECORD)) and os.path.isdir(checkpoints)
             and any(n.endswith(".index") for n in os.listdir(checkpoints)))
 

@@ -119,8 +119,8 @@ def test_unused_class_slots_are_never_reported(run_detkit, zoo_home, raccoon_dir
 
 
 def test_exported_model_drops_unused_class_slots(zoo_home, raccoon_dir):
-    from detkit.detector import Detector
-    from detkit.export import DetectorModule
+    from detkit.inference.detector import Detector
+    from detkit.inference.export import DetectorModule
 
     detector = Detector.from_checkpoint(zoo_home)
     image = open(_raccoon(raccoon_dir), "rb").read()

@@ -64,7 +64,7 @@ def test_import_writes_a_run_that_predict_loads(tmp_path, tiny):
     assert record["arch"] == "tiny" and record["source"] == "tiny-coco.pth" and len(record["sha256"]) == 64
     assert not [n for n in os.listdir(tmp_path / "runs") if n.startswith(".")]  # no staging left
 
-    from detkit.detector import Detector
+    from detkit.inference.detector import Detector
 
     detector = Detector.from_checkpoint(out)
     assert detector.config.model.base_network.name == "small_resnet"
@@ -104,7 +104,7 @@ def test_import_refuses_outputs_it_did_not_make(tmp_path, tiny):
     write_pth(pth, {**tiny_torchvision.tiny_state(90), "cls.bias": np.ones(91, np.float32)})
     import_checkpoint(pth, out, overwrite=True)
     assert os.listdir(os.path.join(out, "checkpoints"))  # the new run replaced the old one
-    from detkit.detector import Detector
+    from detkit.inference.detector import Detector
 
     np.testing.assert_array_equal(Detector.from_checkpoint(out).model.rcnn_head.cls.bias.numpy(), np.ones(91))
 
@@ -148,7 +148,7 @@ def imported_320(tmp_path_factory) -> dict:
 
 def test_import_of_a_torchvision_mobilenet_320_state_dict_restores_every_weight(imported_320):
     """A real arch end to end: the weights of a built fpn model, written as torchvision's state dict, come back."""
-    from detkit.detector import Detector
+    from detkit.inference.detector import Detector
 
     detector = Detector.from_checkpoint(imported_320["run_dir"])
     assert detector.config.dataset.image.min_size == 320 and detector.class_names == ["cat", "dog"]
@@ -164,9 +164,9 @@ def test_init_from_an_imported_run_keeps_all_but_the_class_heads(imported_320):
     """train.init_from with another class count: body, FPN, RPN and box-head FCs restored, class heads new."""
     import keras
 
-    from detkit.detector import load_run_config
+    from detkit.runs import load_run_config, resolve
     from detkit.models.faster_rcnn import build_detector
-    from detkit.train import checkpoints
+    from detkit.runs.restore import restore_for_finetuning
 
     run_dir = imported_320["run_dir"]
     keras.utils.set_random_seed(4)
@@ -174,7 +174,7 @@ def test_init_from_an_imported_run_keeps_all_but_the_class_heads(imported_320):
     model.build_for_inference()
     head = model.rcnn_head
     fresh = {id(v): v.numpy() for v in (head.cls.kernel, head.cls.bias, head.box.kernel, head.box.bias)}
-    checkpoints.restore_for_finetuning(model, checkpoints.resolve(run_dir).prefix, same_classes=False)
+    restore_for_finetuning(model, resolve(run_dir).prefix, same_classes=False)
     built = imported_320["weights"]
     restored = kept = 0
     for variable in model.weights:
@@ -203,7 +203,7 @@ def test_old_torchvision_key_names_are_upgraded(imported_320, tmp_path):
     write_pth(pth, old)
     out = str(tmp_path / "run")
     import_checkpoint(pth, out, classes="cat,dog")
-    from detkit.detector import Detector
+    from detkit.inference.detector import Detector
 
     loaded = {v.path: v.numpy() for v in Detector.from_checkpoint(out).model.weights}
     for path, value in imported_320["weights"].items():
