@@ -92,7 +92,7 @@ def run_torch_side(args, archs: list[str]) -> None:
 def _load_model(arch: str, state: dict, work_dir: str):
     """The detkit model of `arch` with the torch weights: `detkit checkpoint import` when it exists, else direct."""
     from detkit.config import load_config
-    from detkit.detector import Detector
+    from detkit.inference.detector import Detector
     from detkit.models.faster_rcnn import build_detector
     from detkit.pretrained import torchvision as tv
 
@@ -107,7 +107,7 @@ def _stage_diffs(model, cfg, image: np.ndarray, ref: dict, stats: dict) -> None:
     """Run the model's stages on one photo as the Detector resizes it and fold the differences into stats."""
     import tensorflow as tf
 
-    from detkit.datasets.pipeline import input_hw
+    from detkit.inference.transform import input_hw
 
     hw = tf.shape(image)[:2]
     new_hw = input_hw(hw, cfg.dataset.image.min_size, cfg.dataset.image.max_size, cfg.dataset.image.size_rounding)
@@ -240,7 +240,7 @@ def _train_batch(cfg, path: str, boxes: np.ndarray) -> dict:
     import tensorflow as tf
     from PIL import Image
 
-    from detkit.datasets.pipeline import input_hw
+    from detkit.inference.transform import input_hw
 
     image = np.asarray(Image.open(path).convert("RGB"))
     hw = tf.shape(image)[:2]

@@ -1,86 +1,19 @@
 """`detkit server web`: serve a trained detector as a JSON API and a web page (needs `pip install detkit[web]`)."""
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from typing import Optional
 
 import click
 
-from detkit.cli.common import config_options, echo_err, tensorflow
-from detkit.cli.predict import checkpoint_source, predict_overrides
-from detkit.errors import DetkitError
-
-WEB_EXTRA_HELP = "`detkit server web` needs the web extra: pip install 'detkit[web]'"
-# Connections and tasks uvicorn serves at once before answering 503 itself: bounds memory under a flood.
-CONCURRENCY_PER_QUEUED_IMAGE = 2
-CONCURRENCY_FLOOR = 32
+from detkit.cli.common import config_options, echo_err, run_overrides, tensorflow
+from detkit.runs import checkpoint_source
+from detkit.server.serve import bind_socket, is_loopback, require_web_extra, serve
 
 
 @click.group("server")
 def server_group() -> None:
     """Serve a trained detector over HTTP."""
-
-
-def _require_web_extra() -> None:
-    """DetkitError naming the extra when FastAPI, uvicorn or python-multipart is missing."""
-    import importlib.util
-
-    # python-multipart's module is `python_multipart` since 0.0.13, `multipart` before.
-    wanted = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
-    missing = [name for name, modules in wanted.items()
-               if all(importlib.util.find_spec(module) is None for module in modules)]
-    if missing:
-        raise DetkitError(f"{WEB_EXTRA_HELP} (missing: {', '.join(missing)})")
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: the server is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port (port 0 picks a free one); DetkitError if the address is unusable."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
-                                                              flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        raise DetkitError(f"--host {host}: cannot resolve ({exc.strerror})") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise DetkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    """http://host:port/ of a bound socket, IPv6 hosts in brackets."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
-def log_config(access_log: bool) -> dict:
-    """uvicorn's logging with every line, access lines included, on stderr (stdout stays clean)."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    config["loggers"]["detkit.server"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    if not access_log:
-        config["loggers"]["uvicorn.access"]["level"] = "WARNING"
-    return config
 
 
 @server_group.command("web")
@@ -118,54 +51,15 @@ def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tup
                                    -> {"objects": [{"bbox", "label", "prob"}], "width", "height", "seconds"}
     GET  /api/health, GET /api/classes, GET /openapi.json
     """
-    _require_web_extra()
+    require_web_extra()
     sock = bind_socket(host, port)  # before loading the model: a busy port fails in a second, not a minute
     try:
         if not is_loopback(host):
             echo_err(f"detkit: warning: listening on {host}: anyone who can reach this machine can use the model")
         with checkpoint_source(checkpoint, config_files, overrides) as source:
-            _serve(sock, source, checkpoint, config_files, overrides, min_prob, max_detections, workers,
-                   max_upload_mb, max_megapixels, max_queue, access_log)
+            tensorflow()
+            serve(sock, source, os.path.basename(os.path.normpath(checkpoint)) if checkpoint else None,
+                  run_overrides(config_files, overrides, "predict"), min_prob, max_detections, workers,
+                  max_upload_mb, max_megapixels, max_queue, access_log, echo_err)
     finally:
         sock.close()
-
-
-def _serve(sock: socket.socket, source: str, checkpoint: Optional[str], config_files: tuple[str, ...],
-           overrides: tuple[str, ...], min_prob: Optional[float], max_detections: Optional[int], workers: int,
-           max_upload_mb: float, max_megapixels: float, max_queue: int, access_log: bool) -> None:
-    """Load the model once, warm it up, and run uvicorn on the bound socket until interrupted."""
-    import time
-
-    tensorflow()
-    import numpy as np
-    import uvicorn
-
-    from detkit.detector import Detector
-    from detkit.server.app import ServerSettings, create_app
-    from detkit.server.uploads import Limits
-
-    start = time.perf_counter()
-    detector = Detector.from_checkpoint(source, predict_overrides(config_files, overrides))
-    # One prediction before listening traces the model, so the first request is not the slow one.
-    detector.predict(np.zeros((64, 64, 3), np.uint8))
-    resolved = detector.checkpoint
-    name = os.path.basename(os.path.normpath(checkpoint)) if checkpoint else os.path.basename(resolved.run_dir)
-    cfg = detector.config.predict
-    settings = ServerSettings(
-        min_prob=cfg.min_prob if min_prob is None else min_prob,
-        max_detections=cfg.max_detections if max_detections is None else max_detections,
-        limits=Limits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1e6)),
-        workers=workers,
-        max_queue=max_queue,
-        model_name=f"{name} (step {resolved.step})",
-    )
-    app = create_app(detector, settings)
-    echo_err(f"detkit: loaded {settings.model_name}, {len(detector.class_names)} class(es), in "
-             f"{time.perf_counter() - start:.1f} s")
-    echo_err(f"detkit: serving on {url_of(sock)} (API: POST {url_of(sock)}api/fasterrcnn/predict/); Ctrl+C stops")
-    config = uvicorn.Config(
-        app, log_config=log_config(access_log), access_log=access_log, workers=1,
-        limit_concurrency=max(CONCURRENCY_FLOOR, CONCURRENCY_PER_QUEUED_IMAGE * max_queue),
-        timeout_keep_alive=5,
-    )
-    uvicorn.Server(config).run(sockets=[sock])

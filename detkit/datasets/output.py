@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional, Sequence
 from detkit.datasets.classes import CLASSES_FILE, classes_path, read_classes, write_classes
 from detkit.datasets.tfrecord import SHARD_PATTERN, shard_name
 from detkit.errors import DatasetError
-from detkit.utils.atomic import make_temp_dir, remove_stale_temp, write_json
+from detkit.utils.atomic import make_temp_dir, remove_stale_temp, remove_stale_temp_files, write_json
 
 SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -66,8 +66,10 @@ class Staging:
     def __enter__(self) -> "Staging":
         """Create the staging directory (and the output directory if needed)."""
         self.created_out = not os.path.exists(self.out_dir)
-        # A run killed before publishing leaves its staging dir: reclaim the space (the old outputs are intact).
+        # A run killed before publishing leaves its staging dir, one killed while publishing a half-written
+        # temporary file: reclaim them (the outputs themselves are whole, old or new).
         remove_stale_temp(self.out_dir, self.prefix)
+        remove_stale_temp_files(self.out_dir)
         try:
             self.dir = make_temp_dir(self.out_dir, self.prefix)
         except OSError as exc:

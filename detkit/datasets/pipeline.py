@@ -10,6 +10,7 @@ from detkit.config.schema import AugmentConfig, DatasetConfig
 from detkit.datasets.classes import read_classes
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
+from detkit.inference.transform import input_hw
 
 
 def read_class_names(dataset_dir: str) -> list[str]:
@@ -23,34 +24,6 @@ def read_class_names(dataset_dir: str) -> list[str]:
 def shard_files(dataset_dir: str, split: str) -> list[str]:
     """The complete, ordered set of TFRecord shards of one split."""
     return find_shards(dataset_dir, split)
-
-
-def resize_scale(height: tf.Tensor, width: tf.Tensor, min_size: int, max_size: int) -> tf.Tensor:
-    """Scale that brings the shorter side to min_size unless the longer side would pass max_size."""
-    h = tf.cast(height, tf.float32)
-    w = tf.cast(width, tf.float32)
-    return tf.minimum(min_size / tf.minimum(h, w), max_size / tf.maximum(h, w))
-
-
-def input_hw(hw: tf.Tensor, min_size: int, max_size: int, rounding: str = "round",
-             factor: tf.Tensor | None = None) -> tf.Tensor:
-    """The (height, width) the network sees for an image of size hw (times `factor`), at least 1 pixel.
-
-    "round" is detkit's float32 rounding; "floor" is torchvision's: scale and size in float64 (Python floats
-    there), then truncated, as F.interpolate(scale_factor=..., recompute_scale_factor=True) does.
-    """
-    if rounding == "floor":
-        sides = tf.cast(hw, tf.float64)
-        scale = tf.minimum(min_size / tf.reduce_min(sides), max_size / tf.reduce_max(sides))
-        if factor is not None:
-            scale *= tf.cast(factor, tf.float64)
-        out = tf.floor(sides * scale)
-    else:
-        scale = resize_scale(hw[0], hw[1], min_size, max_size)
-        if factor is not None:
-            scale *= factor
-        out = tf.round(tf.cast(hw, tf.float32) * scale)
-    return tf.maximum(tf.cast(out, tf.int32), 1)
 
 
 def _random_crop(image: tf.Tensor, boxes: tf.Tensor, min_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -116,7 +89,6 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
         )
     hw = tf.shape(image)[:2]
     factor = None
-    # Fix: only [1, 1] means "off"; a fixed range such as [0.8, 0.8] was skipped (it tested low != high).
     if training and tuple(aug.scale_range) != (1.0, 1.0):
         factor = tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
     new_hw = input_hw(hw, cfg.image.min_size, cfg.image.max_size, cfg.image.size_rounding, factor)

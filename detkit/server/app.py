@@ -1,7 +1,7 @@
 """The FastAPI application: Luminoth's predict route, health, classes, OpenAPI and the local web page.
 
 `create_app(detector)` takes any object with `class_names` and `predict(image, min_prob=, max_detections=)`
-(a `detkit.detector.Detector`, or a fake in tests); the model is never loaded here.
+(a `detkit.inference.Detector`, or a fake in tests); the model is never loaded here.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from detkit.datasets.pipeline import input_hw
+from detkit.inference.transform import input_hw
 from detkit.models import anchors, proposals
 from detkit.models.fpn_rcnn import pad_and_mask
 

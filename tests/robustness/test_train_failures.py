@@ -10,30 +10,17 @@ import shutil
 
 import pytest
 
+from detkit.config.tiny import tiny_config_yaml
+
 from robust_helpers import dataset_helpers as h
 from robust_helpers import is_root
 
-CONFIG = """\
-dataset:
-  dir: {dataset_dir}
-  split: s
-  image: {{min_size: 64, max_size: 96}}
-  shuffle_buffer: 0
-model:
-  base_network: {{name: small_resnet, weights: none, freeze_batchnorm: false,
-                  small_widths: [8, 8, 16, 16], small_blocks: [0, 1, 1, 1]}}
-  rpn: {{channels: 16}}
-  rcnn: {{fc_sizes: [32], reduce_channels: 0}}
-train:
-  job_dir: {job_dir}
-  run_name: r
-  batch_size: 1
-  num_steps: 2
-  checkpoint_every_steps: 1
-  optimizer: {{type: adam}}
-  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
-  image_summary_every_steps: 0
-"""
+
+def config_yaml(dataset_dir, job_dir) -> str:
+    """The tiny model on 64-96 px images, batch 1, 2 steps, a checkpoint every step."""
+    return tiny_config_yaml(dataset_dir, job_dir, dataset={"split": "s", "image": {"min_size": 64, "max_size": 96},
+                                                           "shuffle_buffer": 0},
+                            train={"run_name": "r", "batch_size": 1, "num_steps": 2, "checkpoint_every_steps": 1})
 
 
 def _transform(root, rows) -> str:
@@ -62,7 +49,7 @@ def dataset(tmp_path_factory) -> str:
 
 def _config(tmp_path, dataset_dir, job_dir=None) -> str:
     path = tmp_path / "c.yml"
-    path.write_text(CONFIG.format(dataset_dir=dataset_dir, job_dir=job_dir or tmp_path / "jobs"), encoding="utf-8")
+    path.write_text(config_yaml(dataset_dir, job_dir or tmp_path / "jobs"), encoding="utf-8")
     return str(path)
 
 

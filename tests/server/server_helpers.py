@@ -28,7 +28,7 @@ def require_web_extra() -> None:
 
 @dataclass
 class FakeDetection:
-    """The fields and JSON form of detkit.detector.Detection, without importing the model code."""
+    """The fields and JSON form of detkit.inference.Detection, without importing the model code."""
 
     bbox: list
     label: str
