@@ -89,18 +89,30 @@ def run_torch_side(args, archs: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _load_model(arch: str, state: dict, work_dir: str):
-    """The detkit model of `arch` with the torch weights: `detkit checkpoint import` when it exists, else direct."""
-    from detkit.config import load_config
+def _load_model(arch: str, work_dir: str):
+    """(Detector, how it was loaded): `detkit checkpoint import` of the .pth when detkit has it, else the .npz
+    assigned directly with detkit.pretrained.torchvision."""
     from detkit.inference.detector import Detector
+
+    try:
+        from detkit.pretrained.importer import import_checkpoint
+    except ImportError:
+        import_checkpoint = None
+    if import_checkpoint is not None:
+        run_dir = os.path.join(work_dir, f"{arch}-run")
+        import_checkpoint(os.path.join(work_dir, f"{arch}.pth"), run_dir, arch=arch, classes="raccoon",
+                          overwrite=os.path.exists(run_dir))
+        return Detector.from_checkpoint(run_dir), "detkit checkpoint import (.pth)"
+    from detkit.config import load_config
     from detkit.models.faster_rcnn import build_detector
     from detkit.pretrained import torchvision as tv
 
+    state = dict(np.load(os.path.join(work_dir, f"{arch}.npz")))
     cfg = load_config(overrides=tv.config_overrides(arch))
     model = build_detector(cfg.model, tv.num_classes_in(state))
     model.build_for_inference()
     tv.assign_state_dict(model, state, arch)
-    return Detector(model, cfg, ["raccoon"])
+    return Detector(model, cfg, ["raccoon"]), "assign_state_dict (.npz)"
 
 
 def _stage_diffs(model, cfg, image: np.ndarray, ref: dict, stats: dict) -> None:
@@ -149,8 +161,7 @@ def compare_arch(arch: str, args) -> dict:
 
     from detkit.eval.coco_metrics import coco_metrics
     from detkit.eval.metrics import Detections, GroundTruth
-    state = dict(np.load(os.path.join(args.work_dir, f"{arch}.npz")))
-    detector = _load_model(arch, state, args.work_dir)
+    detector, loaded_by = _load_model(arch, args.work_dir)
     cfg = detector.config
     test_items = _read_split(_data_dir(), "test")
     if args.limit_images:
@@ -188,6 +199,7 @@ def compare_arch(arch: str, args) -> dict:
     ap_dk = coco_metrics(gts, dets_dk, [1])["ap"]
     result = {
         "arch": arch,
+        "weights_loaded_by": loaded_by,
         "test_photos": len(test_items),
         "stages": {
             **{k: v for k, v in stats.items() if k not in ("proposals_total", "proposals_matched")},

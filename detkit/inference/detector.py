@@ -46,7 +46,8 @@ class Detector:
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         def infer(image):
-            resized, new_hw = transform.resize(image, image_cfg.min_size, image_cfg.max_size, image_cfg.size_rounding)
+            resized, new_hw = transform.resize(image, image_cfg.min_size, image_cfg.max_size,
+                                               image_cfg.size_rounding)
             out = model((resized[None], new_hw[None]), training=False)
             n = out["num_detections"][0]
             boxes = transform.boxes_to_original(out["boxes"][0, :n], new_hw, tf.shape(image)[:2])
@@ -119,7 +120,8 @@ class Detector:
         """Boxes, scores and labels of several images from one model call on a zero-padded batch."""
         image_cfg = self.config.dataset.image
         resized, sizes = zip(*(transform.resize(tf.convert_to_tensor(im), image_cfg.min_size, image_cfg.max_size,
-                                                image_cfg.size_rounding) for im in images))
+                                                image_cfg.size_rounding)
+                               for im in images))
         height = max(int(s[0]) for s in sizes)
         width = max(int(s[1]) for s in sizes)
         batch = tf.stack([tf.pad(r, [[0, height - int(s[0])], [0, width - int(s[1])], [0, 0]])

@@ -25,8 +25,8 @@ from typing import Optional
 import tensorflow as tf
 
 from detkit.config import dump_yaml
-from detkit.errors import DetkitError
 from detkit.inference import transform
+from detkit.errors import DetkitError
 from detkit.pretrained.classes import UNUSED_CLASS
 from detkit.runs import layout
 from detkit.utils import atomic

@@ -44,7 +44,8 @@ def input_hw(hw: tf.Tensor, min_size: int, max_size: int, rounding: str = "round
     return scaled_hw(hw, scale)
 
 
-def resize(image: tf.Tensor, min_size: int, max_size: int, rounding: str = "round") -> tuple[tf.Tensor, tf.Tensor]:
+def resize(image: tf.Tensor, min_size: int, max_size: int,
+           rounding: str = "round") -> tuple[tf.Tensor, tf.Tensor]:
     """An image [H, W, 3] resized for the network as float32, and its new (height, width)."""
     new_hw = input_hw(tf.shape(image)[:2], min_size, max_size, rounding)
     return tf.image.resize(tf.cast(image, tf.float32), new_hw), new_hw

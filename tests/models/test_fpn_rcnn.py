@@ -8,7 +8,7 @@ from detkit.config import load_config
 from detkit.errors import ConfigError
 from detkit.models.faster_rcnn import build_detector
 from detkit.models.fpn_rcnn import FPNFasterRCNN
-from detkit.runs import restore as checkpoints
+from detkit.runs.restore import restore_model
 from tests.models.test_faster_rcnn_overfit import _raccoon_example
 
 TINY_FPN = [
@@ -59,7 +59,7 @@ def test_losses_are_finite_and_reach_every_trainable_variable():
 def test_checkpoint_round_trip_covers_the_pyramid(tmp_path):
     a, b = _model(1), _model(2)
     prefix = tf.train.Checkpoint(model=a).save(str(tmp_path / "ckpt"))
-    checkpoints.restore_model(b, prefix)
+    restore_model(b, prefix)
     fpn_a = {v.path: v.numpy() for v in a.fpn.variables}
     for v in b.fpn.variables:
         np.testing.assert_array_equal(v.numpy(), fpn_a[v.path])
