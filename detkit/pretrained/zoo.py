@@ -152,6 +152,7 @@ def download(name: str, show_progress: bool = True, url: Optional[str] = None,
         return target
     url = url or model.url
     downloads = os.path.join(cache_dir(), "downloads")
+    atomic.remove_stale_temp_files(downloads)  # partial downloads of killed runs
     path = os.path.join(downloads, url.rsplit("/", 1)[-1])
     expected = expected_hash_prefix(url)
     # A file left by a download whose import failed, or torch.hub's copy, saves fetching it again.
