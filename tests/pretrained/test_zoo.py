@@ -84,11 +84,14 @@ def test_download_imports_into_the_cache_then_needs_no_network(home, served, tmp
     www, base, hits = served
     name = _publish(www, tmp_path)
     _register(monkeypatch, "fast", f"{base}/{name}")
+    (home / "downloads").mkdir(parents=True)
+    partial = home / "downloads" / f".{name}.tmp-999999999"  # left by a killed download (no such process)
+    partial.write_bytes(b"half")
     logs = []
     run_dir = zoo.download("fast", show_progress=True, log=logs.append)
     assert run_dir == str(home / "models" / "fast")
     assert sorted(os.listdir(run_dir)) == ["checkpoints", "classes.json", "config.yml", "imported.json"]
-    assert not (home / "downloads").exists()  # the .pth is gone once imported
+    assert not (home / "downloads").exists()  # the .pth is gone once imported, the partial one too
     assert zoo.is_downloaded("fast") and [m.name for m in zoo.downloaded()] == ["fast"]
     assert zoo.default_model() == ("fast", run_dir)
     assert hits == [f"/{name}"]
