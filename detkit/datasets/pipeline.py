@@ -11,7 +11,7 @@ from detkit.datasets import sampling
 from detkit.datasets.classes import read_classes
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
-from detkit.inference.transform import resize_scale, scaled_hw
+from detkit.inference.transform import input_hw
 
 
 def read_class_names(dataset_dir: str) -> list[str]:
@@ -89,10 +89,10 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
             lambda: (image, boxes),
         )
     hw = tf.shape(image)[:2]
-    scale = resize_scale(hw[0], hw[1], cfg.image.min_size, cfg.image.max_size)
+    factor = None
     if training and tuple(aug.scale_range) != (1.0, 1.0):
-        scale *= tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
-    new_hw = scaled_hw(hw, scale)
+        factor = tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
+    new_hw = input_hw(hw, cfg.image.min_size, cfg.image.max_size, cfg.image.size_rounding, factor)
     image = tf.image.resize(image, new_hw, method="bilinear", antialias=False)
     if training and aug.flip_horizontal:
         flip = tf.random.uniform([]) < 0.5

@@ -27,7 +27,7 @@ from detkit.datasets import pipeline
 from detkit.datasets.sources import check_training_sources
 from detkit.datasets.tfrecord import data_loss_error
 from detkit.errors import CheckpointError, ConfigError, DetkitError, first_line, is_disk_full
-from detkit.models.faster_rcnn import FasterRCNN
+from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit import runs
 from detkit.recipe.config import TrainingConfig
 from detkit.runs import layout
@@ -114,7 +114,7 @@ def _total_steps(cfg: Config, num_images: int) -> int:
 
 def build_model(cfg: Config, num_classes: int) -> FasterRCNN:
     """A Faster R-CNN with all variables created."""
-    model = FasterRCNN(cfg.model, num_classes)
+    model = build_detector(cfg.model, num_classes)
     model.build_for_inference()
     return model
 
