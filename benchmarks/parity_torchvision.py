@@ -272,7 +272,10 @@ def _train_step_fn(model, cfg):
     from detkit.train.step import make_replica_step
 
     step = make_replica_step(model, keras.optimizers.SGD(1e-5, momentum=0.9))
-    return tf.function(step, reduce_retracing=True)
+    # One trace for every image size, as the trainer's padded batches.
+    spec = {"image": tf.TensorSpec([1, None, None, 3], tf.float32), "image_hw": tf.TensorSpec([1, 2], tf.int32),
+            "boxes": tf.TensorSpec([1, None, 4], tf.float32), "labels": tf.TensorSpec([1, None], tf.int32)}
+    return tf.function(step, input_signature=[spec])
 
 
 def main() -> None:
