@@ -82,7 +82,7 @@ def _reproduced(src: dict, dst: dict, min_score: float = 0.1) -> tuple[int, int,
 def run_torch_side(args, archs: list[str]) -> None:
     """The torch script in its own interpreter; its progress goes to our stderr."""
     cmd = [args.torch_python, os.path.join(HERE, "parity_torchvision_torch.py"), "--data-dir", _data_dir(),
-           "--out-dir", args.work_dir, "--archs", *archs, "--train-steps", str(args.train_steps), "--lr", str(args.lr),
+           "--out-dir", args.work_dir, "--archs", *archs, "--train-steps", str(args.train_steps), "--lr", str(args.lr), "--state-from", args.state_from,
            "--feature-images", str(args.feature_images), "--threads", str(args.threads),
            "--limit-images", str(args.limit_images), "--time-images", str(args.time_images),
            "--time-train-steps", str(args.time_train_steps)]
@@ -272,7 +272,10 @@ def _train_step_fn(model, cfg):
     from detkit.train.step import make_replica_step
 
     step = make_replica_step(model, keras.optimizers.SGD(1e-5, momentum=0.9))
-    return tf.function(step, reduce_retracing=True)
+    # One trace for every image size, as the trainer's padded batches.
+    spec = {"image": tf.TensorSpec([1, None, None, 3], tf.float32), "image_hw": tf.TensorSpec([1, 2], tf.int32),
+            "boxes": tf.TensorSpec([1, None, 4], tf.float32), "labels": tf.TensorSpec([1, None], tf.int32)}
+    return tf.function(step, input_signature=[spec])
 
 
 def main() -> None:
@@ -281,6 +284,7 @@ def main() -> None:
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--train-steps", type=int, default=40, help="torch-side training steps per arch")
     parser.add_argument("--lr", type=float, default=0.01, help="torch-side SGD learning rate")
+    parser.add_argument("--state-from", default="", help="torch side: start from this .pth instead of the seed")
     parser.add_argument("--work-dir", default="/tmp/detkit-parity")
     parser.add_argument("--reuse", action="store_true", help="reuse the torch side's files in --work-dir")
     parser.add_argument("--feature-images", type=int, default=2)

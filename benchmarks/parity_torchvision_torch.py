@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--state-from", default="", help="start from this .pth (same keys) instead of the seed")
     parser.add_argument("--limit-images", type=int, default=0, help="only the first N test photos (0 = all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -156,6 +157,8 @@ def main() -> None:
         torch.manual_seed(args.seed)
         builder = getattr(torchvision.models.detection, arch)
         model = builder(weights=None, weights_backbone=None, num_classes=2)
+        if args.state_from:
+            model.load_state_dict(torch.load(args.state_from, weights_only=True))
         own_sizes = (model.transform.min_size, model.transform.max_size)
         model.transform.min_size, model.transform.max_size = (TRAIN_SIZES[arch][0],), TRAIN_SIZES[arch][1]
         start = time.time()
