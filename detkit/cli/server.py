@@ -13,9 +13,6 @@ from detkit.cli.predict import checkpoint_source, predict_overrides
 from detkit.errors import DetkitError
 
 WEB_EXTRA_HELP = "`detkit server web` needs the web extra: pip install 'detkit[web]'"
-# Connections and tasks uvicorn serves at once before answering 503 itself: bounds memory under a flood.
-CONCURRENCY_PER_QUEUED_IMAGE = 2
-CONCURRENCY_FLOOR = 32
 
 
 @click.group("server")
@@ -45,6 +42,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str, extra: tuple[str, ...]) -> Optional[tuple[str, ...]]:
+    """Host names the server answers to: this machine's on loopback (plus `extra`), else `extra` or any."""
+    from detkit.server.guards import host_name, loopback_hosts
+
+    if is_loopback(host):
+        return loopback_hosts(host, extra)
+    return tuple(host_name(h) for h in extra) or None
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A socket bound to host:port (port 0 picks a free one); DetkitError if the address is unusable."""
     try:
@@ -67,20 +73,6 @@ def url_of(sock: socket.socket) -> str:
     """http://host:port/ of a bound socket, IPv6 hosts in brackets."""
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
-def log_config(access_log: bool) -> dict:
-    """uvicorn's logging with every line, access lines included, on stderr (stdout stays clean)."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    config["loggers"]["detkit.server"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    if not access_log:
-        config["loggers"]["uvicorn.access"]["level"] = "WARNING"
-    return config
 
 
 @server_group.command("web")
@@ -106,11 +98,19 @@ def log_config(access_log: bool) -> dict:
               help="Largest image (width x height) accepted; bigger ones get 413 before being decoded.")
 @click.option("--max-queue", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images waiting for the model before new ones get 503 (server busy).")
+@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a client has to send a request (its headers, then its whole upload); a slower "
+                   "upload gets 408 and its connection is closed, so slow clients cannot crowd out others.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="On a loopback --host, also answer requests whose Host/Origin header is NAME (repeatable). "
+                   "Others (a web page reaching 127.0.0.1 through DNS rebinding) get 403. "
+                   "On another --host, answer only the NAMEs given, when any.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One stderr line per request.")
 def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tuple[str, ...], host: str,
         port: int, min_prob: Optional[float], max_detections: Optional[int], workers: int,
-        max_upload_mb: float, max_megapixels: float, max_queue: int, access_log: bool) -> None:
+        max_upload_mb: float, max_megapixels: float, max_queue: int, read_timeout: float,
+        allow_hosts: tuple[str, ...], access_log: bool) -> None:
     """Serve a detector: a web page at / and a JSON API.
 
     \b
@@ -125,23 +125,25 @@ def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tup
             echo_err(f"detkit: warning: listening on {host}: anyone who can reach this machine can use the model")
         with checkpoint_source(checkpoint, config_files, overrides) as source:
             _serve(sock, source, checkpoint, config_files, overrides, min_prob, max_detections, workers,
-                   max_upload_mb, max_megapixels, max_queue, access_log)
+                   max_upload_mb, max_megapixels, max_queue, read_timeout, allowed_hosts(host, allow_hosts),
+                   access_log)
     finally:
         sock.close()
 
 
 def _serve(sock: socket.socket, source: str, checkpoint: Optional[str], config_files: tuple[str, ...],
            overrides: tuple[str, ...], min_prob: Optional[float], max_detections: Optional[int], workers: int,
-           max_upload_mb: float, max_megapixels: float, max_queue: int, access_log: bool) -> None:
+           max_upload_mb: float, max_megapixels: float, max_queue: int, read_timeout: float,
+           hosts: Optional[tuple[str, ...]], access_log: bool) -> None:
     """Load the model once, warm it up, and run uvicorn on the bound socket until interrupted."""
     import time
 
     tensorflow()
     import numpy as np
-    import uvicorn
 
     from detkit.detector import Detector
     from detkit.server.app import ServerSettings, create_app
+    from detkit.server.run import serve
     from detkit.server.uploads import Limits
 
     start = time.perf_counter()
@@ -158,14 +160,11 @@ def _serve(sock: socket.socket, source: str, checkpoint: Optional[str], config_f
         workers=workers,
         max_queue=max_queue,
         model_name=f"{name} (step {resolved.step})",
+        read_timeout=read_timeout,
+        allowed_hosts=hosts,
     )
     app = create_app(detector, settings)
     echo_err(f"detkit: loaded {settings.model_name}, {len(detector.class_names)} class(es), in "
              f"{time.perf_counter() - start:.1f} s")
     echo_err(f"detkit: serving on {url_of(sock)} (API: POST {url_of(sock)}api/fasterrcnn/predict/); Ctrl+C stops")
-    config = uvicorn.Config(
-        app, log_config=log_config(access_log), access_log=access_log, workers=1,
-        limit_concurrency=max(CONCURRENCY_FLOOR, CONCURRENCY_PER_QUEUED_IMAGE * max_queue),
-        timeout_keep_alive=5,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve(app, sock, access_log)
