@@ -75,9 +75,9 @@ def main() -> None:
         hint = "" if verbose else " (run with --verbose for the traceback)"
         click.echo(f"detkit: error: {where}{exc.strerror or exc}{hint}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo("detkit: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(getattr(exc, "exit_code", 130))  # 143 after SIGTERM (errors.Terminated)
     except Exception as exc:  # a failure no command anticipated (a bug, or TensorFlow refusing a graph)
         if verbose:
             traceback.print_exc()

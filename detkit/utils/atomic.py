@@ -120,7 +120,7 @@ def make_temp_dir(parent: str, prefix: str) -> str:
     return tempfile.mkdtemp(prefix=f".{prefix}-{os.getpid()}-", dir=parent)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (one of another user counts)."""
     try:
         os.kill(pid, 0)
@@ -142,7 +142,7 @@ def remove_stale_temp(parent: str, prefix: str) -> list[str]:
     for name in names:
         match = pattern.match(name)
         path = os.path.join(parent, name)
-        if match and os.path.isdir(path) and not _alive(int(match.group(1))):
+        if match and os.path.isdir(path) and not pid_alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
