@@ -54,9 +54,10 @@ def main() -> None:
     verbose = "-v" in sys.argv[1:2] or "--verbose" in sys.argv[1:2]
     try:
         cli.main(standalone_mode=False, prog_name="detkit")
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
         click.echo("detkit: aborted", err=True)
-        sys.exit(130)
+        # click turns KeyboardInterrupt into Abort; errors.Terminated (SIGTERM) keeps its own code, 143.
+        sys.exit(getattr(exc.__cause__, "exit_code", 130))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -358,6 +358,10 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
         per_replica = strategy.run(replica_step, args=(batch,))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
+    if chief:
+        # Steps past the checkpoint (past 0 when there is none) were logged by a killed run and are about to be
+        # trained, and logged, again.
+        summaries.drop_steps_after(os.path.join(run_dir, "train"), start_step)
     writer = (tf.summary.create_file_writer(os.path.join(run_dir, "train")) if chief
               else tf.summary.create_noop_writer())
     max_seconds = cfg.train.max_minutes * 60.0
@@ -383,6 +387,7 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
                 "train.optimizer.clip_norm")
         step_var.assign(step)
         elapsed_var.assign(elapsed())
+        writer.flush()  # every step up to a checkpoint is on disk with it: a resumed run logs from there on
         try:
             path = manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as exc:

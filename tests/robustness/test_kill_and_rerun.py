@@ -148,22 +148,29 @@ def _check_run(run_dir: Path) -> int:
     return step_of(latest) if latest else 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed, after, longest", [(0, "config.yml", 8.0), (1, "checkpoints", 1.5),
-                                                  (2, "checkpoints", 1.5)])
-def test_kill_train_then_resume_to_the_same_step(tiny_run, tmp_path, detkit, seed, after, longest):
-    """Killed after the run directory is made (before any checkpoint, often) or after the first checkpoint."""
+def _logged_steps(run_dir: Path) -> list[int]:
+    """Every step at which losses/total was logged, over all event files: a step logged twice appears twice."""
     import tensorflow as tf
 
-    num_steps = 8
+    steps = []
+    for path in sorted(glob.glob(str(run_dir / "train" / "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            steps += [int(event.step) for value in event.summary.value if value.tag == "losses/total"]
+    return sorted(steps)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, kept", [("train.step-1", 0), ("train.step-2", 2), ("train.step-3", 2)])
+def test_kill_train_then_resume_to_the_same_step(tiny_run, tmp_path, detkit, point, kept):
+    """Killed before the first checkpoint, right after one, and one step after one."""
+    num_steps = 6
     config = tmp_path / "c.yml"
     config.write_text(TRAIN_CONFIG.format(dataset_dir=tiny_run["dataset_dir"], job_dir=tmp_path / "jobs",
                                           num_steps=num_steps))
     run_dir = tmp_path / "jobs" / "k"
-    proc = _start(["train", "-c", config], tmp_path, tmp_path / "kill.log")
-    killed = _kill_after(proc, lambda: (run_dir / after).exists(), random.Random(seed).uniform(0.0, longest))
-    assert killed or proc.returncode == 0, (tmp_path / "kill.log").read_text()[-2000:]
-    kept = _check_run(run_dir)
+    proc = _start(["train", "-c", config], tmp_path, tmp_path / "kill.log", pause_at=point)
+    _kill_at_pause(proc, tmp_path, point, tmp_path / "kill.log")
+    assert _check_run(run_dir) == kept
 
     again = detkit("train", "-c", config)
     assert again.code == 0, again.err
@@ -171,14 +178,39 @@ def test_kill_train_then_resume_to_the_same_step(tiny_run, tmp_path, detkit, see
     if kept:
         assert f"resuming {run_dir} from step {kept} " in again.err
     assert _check_run(run_dir) == num_steps
-    # The loss curve has every step once more: the first run's, then the resumed run's from kept + 1 on.
-    steps: dict[int, float] = {}
-    for path in sorted(glob.glob(str(run_dir / "train" / "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == "losses/total":
-                    steps[int(event.step)] = float(tf.make_ndarray(value.tensor))
-    assert sorted(steps) == list(range(1, num_steps + 1))
+    # The loss curve has every step exactly once: the killed run's up to its checkpoint, then the resumed run's.
+    assert _logged_steps(run_dir) == list(range(1, num_steps + 1))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_within_20_s_and_the_same_command_resumes(tiny_run, tmp_path, detkit):
+    """How schedulers preempt: SIGTERM, then SIGKILL after a grace period."""
+    config = tmp_path / "c.yml"
+    config.write_text(TRAIN_CONFIG.format(dataset_dir=tiny_run["dataset_dir"], job_dir=tmp_path / "jobs",
+                                          num_steps=50).replace("checkpoint_every_steps: 2", "checkpoint_every_steps: 100"))
+    run_dir = tmp_path / "jobs" / "k"
+    log = tmp_path / "term.log"
+    proc = _start(["train", "-c", config], tmp_path, log, pause_at="train.step-3")
+    marker = tmp_path / "paused-train.step-3"
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+        time.sleep(0.01)
+    assert not (run_dir / "checkpoints").exists()  # nothing saved before the signal
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    assert time.time() - start < 20
+    assert code == 143, log.read_text()[-2000:]
+    assert (f"stopped by SIGTERM at step 3; checkpoint saved to {run_dir / 'checkpoints' / 'ckpt-3'}; "
+            "run the same command to resume") in log.read_text()
+    assert _check_run(run_dir) == 3
+    assert not (run_dir / "train.lock").exists()
+
+    again = detkit("train", "-c", config, "-o", "train.num_steps=5")
+    assert again.code == 0, again.err
+    assert f"resuming {run_dir} from step 3 " in again.err and "finished at step 5" in again.err
+    assert _logged_steps(run_dir) == [1, 2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------- checkpoint export

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from robust_helpers import dataset_helpers as h
-from robust_helpers import is_root
 
 CONFIG = """\
 dataset:
@@ -112,18 +111,32 @@ def test_job_dir_under_a_regular_file(tmp_path, detkit, dataset):
                                 "set train.job_dir to a writable directory")
 
 
-@pytest.mark.skipif(is_root(), reason="running as root: a read-only mode does not stop root's writes")
-def test_read_only_job_dir(tmp_path, detkit, dataset):
+def test_read_only_job_dir(tmp_path, detkit, dataset, monkeypatch):
     job_dir = tmp_path / "jobs"
     job_dir.mkdir()
     job_dir.chmod(0o555)
+    # Root writes through file modes: make the kernel's answer for a read-only directory explicit, for
+    # every way of creating something below it, so the test means the same for every user.
+    inside = str(job_dir) + os.sep
+
+    def refuse(real):
+        def call(path, *args, **kwargs):
+            if os.fspath(path).startswith(inside):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    for name in ("mkdir", "open", "makedirs"):
+        monkeypatch.setattr(os, name, refuse(getattr(os, name)))
     try:
         res = detkit("train", "-c", _config(tmp_path, dataset, job_dir))
     finally:
+        monkeypatch.undo()
         job_dir.chmod(0o755)
     assert res.code == 1
     assert res.error_line() == (f"{job_dir / 'r'}: cannot write the run directory (Permission denied); "
                                 "set train.job_dir to a writable directory")
+    assert list(job_dir.iterdir()) == []
 
 
 def _no_space(*args, **kwargs):
@@ -149,6 +162,13 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_good_one(tmp_path, detkit, dat
     def full_on_second(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
+            # What a full disk leaves: part of ckpt-2's data written, its index never.
+            directory = self.directory
+            with open(os.path.join(directory, "ckpt-2.data-00000-of-00001"), "wb") as fh:
+                fh.write(b"\0" * 1000)
+            os.makedirs(os.path.join(directory, "ckpt-2_temp"), exist_ok=True)
+            with open(os.path.join(directory, "ckpt-2_temp", "part-00000"), "wb") as fh:
+                fh.write(b"\1" * 1000)
             raise tf.errors.ResourceExhaustedError(None, None, "ckpt-2_temp/part-00000: No space left on device")
         return real(self, *args, **kwargs)
 
@@ -159,10 +179,17 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_good_one(tmp_path, detkit, dat
     assert res.error_line() == (f"{run_dir}: cannot write checkpoint (ckpt-2_temp/part-00000: No space left on "
                                 "device); free some space, then run the same command to resume from the last one")
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) == str(run_dir / "checkpoints" / "ckpt-1")
+    assert (run_dir / "checkpoints" / "ckpt-2.data-00000-of-00001").stat().st_size == 1000  # the fake wrote it
+    from detkit.train.checkpoints import latest_checkpoint
+
+    assert latest_checkpoint(str(run_dir)) == str(run_dir / "checkpoints" / "ckpt-1")  # the partial one is ignored
     monkeypatch.setattr(tf.train.CheckpointManager, "save", real)
     again = detkit("train", "-c", _config(tmp_path, dataset))
     assert again.code == 0, again.err
     assert f"resuming {run_dir} from step 1" in again.err and "finished at step 2" in again.err
+    assert latest_checkpoint(str(run_dir)) == str(run_dir / "checkpoints" / "ckpt-2")
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / "ckpt-2"))
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 2  # the real save replaced the debris
 
 
 @pytest.mark.parametrize("damage", ["truncated_data", "garbage_index"])
