@@ -21,22 +21,6 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RACCOON = os.path.normpath(os.path.join(REPO, "..", "shared", "datasets", "raccoon"))
 
-TINY_CONFIG = """\
-dataset: {{dir: {dataset_dir}, split: test, image: {{min_size: 160, max_size: 224}}}}
-model:
-  base_network: {{name: small_resnet, weights: none, freeze_batchnorm: false,
-                  small_widths: [8, 16, 16, 32], small_blocks: [0, 1, 1, 1]}}
-  rpn: {{channels: 32}}
-  rcnn: {{fc_sizes: [64], reduce_channels: 0}}
-train:
-  job_dir: {job_dir}
-  run_name: tiny
-  batch_size: 2
-  num_steps: 6
-  optimizer: {{type: adam}}
-  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
-  image_summary_every_steps: 0
-"""
 
 
 def train_tiny_run(workdir: str) -> str:
@@ -45,6 +29,7 @@ def train_tiny_run(workdir: str) -> str:
 
     from detkit.cli.main import cli
     from detkit.config import load_config
+    from detkit.config.tiny import tiny_config_yaml
     from detkit.train.trainer import train
 
     dataset_dir = os.path.join(workdir, "dataset")
@@ -57,7 +42,7 @@ def train_tiny_run(workdir: str) -> str:
         raise SystemExit(f"dataset transform failed: {result.output} {result.exception!r}")
     config = os.path.join(workdir, "tiny.yml")
     with open(config, "w", encoding="utf-8") as fh:
-        fh.write(TINY_CONFIG.format(dataset_dir=dataset_dir, job_dir=os.path.join(workdir, "jobs")))
+        fh.write(tiny_config_yaml(dataset_dir, os.path.join(workdir, "jobs"), train={"num_steps": 6}))
     return train(load_config([config])).run_dir
 
 
@@ -73,9 +58,9 @@ def main() -> None:
     from detkit.utils.tf_quiet import import_tensorflow
 
     tf = import_tensorflow()
-    from detkit import inputs
-    from detkit.cli.predict import BatchPredictor, Counters, checkpoint_source, predict_images
-    from detkit.detector import Detector
+    from detkit import Detector, inputs
+    from detkit.inference.predict import BatchPredictor, Counters, predict_images
+    from detkit.runs import checkpoint_source
 
     items = [i for i in inputs.expand_paths([args.images]).items if i.kind == "image"]
     if args.limit:

@@ -3,7 +3,7 @@
     python benchmarks/server_slow_clients.py [--slow 48] [--fast-requests 60] [--read-timeout 3]
                                              [--model-seconds 0.05] [--flood 150]
 
-The server is detkit's app and uvicorn set-up (`detkit.server.run.make_server`, as `detkit server web` runs
+The server is detkit's app and uvicorn set-up (`detkit.server.serve.make_server`, as `detkit server web` runs
 it) in a child process, around a stand-in model that sleeps `--model-seconds` per image: this measures
 the server's handling of connections, not a network. Only 127.0.0.1 is ever contacted. Three phases,
 each bounded in count and time:
@@ -54,7 +54,7 @@ def serve_child(port_file: str, read_timeout: float, model_seconds: float) -> No
     """Child process: the server around the stand-in model, its port written to `port_file`."""
     sys.path.insert(0, REPO)
     from detkit.server.app import ServerSettings, create_app
-    from detkit.server.run import make_server
+    from detkit.server.serve import make_server
 
     app = create_app(StandIn(model_seconds), ServerSettings(read_timeout=read_timeout))
     sock = socket.socket()

@@ -29,13 +29,12 @@ def main(argv=None) -> None:
     from detkit.utils.tf_quiet import import_tensorflow
 
     import_tensorflow()
+    from detkit import Detector, runs
     from detkit.config import load_config
     from detkit.datasets.readers.common import Source
     from detkit.datasets.transform import TransformOptions, transform
-    from detkit.detector import Detector
     from detkit.eval.metrics import central_box_baseline, evaluate
     from detkit.eval.runner import collect
-    from detkit.train import checkpoints
     from detkit.train.trainer import train
 
     work = args.work or tempfile.mkdtemp(prefix="detkit-bench-")
@@ -52,14 +51,14 @@ def main(argv=None) -> None:
     result = train(cfg)
 
     curve = []
-    state = __import__("tensorflow").train.get_checkpoint_state(checkpoints.checkpoint_dir(result.run_dir))
+    state = __import__("tensorflow").train.get_checkpoint_state(runs.layout.checkpoint_dir(result.run_dir))
     for prefix in state.all_model_checkpoint_paths:
         detector = Detector.from_checkpoint(prefix)
         gts, dets = collect(detector.model, detector.config, data, "test", show_progress=False)
         m = evaluate(gts, dets, detector.class_names)
         reader = __import__("tensorflow").train.load_checkpoint(prefix)
         elapsed = float(reader.get_tensor("elapsed/.ATTRIBUTES/VARIABLE_VALUE"))
-        curve.append({"minutes": round(elapsed / 60, 2), "step": checkpoints.step_of(prefix),
+        curve.append({"minutes": round(elapsed / 60, 2), "step": runs.step_of(prefix),
                       "map50": round(m["map50"], 4), "coco_ap": round(m["coco_ap"], 4)})
     baseline = evaluate(gts, central_box_baseline(gts, 0.8, label=1), detector.class_names)
     final = curve[-1]

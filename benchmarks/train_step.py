@@ -23,28 +23,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-CONFIG = """\
-dataset:
-  dir: {data}
-  split: test
-  image: {{min_size: 160, max_size: 224}}
-model:
-  base_network:
-    name: small_resnet
-    weights: none
-    freeze_batchnorm: false
-    small_widths: [8, 16, 16, 32]
-    small_blocks: [0, 1, 1, 1]
-  rpn: {{channels: 32}}
-  rcnn: {{fc_sizes: [64], reduce_channels: 0}}
-train:
-  job_dir: {jobs}
-  checkpoint_every_steps: 1000000
-  log_every_steps: 1000000
-  optimizer: {{type: sgd, momentum: 0.9}}
-  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
-  image_summary_every_steps: 0
-"""
 
 RATE = re.compile(r"finished at step (\d+) after [\d.]+ min \(([\d.]+) images/s, ([\d.]+) after the first step\)")
 
@@ -77,6 +55,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     import detkit
+    from detkit.config.tiny import tiny_config_yaml
     from detkit.datasets.readers.common import Source
     from detkit.datasets.transform import TransformOptions, transform
     from detkit.utils import cpu
@@ -88,7 +67,9 @@ def main(argv=None) -> None:
                                              images_dir=os.path.join(args.raccoon, "images"))))
     config = os.path.join(work, "tiny.yml")
     with open(config, "w", encoding="utf-8") as fh:
-        fh.write(CONFIG.format(data=data, jobs=os.path.join(work, "jobs")))
+        fh.write(tiny_config_yaml(data, os.path.join(work, "jobs"), train={
+            "run_name": "", "checkpoint_every_steps": 1000000, "log_every_steps": 1000000,
+            "optimizer": {"type": "sgd", "momentum": 0.9}}))
     results = []
     for workers in (1, 2):
         for policy in ("float32", "mixed_bfloat16"):

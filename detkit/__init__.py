@@ -1,7 +1,24 @@
-"""detkit: Faster R-CNN object detection with TensorFlow 2 and Keras 3."""
+"""detkit: Faster R-CNN object detection with TensorFlow 2 and Keras 3.
+
+    from detkit import Detector
+    detections = Detector.from_checkpoint("jobs/my-run").predict(image)
+"""
+from typing import Any
+
 from detkit.utils.cpu import apply_onednn_workaround as _apply_onednn_workaround
 
 __version__ = "0.1.0"
 
 # Before any TensorFlow kernel runs, wherever detkit is imported from (CLI, tests, Python API).
 ONEDNN_ISA_CAP = _apply_onednn_workaround()
+
+__all__ = ["Detector", "Detection", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `import detkit` (the CLI does) must not import TensorFlow.
+    if name in ("Detector", "Detection"):
+        from detkit import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'detkit' has no attribute {name!r}")

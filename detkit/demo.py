@@ -196,9 +196,9 @@ def run_demo(output_dir: str, minutes: float, overrides: tuple[str, ...] = ()) -
     _transform(data_dir)
 
     from detkit.config import load_config
-    from detkit.detector import Detector
     from detkit.eval.metrics import central_box_baseline, evaluate
     from detkit.eval.runner import collect
+    from detkit.inference import Detector
     from detkit.train.trainer import train
 
     cfg = load_config([recipe_path()], [

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from detkit.config.tiny import tiny_config_yaml
 from detkit.utils.tf_quiet import import_tensorflow
 
 import_tensorflow()
@@ -85,32 +86,10 @@ def run_detkit(monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------- a tiny trained run, shared by CLI tests
-TINY_RUN_CONFIG = """\
-dataset:
-  dir: {dataset_dir}
-  split: test
-  image: {{min_size: 160, max_size: 224}}
-model:
-  base_network:
-    name: small_resnet
-    weights: none
-    freeze_batchnorm: false
-    small_widths: [8, 16, 16, 32]
-    small_blocks: [0, 1, 1, 1]
-  rpn: {{channels: 32}}
-  rcnn: {{fc_sizes: [64], reduce_channels: 0}}
-train:
-  job_dir: {job_dir}
-  run_name: tiny
-  batch_size: 2
-  num_steps: 6
-  checkpoint_every_steps: 3
-  optimizer: {{type: adam}}
-  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
-  image_summary_every_steps: 0
-eval:
-  split: test
-"""
+def tiny_run_config(dataset_dir, job_dir) -> str:
+    """The tiny model (detkit/config/tiny.py): 6 steps, checkpoints at 3 and 6."""
+    return tiny_config_yaml(dataset_dir, job_dir, train={"num_steps": 6, "checkpoint_every_steps": 3},
+                            eval={"split": "test"})
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +117,7 @@ def tiny_run(raccoon_dir, tmp_path_factory) -> dict:
     if result.exit_code != 0:
         raise RuntimeError(f"detkit dataset transform failed for tiny_run: {result.output}\n{result.exception!r}")
     config_path = root / "tiny.yml"
-    config_path.write_text(TINY_RUN_CONFIG.format(dataset_dir=dataset_dir, job_dir=root / "jobs"), encoding="utf-8")
+    config_path.write_text(tiny_run_config(dataset_dir, root / "jobs"), encoding="utf-8")
     trained = train(load_config([str(config_path)]))
     return {
         "run_dir": trained.run_dir,

@@ -9,66 +9,12 @@ from typing import Optional
 
 import click
 
-from detkit import packing
+from detkit import runs
+from detkit.runs.info import checkpoint_rows, directory_size, human_size, metrics_summary, run_summary
 from detkit.cli.common import tensorflow
 from detkit.errors import CheckpointError, DetkitError
 
 DEFAULT_JOB_DIR = "jobs"
-
-
-def _run_summary(run_dir: str) -> dict:
-    """Config highlights and class names of a run, read without TensorFlow."""
-    import yaml
-
-    from detkit.config import from_dict, merged_dict
-    from detkit.config.loader import _merge
-
-    info: dict = {"run_dir": run_dir}
-    path = os.path.join(run_dir, packing.CONFIG_FILE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
-        cfg = from_dict(_merge(merged_dict(), raw))
-    except (OSError, yaml.YAMLError, DetkitError) as exc:
-        info["config_error"] = f"{path}: {exc}"
-        cfg = None
-    try:
-        with open(os.path.join(run_dir, packing.CLASSES_FILE), encoding="utf-8") as fh:
-            info["classes"] = json.load(fh)
-    except (OSError, ValueError):
-        info["classes"] = None
-    if cfg is not None:
-        m, t = cfg.model, cfg.train
-        info["config"] = {
-            "backbone": m.base_network.name,
-            "weights": m.base_network.weights,
-            "rcnn": m.rcnn.enabled,
-            "anchors": {"sizes": m.anchors.sizes, "ratios": m.anchors.ratios},
-            "image": {"min_size": cfg.dataset.image.min_size, "max_size": cfg.dataset.image.max_size},
-            "dataset": {"dir": cfg.dataset.dir, "split": cfg.dataset.split},
-            "train": {"num_steps": t.num_steps, "num_epochs": t.num_epochs, "batch_size": t.batch_size,
-                      "optimizer": t.optimizer.type, "learning_rate": t.learning_rate.base,
-                      "schedule": t.learning_rate.schedule},
-            "predict": {"min_prob": cfg.predict.min_prob, "max_detections": cfg.predict.max_detections},
-        }
-    return info
-
-
-def _checkpoint_rows(run_dir: str) -> list[dict]:
-    entries = packing.list_checkpoints(run_dir)
-    latest = packing.latest_entry(run_dir)
-    metrics = packing.read_metrics(run_dir)
-    rows = []
-    for entry in entries:
-        m = metrics.get(entry.name) or {}
-        rows.append({
-            "name": entry.name, "prefix": entry.prefix, "step": entry.step,
-            "date": packing.format_time(entry.mtime), "mtime": entry.mtime, "size": entry.size,
-            "latest": latest is not None and entry.name == latest.name,
-            "metrics": {label: {k: v.get(k) for k in ("map50", "map50_voc07", "coco_ap", "coco_ap50")}
-                        for label, v in (m.get("splits") or {}).items() if isinstance(v, dict)},
-        })
-    return rows
 
 
 @click.group("checkpoint")
@@ -82,24 +28,23 @@ def checkpoint_group() -> None:
 def list_command(job_dir: str, as_json: bool) -> None:
     """Runs under JOB_DIR (default ./jobs, the default train.job_dir) with their checkpoints: step, date,
     size and the metrics of `detkit eval`. The newest checkpoint is marked with *."""
-    runs = packing.find_runs(job_dir)
+    run_dirs = runs.find_runs(job_dir)
     if as_json:
-        for run in runs:
-            click.echo(json.dumps({"run_dir": run, "checkpoints": _checkpoint_rows(run)}))
+        for run in run_dirs:
+            click.echo(json.dumps({"run_dir": run, "checkpoints": checkpoint_rows(run)}))
         return
-    if not runs:
+    if not run_dirs:
         click.echo(f"no runs under {job_dir}", err=True)
         return
     table = []
-    for run in runs:
-        rows = _checkpoint_rows(run)
+    for run in run_dirs:
+        rows = checkpoint_rows(run)
         if not rows:
             table.append([run, "(no checkpoints)", "", "", "", ""])
         for n, row in enumerate(rows):
-            metric = ", ".join(f"{label} mAP@.5 {v['map50']:.3f}" for label, v in sorted(row["metrics"].items())
-                               if isinstance(v.get("map50"), (int, float)))
+            metric = metrics_summary(row["metrics"])
             table.append([run if n == 0 else "", row["name"] + (" *" if row["latest"] else ""), str(row["step"]),
-                          row["date"], packing.human_size(row["size"]), metric])
+                          row["date"], human_size(row["size"]), metric])
     header = ["RUN", "CHECKPOINT", "STEP", "DATE", "SIZE", "METRICS"]
     widths = [max(len(r[i]) for r in table + [header]) for i in range(len(header))]
     for row in [header] + table:
@@ -111,14 +56,14 @@ def list_command(job_dir: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info_command(path: str, as_json: bool) -> None:
     """Config summary, classes, checkpoints (steps, dates, sizes) and metrics of a run or checkpoint."""
-    target = packing.resolve_run_path(path)
-    info = _run_summary(target.run_dir)
-    rows = _checkpoint_rows(target.run_dir)
+    target = runs.resolve_run_path(path)
+    info = run_summary(target.run_dir)
+    rows = checkpoint_rows(target.run_dir)
     if target.checkpoint is not None:
         rows = [r for r in rows if r["name"] == target.checkpoint.name]
         info["checkpoint"] = target.checkpoint.prefix
     info["checkpoints"] = rows
-    info["run_size"] = packing.directory_size(target.run_dir)
+    info["run_size"] = directory_size(target.run_dir)
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -145,13 +90,12 @@ def info_command(path: str, as_json: bool) -> None:
     if rows:
         lines.append(f"checkpoints  {len(rows)} (steps {', '.join(str(r['step']) for r in rows)})")
         for row in rows:
-            metric = ", ".join(f"{label} mAP@.5 {v['map50']:.3f}" for label, v in sorted(row["metrics"].items())
-                               if isinstance(v.get("map50"), (int, float)))
+            metric = metrics_summary(row["metrics"])
             lines.append(f"  {row['name']}{' *' if row['latest'] else ''}  step {row['step']}  {row['date']}  "
-                         f"{packing.human_size(row['size'])}" + (f"  {metric}" if metric else ""))
+                         f"{human_size(row['size'])}" + (f"  {metric}" if metric else ""))
     else:
         lines.append("checkpoints  none")
-    lines.append(f"size         {packing.human_size(info['run_size'])} (whole run directory)")
+    lines.append(f"size         {human_size(info['run_size'])} (whole run directory)")
     click.echo("\n".join(lines))
 
 
@@ -160,20 +104,20 @@ def info_command(path: str, as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def delete_command(path: str, yes: bool) -> None:
     """Delete a whole run directory, or one checkpoint of a run (its files, state entry and metrics)."""
-    target = packing.resolve_run_path(path)
+    target = runs.resolve_run_path(path)
     if target.checkpoint is not None:
-        what = f"checkpoint {target.checkpoint.prefix} ({packing.human_size(target.checkpoint.size)})"
+        what = f"checkpoint {target.checkpoint.prefix} ({human_size(target.checkpoint.size)})"
     else:
-        count = len(packing.list_checkpoints(target.run_dir))
+        count = len(runs.list_checkpoints(target.run_dir))
         what = (f"run {target.run_dir} ({count} checkpoint(s), "
-                f"{packing.human_size(packing.directory_size(target.run_dir))})")
+                f"{human_size(directory_size(target.run_dir))})")
     if not yes:
         if not sys.stdin or not sys.stdin.isatty():
             raise DetkitError(f"not deleting {what} without confirmation: pass --yes")
         click.confirm(f"Delete {what}?", abort=True)
     try:
         if target.checkpoint is not None:
-            packing.delete_checkpoint(target.checkpoint)
+            runs.delete_checkpoint(target.checkpoint)
         else:
             shutil.rmtree(target.run_dir)
     except OSError as exc:
@@ -198,11 +142,9 @@ def export_command(path: str, output: str, min_prob: Optional[float], max_detect
     xmax, ymax, original pixels), classes [N] (1-based), scores [N], labels [N], class_names [C].
     DIR/assets/ holds config.yml and classes.json.
     """
-    from detkit.cli.predict import checkpoint_source
-
-    with checkpoint_source(path, (), ()) as source:
+    with runs.checkpoint_source(path, (), ()) as source:
         tensorflow()
-        from detkit.export import export_saved_model
+        from detkit.inference.export import export_saved_model
 
         info = export_saved_model(source, output, min_prob=min_prob, max_detections=max_detections,
                                   overwrite=overwrite, overrides=overrides)
@@ -219,8 +161,8 @@ def export_command(path: str, output: str, min_prob: Optional[float], max_detect
               help="Which checkpoint of the run (default: the newest, or the one PATH names).")
 def pack_command(path: str, output: str, checkpoint: Optional[str]) -> None:
     """Pack one checkpoint with its config and class map into a single file (for `predict --checkpoint`)."""
-    info = packing.pack(path, output, checkpoint)
-    click.echo(f"packed {info.checkpoint} (step {info.step}) into {info.output} ({packing.human_size(info.size)})",
+    info = runs.pack(path, output, checkpoint)
+    click.echo(f"packed {info.checkpoint} (step {info.step}) into {info.output} ({human_size(info.size)})",
                err=True)
     click.echo(info.output)
 
@@ -234,7 +176,7 @@ def unpack_command(file: str, output: str, overwrite: bool) -> None:
     """Unpack a packed checkpoint into a run directory usable by predict, eval and export."""
     if not os.path.isfile(file):
         raise CheckpointError(f"{file}: no such file")
-    manifest = packing.read_manifest(file)
-    run_dir = packing.unpack(file, output, overwrite=overwrite)
+    manifest = runs.read_manifest(file)
+    run_dir = runs.unpack(file, output, overwrite=overwrite)
     click.echo(f"unpacked {manifest.get('checkpoint')} (step {manifest.get('step')}) into {run_dir}", err=True)
     click.echo(run_dir)

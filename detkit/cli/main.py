@@ -37,13 +37,7 @@ def _register_commands() -> None:
         ("detkit.cli.demo", "demo"),
         ("detkit.cli.server", "server_group"),
     ]:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue  # command not built yet in this version
-            raise
-        cli.add_command(getattr(mod, attr))
+        cli.add_command(getattr(importlib.import_module(module), attr))
 
 
 _register_commands()

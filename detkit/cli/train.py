@@ -1,7 +1,6 @@
 """`detkit train`: train or resume a Faster R-CNN run, in this process or as N local workers."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import click
@@ -18,24 +17,12 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_worke
     """Train a detector from a config; resumes when the run directory has checkpoints."""
     cfg = build_config(config_files, overrides)
     if local_workers is not None:
-        from detkit.errors import ConfigError
-        from detkit.train.launcher import run_local_workers
+        from detkit.train.launcher import train_with_local_workers
 
-        if local_workers < 1:
-            raise ConfigError(f"option --local-workers: must be >= 1, got {local_workers}")
-        if not cfg.train.run_name:
-            raise ConfigError("config key train.run_name: required with --local-workers "
-                              "(every worker must name the same run directory)")
-        if os.environ.get("TF_CONFIG", "").strip():
-            raise ConfigError("option --local-workers: TF_CONFIG is already set; unset it, or run without "
-                              "--local-workers to join that cluster")
-        args = ["train"] + [a for f in config_files for a in ("-c", f)] + [a for o in overrides for a in ("-o", o)]
-        if "train.strategy" not in " ".join(overrides):
-            args += ["-o", "train.strategy=multi_worker"]
         ctx = click.get_current_context(silent=True)
-        if ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"):
-            args = ["-v"] + args
-        run_local_workers(local_workers, args, cfg.train.local_workers_kill_grace_seconds)
+        verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+        train_with_local_workers(local_workers, config_files, overrides, cfg.train.run_name,
+                                 cfg.train.local_workers_kill_grace_seconds, verbose)
         return
     if cfg.train.mixed_precision == "mixed_bfloat16":
         from detkit.utils.cpu import prepare_bf16_environment

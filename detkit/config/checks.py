@@ -117,7 +117,6 @@ def check_values(c: Config) -> None:
     _positive("train.log_every_steps", t.log_every_steps)
     _positive("train.local_workers_kill_grace_seconds", t.local_workers_kill_grace_seconds, allow_zero=True)
     _fraction("eval.iou_threshold", c.eval.iou_threshold)
-    _positive("eval.batch_size", c.eval.batch_size)
     _fraction("predict.min_prob", c.predict.min_prob)
     _positive("predict.max_detections", c.predict.max_detections)
     _positive("predict.batch_size", c.predict.batch_size)

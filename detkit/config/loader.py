@@ -13,6 +13,7 @@ import yaml
 
 from detkit.config.schema import Config
 from detkit.errors import ConfigError
+from detkit.utils.textfile import NotUTF8, read_utf8
 
 DEFAULTS_FILE = "defaults.yml"
 
@@ -21,6 +22,16 @@ DEFAULTS_FILE = "defaults.yml"
 RETIRED_KEYS = {
     "train.jit_compile": (False, "XLA cannot compile the training step (proposal NMS and sampling have "
                                  "data-dependent shapes); remove the key"),
+    "train.tpu_address": ("", "train.strategy tpu is not offered (see train.strategy); remove the key"),
+    "eval.batch_size": (1, "evaluation runs one image at a time: zero-padding images to a common size changes "
+                           "the backbone's features near their borders, so batched metrics would differ from "
+                           "single-image ones; remove the key"),
+}
+# Values a key no longer accepts, and why.
+RETIRED_VALUES = {
+    ("train.strategy", "tpu"): "tpu is not offered: TPUs run only XLA-compiled programs and XLA cannot compile "
+                               "the training step (proposal NMS and sampling have data-dependent shapes); use "
+                               "one_device, mirrored or multi_worker",
 }
 
 
@@ -119,6 +130,8 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key in names:
+            if isinstance(value, str) and (full, value) in RETIRED_VALUES:
+                raise ConfigError(f"config key {full}: {RETIRED_VALUES[(full, value)]}")
             kept[key] = value
         elif full in RETIRED_KEYS:
             accepted, why = RETIRED_KEYS[full]
@@ -162,16 +175,11 @@ def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path}: not found")
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        text = read_utf8(path)
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"config file {path} line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); "
-                          "save the file as UTF-8") from None
+    except NotUTF8 as exc:
+        raise ConfigError(f"config file {path} {exc}") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
@@ -221,6 +229,14 @@ def merged_dict(config_files: Iterable[str] = (), overrides: Iterable[str] = ())
     for item in overrides:
         data = _merge(data, parse_override(item))
     return data
+
+
+def over_defaults(data: dict, overrides: Iterable[str] = ()) -> dict:
+    """The package defaults, then a mapping (such as a run's saved config.yml), then each override."""
+    merged = _merge(default_dict(), data)
+    for item in overrides:
+        merged = _merge(merged, parse_override(item))
+    return merged
 
 
 def from_dict(data: dict) -> Config:

@@ -222,11 +222,10 @@ class TrainConfig:
     eval_every_steps: int = 0
     # tf.distribute strategy; auto = multi_worker when TF_CONFIG names a cluster, mirrored with several GPUs,
     # else one_device. batch_size is the global batch, split evenly over the replicas.
-    strategy: Literal["auto", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     # Keras dtype policy; auto = mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs whose oneDNN
     # runs bfloat16 natively, float32 otherwise.
     mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
-    tpu_address: str = ""
     # `detkit train --local-workers N`: seconds a worker gets to exit after another one failed.
     local_workers_kill_grace_seconds: float = 10.0
 
@@ -238,7 +237,6 @@ class EvalConfig:
 
     split: str = "test"
     iou_threshold: float = 0.5
-    batch_size: int = 1
 
 
 @dataclass

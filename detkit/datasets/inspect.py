@@ -155,7 +155,7 @@ def draw_split(directory: str, split: str, count: int, draw_dir: str) -> list[st
     """Write the first `count` images of a split with their boxes drawn; the written paths."""
     from PIL import Image
 
-    from detkit.datasets.draw import draw_boxes
+    from detkit.utils.draw import draw_detections
 
     classes = read_classes(directory)
     written: list[str] = []
@@ -169,7 +169,7 @@ def draw_split(directory: str, split: str, count: int, draw_dir: str) -> list[st
         boxes = [(x0 * w, y0 * h, x1 * w, y1 * h) for x0, y0, x1, y1 in rec["boxes"]]
         texts = [_box_text(classes, int(label), bool(diff)) for label, diff in zip(rec["labels"], rec["difficult"])]
         with Image.open(io.BytesIO(rec["image"])) as im:
-            drawn = draw_boxes(im, boxes, [int(v) for v in rec["labels"]], texts)
+            drawn = draw_detections(im, boxes, texts, color_key=[int(v) for v in rec["labels"]])
         buf = io.BytesIO()
         drawn.save(buf, format="JPEG", quality=90)
         stem = os.path.splitext(os.path.basename(rec["filename"].decode()))[0] or "image"

@@ -10,6 +10,7 @@ from detkit.config.schema import AugmentConfig, DatasetConfig
 from detkit.datasets.classes import read_classes
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
+from detkit.inference.transform import resize_scale, scaled_hw
 
 
 def read_class_names(dataset_dir: str) -> list[str]:
@@ -23,13 +24,6 @@ def read_class_names(dataset_dir: str) -> list[str]:
 def shard_files(dataset_dir: str, split: str) -> list[str]:
     """The complete, ordered set of TFRecord shards of one split."""
     return find_shards(dataset_dir, split)
-
-
-def resize_scale(height: tf.Tensor, width: tf.Tensor, min_size: int, max_size: int) -> tf.Tensor:
-    """Scale that brings the shorter side to min_size unless the longer side would pass max_size."""
-    h = tf.cast(height, tf.float32)
-    w = tf.cast(width, tf.float32)
-    return tf.minimum(min_size / tf.minimum(h, w), max_size / tf.maximum(h, w))
 
 
 def _random_crop(image: tf.Tensor, boxes: tf.Tensor, min_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -95,10 +89,9 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
         )
     hw = tf.shape(image)[:2]
     scale = resize_scale(hw[0], hw[1], cfg.image.min_size, cfg.image.max_size)
-    # Fix: only [1, 1] means "off"; a fixed range such as [0.8, 0.8] was skipped (it tested low != high).
     if training and tuple(aug.scale_range) != (1.0, 1.0):
         scale *= tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
-    new_hw = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
+    new_hw = scaled_hw(hw, scale)
     image = tf.image.resize(image, new_hw, method="bilinear", antialias=False)
     if training and aug.flip_horizontal:
         flip = tf.random.uniform([]) < 0.5

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detkit.eval.records import Detections, GroundTruth
 from detkit.eval.voc_map import group_detections
-
-if TYPE_CHECKING:  # metrics.py imports this module, so import the types only for annotations
-    from detkit.eval.metrics import Detections, GroundTruth
 
 # Order of COCOeval.stats after summarize().
 COCO_METRIC_NAMES = (

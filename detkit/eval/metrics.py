@@ -1,67 +1,15 @@
-"""Evaluation data model (per-image ground truth and detections), the combined metrics dict, and a baseline."""
+"""The combined metrics dict (VOC mAP at the IoU threshold + COCO AP/AR), its names, and a baseline."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from detkit.eval.coco_metrics import coco_metrics
+from detkit.eval.records import Detections, GroundTruth
 from detkit.eval.voc_map import voc_average_precision
 
-
-def _boxes(value: Any, name: str) -> np.ndarray:
-    boxes = np.asarray(value, dtype=np.float64)
-    # An empty list has shape (0,), which would not broadcast against [N,4] elsewhere.
-    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must have shape [N, 4], got {boxes.shape}")
-    return boxes
-
-
-def _vector(value: Any, n: int, dtype: type, name: str) -> np.ndarray:
-    arr = np.zeros(n, dtype=dtype) if value is None else np.asarray(value, dtype=dtype).reshape(-1)
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must have {n} entries (one per box), got {arr.shape[0]}")
-    return arr
-
-
-@dataclass
-class GroundTruth:
-    """Ground-truth boxes of one image: pixel (xmin, ymin, xmax, ymax), 1-based labels, VOC/COCO flags."""
-
-    image_id: str
-    boxes: np.ndarray
-    labels: np.ndarray
-    difficult: np.ndarray | None = None
-    iscrowd: np.ndarray | None = None
-    width: int = 0
-    height: int = 0
-
-    def __post_init__(self) -> None:
-        self.boxes = _boxes(self.boxes, "boxes")
-        n = len(self.boxes)
-        self.labels = _vector(self.labels, n, np.int64, "labels")
-        # None means "no box is difficult / crowd", the common case outside VOC and COCO.
-        self.difficult = _vector(self.difficult, n, bool, "difficult")
-        self.iscrowd = _vector(self.iscrowd, n, bool, "iscrowd")
-        self.width, self.height = int(self.width), int(self.height)
-
-
-@dataclass
-class Detections:
-    """Detections in one image: pixel (xmin, ymin, xmax, ymax) boxes, 1-based labels, scores."""
-
-    image_id: str
-    boxes: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.boxes = _boxes(self.boxes, "boxes")
-        n = len(self.boxes)
-        self.labels = _vector(self.labels, n, np.int64, "labels")
-        self.scores = _vector(self.scores, n, np.float64, "scores")
+__all__ = ["Detections", "GroundTruth", "central_box_baseline", "evaluate", "map_key", "map_label"]
 
 
 def _check_labels(items: Sequence[GroundTruth] | Sequence[Detections], num_classes: int, what: str) -> None:
@@ -71,6 +19,16 @@ def _check_labels(items: Sequence[GroundTruth] | Sequence[Detections], num_class
             raise ValueError(
                 f"{what} for image {item.image_id!r} has label {int(bad[0])}, outside 1..{num_classes}"
             )
+
+
+def map_key(iou_threshold: float) -> str:
+    """The name of VOC mAP at an IoU threshold: map50 for 0.5, map75 for 0.75, map62_5 for 0.625."""
+    return "map" + format(round(float(iou_threshold) * 100, 6), "g").replace(".", "_")
+
+
+def map_label(iou_threshold: float) -> str:
+    """The display name of VOC mAP at an IoU threshold: mAP@0.5, mAP@0.75."""
+    return f"mAP@{float(iou_threshold):g}"
 
 
 def evaluate(
@@ -88,8 +46,8 @@ def evaluate(
 
     result: dict[str, Any] = {
         "iou_threshold": float(iou_threshold),
-        "map50": voc.map,
-        "map50_voc07": voc.map_voc07,
+        map_key(iou_threshold): voc.map,
+        f"{map_key(iou_threshold)}_voc07": voc.map_voc07,
     }
     result.update({f"coco_{name}": value for name, value in coco.items()})
     result["per_class"] = {

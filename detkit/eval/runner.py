@@ -9,6 +9,7 @@ import tensorflow as tf
 from detkit.config import Config
 from detkit.datasets import pipeline
 from detkit.eval.metrics import Detections, GroundTruth, evaluate
+from detkit.inference.transform import box_scale
 from detkit.utils.progress import progress
 
 
@@ -58,10 +59,8 @@ def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
 def _score_one(infer, batch: dict, i: int) -> tuple[GroundTruth, Detections]:
     """Ground truth and detections of one batch of one image, in original-image pixels."""
     out = infer(batch["image"], batch["image_hw"])
-    orig = batch["original_hw"].numpy()[0].astype(np.float64)
-    new = batch["image_hw"].numpy()[0].astype(np.float64)
-    sy, sx = orig / new
-    scale = np.array([sx, sy, sx, sy])
+    orig = batch["original_hw"].numpy()[0]
+    scale = box_scale(batch["image_hw"][0], batch["original_hw"][0]).numpy().astype(np.float64)
     name = batch["filename"].numpy()[0].decode("utf-8", "replace")
     image_id = f"{i}:{name}"
     labels = batch["labels"].numpy()[0]

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # metrics.py imports this module, so import the types only for annotations
-    from detkit.eval.metrics import Detections, GroundTruth
+from detkit.eval.records import Detections, GroundTruth
 
 INTERPOLATIONS = ("all_point", "voc07", "coco101")
 

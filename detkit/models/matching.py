@@ -39,8 +39,8 @@ def match(iou: tf.Tensor, gt_valid: tf.Tensor, foreground_iou: float, background
     return labels, best_gt
 
 
-def sample_balanced(labels: tf.Tensor, minibatch_size: int, foreground_fraction: float,
-                    seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+def sample_balanced(labels: tf.Tensor, minibatch_size: int,
+                    foreground_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Pick up to `minibatch_size` candidates per image, at most `foreground_fraction` of them foreground.
 
     Returns (indices [B, M], valid [B, M]): M = minibatch_size slots holding the foreground picks first,
@@ -49,10 +49,7 @@ def sample_balanced(labels: tf.Tensor, minibatch_size: int, foreground_fraction:
     batch = tf.shape(labels)[0]
     num_candidates = tf.shape(labels)[1]
     k = tf.minimum(minibatch_size, num_candidates)
-    if seed is None:
-        noise = tf.random.uniform(tf.shape(labels))
-    else:
-        noise = tf.random.stateless_uniform(tf.shape(labels), seed=seed)
+    noise = tf.random.uniform(tf.shape(labels))
     is_fg = tf.equal(labels, FOREGROUND)
     is_bg = tf.equal(labels, BACKGROUND)
     max_fg = int(minibatch_size * foreground_fraction)

@@ -9,9 +9,6 @@ from detkit.models import box_ops, matching
 from detkit.models.losses import smooth_l1
 
 
-HEAD_TYPES = ("fc", "conv5")
-
-
 class RCNNHead(keras.layers.Layer):
     """Pooled RoIs -> (class logits [N, C+1], class-specific deltas [N, C, 4]).
 
@@ -61,7 +58,7 @@ class RCNNHead(keras.layers.Layer):
 
 
 def rcnn_targets(proposals: tf.Tensor, proposal_valid: tf.Tensor, gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
-                 gt_valid: tf.Tensor, cfg: RCNNConfig, seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+                 gt_valid: tf.Tensor, cfg: RCNNConfig) -> dict[str, tf.Tensor]:
     """Sample RoIs per image and return their boxes [B, M, 4], class labels [B, M] (0 = background,
     -1 = empty slot) and class-agnostic encoded targets [B, M, 4] for the matched ground truth."""
     if cfg.add_gt_boxes:
@@ -72,7 +69,7 @@ def rcnn_targets(proposals: tf.Tensor, proposal_valid: tf.Tensor, gt_boxes: tf.T
     labels, matched = matching.match(iou, gt_valid, t.foreground_iou, t.background_iou_high,
                                      t.background_iou_low, low_quality=False)
     labels = tf.where(proposal_valid, labels, matching.IGNORE)
-    indices, valid = matching.sample_balanced(labels, t.minibatch_size, t.foreground_fraction, seed)
+    indices, valid = matching.sample_balanced(labels, t.minibatch_size, t.foreground_fraction)
     out = matching.gather_targets(proposals, labels, matched, gt_boxes, indices, valid, tuple(cfg.box_weights))
     gt_class = tf.gather(gt_labels, out["gt_index"], batch_dims=1)
     out["labels"] = tf.where(out["labels"] == matching.FOREGROUND, tf.cast(gt_class, tf.int32), out["labels"])

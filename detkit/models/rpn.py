@@ -31,7 +31,7 @@ class RPNHead(keras.layers.Layer):
 
 
 def rpn_targets(anchors: tf.Tensor, image_hw: tf.Tensor, gt_boxes: tf.Tensor, gt_valid: tf.Tensor,
-                cfg: RPNConfig, seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+                cfg: RPNConfig) -> dict[str, tf.Tensor]:
     """Sample a balanced anchor minibatch per image and return its indices, labels and box targets.
 
     anchors [A, 4]; image_hw [B, 2] (the real image size inside the padded batch); gt [B, G, 4].
@@ -47,7 +47,7 @@ def rpn_targets(anchors: tf.Tensor, image_hw: tf.Tensor, gt_boxes: tf.Tensor, gt
     if cfg.allowed_border >= 0:
         inside = box_ops.inside_mask(tiled, image_hw[:, None, :], cfg.allowed_border)
         labels = tf.where(inside, labels, matching.IGNORE)
-    indices, valid = matching.sample_balanced(labels, t.minibatch_size, t.foreground_fraction, seed)
+    indices, valid = matching.sample_balanced(labels, t.minibatch_size, t.foreground_fraction)
     out = matching.gather_targets(tiled, labels, matched, gt_boxes, indices, valid, (1.0, 1.0, 1.0, 1.0))
     out["indices"] = indices
     return out

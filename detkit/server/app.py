@@ -1,7 +1,7 @@
 """The FastAPI application: Luminoth's predict route, health, classes, OpenAPI and the local web page.
 
 `create_app(detector)` takes any object with `class_names` and `predict(image, min_prob=, max_detections=)`
-(a `detkit.detector.Detector`, or a fake in tests); the model is never loaded here.
+(a `detkit.inference.Detector`, or a fake in tests); the model is never loaded here.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detkit import __version__
 from detkit.server.engine import DEFAULT_MAX_QUEUE, DetectorLike, InferenceQueue, QueueFull
-from detkit.server.guards import DEFAULT_READ_TIMEOUT, HostCheck, QueueGate, ReadDeadline
+from detkit.server.guards import HostCheck, QueueGate, ReadDeadline
+from detkit.server.serve import DEFAULT_READ_TIMEOUT
 from detkit.server.uploads import Limits, UploadError, check_size, decode_image, human_bytes
 
 log = logging.getLogger("detkit.server")

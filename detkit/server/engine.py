@@ -22,7 +22,7 @@ DEFAULT_MAX_QUEUE = 64
 
 
 class DetectorLike(Protocol):
-    """What the server needs of a model: class names and `predict` (as `detkit.detector.Detector`)."""
+    """What the server needs of a model: class names and `predict` (as `detkit.inference.Detector`)."""
 
     class_names: Sequence[str]
 

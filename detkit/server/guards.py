@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-DEFAULT_READ_TIMEOUT = 30.0
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 

@@ -141,6 +141,23 @@ def _terminate_on_sigterm():  # noqa: ANN202 - a signal handler or None
     return signal.signal(signal.SIGTERM, on_term)
 
 
+def train_with_local_workers(num_workers: int, config_files: Sequence[str], overrides: Sequence[str], run_name: str,
+                             kill_grace_seconds: float = 10.0, verbose: bool = False) -> None:
+    """`detkit train` with the same -c/-o as N local multi-worker processes; ConfigError for what cannot work."""
+    if num_workers < 1:
+        raise ConfigError(f"option --local-workers: must be >= 1, got {num_workers}")
+    if not run_name:
+        raise ConfigError("config key train.run_name: required with --local-workers "
+                          "(every worker must name the same run directory)")
+    if os.environ.get("TF_CONFIG", "").strip():
+        raise ConfigError("option --local-workers: TF_CONFIG is already set; unset it, or run without "
+                          "--local-workers to join that cluster")
+    args = ["train"] + [a for f in config_files for a in ("-c", f)] + [a for o in overrides for a in ("-o", o)]
+    if "train.strategy" not in " ".join(overrides):
+        args += ["-o", "train.strategy=multi_worker"]
+    run_local_workers(num_workers, (["-v"] if verbose else []) + args, kill_grace_seconds)
+
+
 def _wait_all(procs: list[subprocess.Popen]) -> Optional[tuple[int, int]]:
     """Wait until every worker has exited (None) or one has failed ((index, exit code))."""
     while True:

@@ -10,8 +10,6 @@ import keras
 
 from detkit.utils import cpu
 
-POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
-
 
 @dataclass
 class PrecisionChoice:

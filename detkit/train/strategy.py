@@ -11,7 +11,7 @@ from detkit.errors import ConfigError
 if TYPE_CHECKING:  # TensorFlow is imported only when a strategy is built
     import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
 @dataclass
@@ -83,7 +83,7 @@ def resolve(requested: str, cluster: Optional[ClusterSpec], num_gpus: int) -> tu
     return requested, "configured"
 
 
-def build(name: str, tpu_address: str = "") -> tf.distribute.Strategy:
+def build(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy; call it before any other TensorFlow op so collectives can be configured.
 
     multi_worker reads TF_CONFIG itself (TensorFlow's cluster resolver); parse_tf_config() has checked it.
@@ -91,13 +91,13 @@ def build(name: str, tpu_address: str = "") -> tf.distribute.Strategy:
     import tensorflow as tf
 
     try:
-        return _build(name, tpu_address)
+        return _build(name)
     except (ValueError, RuntimeError, tf.errors.OpError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config key train.strategy: cannot start {name} ({first})") from None
 
 
-def _build(name: str, tpu_address: str) -> tf.distribute.Strategy:
+def _build(name: str) -> tf.distribute.Strategy:
     """build() without the error translation."""
     import tensorflow as tf
 
@@ -109,11 +109,6 @@ def _build(name: str, tpu_address: str) -> tf.distribute.Strategy:
     if name == "multi_worker":
         # gRPC on TF_CONFIG's addresses; AUTO picks NCCL on GPUs and ring all-reduce on CPUs.
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or None)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
     raise ConfigError(f"config key train.strategy: unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
 
 

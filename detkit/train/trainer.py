@@ -1,4 +1,10 @@
-"""The training loop: build, restore or resume, step, log, checkpoint, stop on time or steps."""
+"""The training loop: build, restore or resume, step, log, checkpoint, stop on time or steps.
+
+Over 300 lines on purpose: resuming, the step loop and its clock-based stop/save decisions share the strategy,
+the checkpoint manager and the progress bar, and every branch must agree across workers; split apart they
+would pass all of that state around. The pieces without that state live beside it (step.py, strategy.py,
+precision.py, summaries.py) and run directories in detkit/runs/.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +16,8 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -20,18 +26,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detkit.config import Config, dump_yaml, from_dict, to_dict
+from detkit.config import Config, dump_yaml, to_dict
 from detkit.datasets import pipeline
 from detkit.datasets.sources import check_training_sources
 from detkit.datasets.tfrecord import data_loss_error
 from detkit.errors import CheckpointError, ConfigError, DetkitError, Terminated, first_line, is_disk_full
 from detkit.models.faster_rcnn import FasterRCNN
-from detkit.train import checkpoints, precision, summaries
+from detkit import runs
+from detkit.runs import layout
+from detkit.runs.lock import RunLock, holder_alive, read_holder
+from detkit.runs.restore import is_damaged, restore_for_finetuning
+from detkit.train import precision, summaries
 from detkit.train import strategy as strategies
 from detkit.train.optimizers import build_optimizer
 from detkit.train.schedules import learning_rate
 from detkit.train.step import make_replica_step
-from detkit.train.runlock import RunLock, read_holder, holder_alive
 from detkit.utils import atomic, cpu
 from detkit.utils.pause import pause_point, wake
 from detkit.utils.progress import progress
@@ -86,7 +95,7 @@ def _newest_unfinished_run(cfg: Config, total_steps: int) -> Optional[str]:
     for name in names:
         run_dir = os.path.join(cfg.train.job_dir, name)
         try:
-            with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), encoding="utf-8") as fh:
+            with open(layout.config_path(run_dir), encoding="utf-8") as fh:
                 if fh.read() != wanted:
                     continue
         except OSError:
@@ -101,10 +110,10 @@ def _newest_unfinished_run(cfg: Config, total_steps: int) -> Optional[str]:
 
 def _finished(run_dir: str, cfg: Config, total_steps: int) -> bool:
     """Whether a run's newest checkpoint reached its step count or its time budget."""
-    latest = checkpoints.latest_checkpoint(run_dir)
+    latest = runs.latest_checkpoint(run_dir)
     if latest is None:
         return False
-    if checkpoints.step_of(latest) >= total_steps:
+    if runs.step_of(latest) >= total_steps:
         return True
     if cfg.train.max_minutes:
         try:
@@ -141,23 +150,18 @@ def _all_finite(variables: list) -> bool:
 
 def _check_resumable(run_dir: str, cfg: Config, class_names: list[str]) -> None:
     """Refuse to resume a run whose model or classes differ from the current config."""
-    path = os.path.join(run_dir, checkpoints.CONFIG_FILE)
-    import yaml
-
     try:
-        with open(path, encoding="utf-8") as fh:
-            saved = from_dict(yaml.safe_load(fh) or {})
-    # Fix: yaml.YAMLError is not a ValueError, so a corrupt config.yml escaped as a traceback.
-    except (OSError, DetkitError, ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read the saved config of this run ({first})") from None
+        saved = runs.load_run_config(run_dir)
+    except DetkitError as exc:
+        raise CheckpointError(f"{layout.config_path(run_dir)}: cannot read the saved config of this run "
+                              f"({first_line(exc, 300)})") from None
     old, new = to_dict(saved.model), to_dict(cfg.model)
     for key in _diff_keys(old, new, "model"):
         raise CheckpointError(
             f"{run_dir}: cannot resume: {key} changed since the checkpoint was written "
             "(use a new train.run_name, or train.init_from to start from it)"
         )
-    classes_path = os.path.join(run_dir, checkpoints.CLASSES_FILE)
+    classes_path = layout.classes_path(run_dir)
     if os.path.isfile(classes_path):
         try:
             with open(classes_path, encoding="utf-8") as fh:
@@ -221,7 +225,7 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
         cfg.train.strategy, cluster, len(tf.config.list_physical_devices("GPU")))
     if strategy_name != "multi_worker":
         cluster = None
-    strategy = strategies.build(strategy_name, cfg.train.tpu_address)
+    strategy = strategies.build(strategy_name)
     chief = strategies.is_chief(cluster)
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
@@ -264,18 +268,18 @@ def _train_in(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, stra
               class_names: list[str], num_images: int, run_dir: str) -> TrainResult:
     """_train once the run directory is chosen (and, on the chief, locked)."""
     replicas = strategy.num_replicas_in_sync
-    resume_from = checkpoints.latest_checkpoint(run_dir)
+    resume_from = runs.latest_checkpoint(run_dir)
     if resume_from:
         _check_resumable(run_dir, cfg, class_names)
     if chief:
         try:
-            atomic.write_text(os.path.join(run_dir, checkpoints.CONFIG_FILE), dump_yaml(cfg))
-            atomic.write_json(os.path.join(run_dir, checkpoints.CLASSES_FILE), class_names)
+            atomic.write_text(layout.config_path(run_dir), dump_yaml(cfg))
+            atomic.write_json(layout.classes_path(run_dir), class_names)
         except OSError as exc:
             fix = ("free some space or set train.job_dir to another disk" if is_disk_full(exc)
                    else "set train.job_dir to a writable directory")
             raise DetkitError(f"{run_dir}: cannot write the run directory ({first_line(exc)}); {fix}") from None
-        ckpt_dir = checkpoints.checkpoint_dir(run_dir)
+        ckpt_dir = layout.checkpoint_dir(run_dir)
     else:
         # Every worker takes part in saving (the variables are mirrored), but only the chief's copy is kept.
         # Local temp, not job_dir: a worker killed mid-run then leaves nothing behind on the shared storage.
@@ -322,17 +326,16 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
         try:
             ckpt.restore(resume_from).assert_existing_objects_matched()
         except (AssertionError, tf.errors.OpError, ValueError, IndexError, KeyError) as exc:
-            if not checkpoints.is_damaged(exc):
+            if not is_damaged(exc):
                 raise CheckpointError(f"{resume_from}: cannot resume ({first_line(exc)})") from None
             raise CheckpointError(
                 f"{resume_from}: cannot resume, the checkpoint is damaged ({first_line(exc)}); delete it with "
                 f"`detkit checkpoint delete {resume_from} --yes` to resume from the one before") from None
         log(f"resuming {run_dir} from step {int(step_var.numpy())} ({resume_from})")
     elif cfg.train.init_from:
-        source = checkpoints.resolve(cfg.train.init_from)
-        with open(os.path.join(source.run_dir, checkpoints.CLASSES_FILE), encoding="utf-8") as fh:
-            same = len(json.load(fh)) == len(class_names)
-        checkpoints.restore_for_finetuning(model, source.prefix, same)
+        source = runs.resolve(cfg.train.init_from)
+        same = len(runs.load_class_names(source.run_dir)) == len(class_names)
+        restore_for_finetuning(model, source.prefix, same)
         log(f"initialised from {source.prefix}" + ("" if same else " (class heads re-initialised)"))
 
     strategy_line = f"strategy {strategy_name} ({strategy_why}; {replicas} replica{'s' if replicas > 1 else ''})"
@@ -467,15 +470,14 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
         log(f"interrupted at step {step}; checkpoint saved to {path}; run the same command to resume")
         raise
     except BaseException:
-        # Fix: close the bar on any error (e.g. NonFiniteLossError); an open bar left the CLI's
-        # `detkit: error:` line glued to the bar's line, followed by another bar line at exit.
+        # An open bar would leave the CLI's `detkit: error:` line glued to the bar's line.
         bar.close()
         raise
     finally:
         stop_requests.__exit__(None, None, None)
     bar.close()
     path = manager.latest_checkpoint
-    if path is None or checkpoints.step_of(path) != step:
+    if path is None or runs.step_of(path) != step:
         path = save()
     writer.flush()
     seconds = time.time() - loop_start
@@ -484,7 +486,7 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
     steady = (steady_steps * cfg.train.batch_size / (time.time() - first_step_end)
               if first_step_end is not None and steady_steps > 0 else ips)
     if not chief:
-        path = os.path.join(checkpoints.checkpoint_dir(run_dir), os.path.basename(path))
+        path = os.path.join(layout.checkpoint_dir(run_dir), os.path.basename(path))
     log(f"finished at step {step} after {elapsed() / 60:.1f} min ({ips:.2f} images/s, {steady:.2f} after the first step); "
         f"checkpoint {path}")
     return TrainResult(run_dir=run_dir, checkpoint=path, step=step, minutes=elapsed() / 60.0,
@@ -510,9 +512,12 @@ def _image_summary(model: FasterRCNN, batch: dict, writer, step: int) -> None:
 
 
 def _periodic_eval(cfg: Config, model: FasterRCNN, class_names: list[str], writer, step: int) -> None:
-    """mAP@0.5 on train.eval_split, logged under eval/."""
+    """VOC mAP at eval.iou_threshold and COCO AP on train.eval_split, logged under eval/."""
+    from detkit.eval.metrics import map_key, map_label
     from detkit.eval.runner import evaluate_model
 
     metrics = evaluate_model(model, cfg, cfg.dataset.dir, cfg.train.eval_split, class_names, show_progress=False)
-    summaries.write_scalars(writer, step, {"eval/map50": metrics["map50"], "eval/coco_ap": metrics["coco_ap"]})
-    _log(f"step {step}: {cfg.train.eval_split} mAP@0.5 {metrics['map50']:.3f}, COCO AP {metrics['coco_ap']:.3f}")
+    key = map_key(cfg.eval.iou_threshold)
+    summaries.write_scalars(writer, step, {f"eval/{key}": metrics[key], "eval/coco_ap": metrics["coco_ap"]})
+    _log(f"step {step}: {cfg.train.eval_split} {map_label(cfg.eval.iou_threshold)} {metrics[key]:.3f}, "
+         f"COCO AP {metrics['coco_ap']:.3f}")

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from detkit import packing
+from detkit import runs
 from detkit.errors import DetkitError
 
 
@@ -39,12 +39,12 @@ def job_copy(tiny_run, tmp_path) -> str:
 
 def test_list_and_info(job_copy):
     run = os.path.join(job_copy, "tiny")
-    packing.record_metrics(run, "ckpt-6", 6, "test", {"map50": 0.125, "coco_ap": 0.05})
+    runs.record_metrics(run, "ckpt-6", 6, "test", {"map50": 0.125, "coco_ap": 0.05})
     text = ok(invoke("checkpoint", "list", job_copy)).stdout
     lines = text.splitlines()
     assert lines[0].split() == ["RUN", "CHECKPOINT", "STEP", "DATE", "SIZE", "METRICS"]
     assert run in lines[1] and "ckpt-3" in lines[1]
-    assert "ckpt-6 *" in lines[2] and "test mAP@.5 0.125" in lines[2]
+    assert "ckpt-6 *" in lines[2] and "test mAP@0.5 0.125" in lines[2]
 
     (listed,) = [json.loads(line) for line in ok(invoke("checkpoint", "list", job_copy, "--json")).stdout.splitlines()]
     assert listed["run_dir"] == run
@@ -55,7 +55,7 @@ def test_list_and_info(job_copy):
 
     text = ok(invoke("checkpoint", "info", run)).stdout
     for expected in ("classes      1: raccoon", "small_resnet", "min side 160, max side 224", "6 steps, batch 2",
-                     "checkpoints  2 (steps 3, 6)", "test mAP@.5 0.125"):
+                     "checkpoints  2 (steps 3, 6)", "test mAP@0.5 0.125"):
         assert expected in text, expected
     info = json.loads(ok(invoke("checkpoint", "info", os.path.join(run, "checkpoints", "ckpt-3"), "--json")).stdout)
     assert info["classes"] == ["raccoon"] and [c["step"] for c in info["checkpoints"]] == [3]
@@ -63,6 +63,16 @@ def test_list_and_info(job_copy):
 
     result = invoke("checkpoint", "info", os.path.join(job_copy, "nothing"))
     assert isinstance(result.exception, DetkitError)
+
+
+def test_list_names_the_map_by_its_iou_threshold(job_copy):
+    run = os.path.join(job_copy, "tiny")
+    runs.record_metrics(run, "ckpt-6", 6, "test", {"iou_threshold": 0.75, "map75": 0.25, "coco_ap": 0.05})
+    line = ok(invoke("checkpoint", "list", job_copy)).stdout.splitlines()[2]
+    assert "test mAP@0.75 0.250" in line and "mAP@0.5" not in line
+    (listed,) = [json.loads(x) for x in ok(invoke("checkpoint", "list", job_copy, "--json")).stdout.splitlines()]
+    metrics = listed["checkpoints"][1]["metrics"]["test"]
+    assert metrics["map75"] == 0.25 and metrics["iou_threshold"] == 0.75 and "map50" not in metrics
 
 
 def test_delete_checkpoint_and_run(job_copy):
@@ -74,14 +84,14 @@ def test_delete_checkpoint_and_run(job_copy):
     assert isinstance(result.exception, DetkitError) and "--yes" in str(result.exception)
     assert os.path.exists(ckpt3 + ".index")
 
-    packing.record_metrics(run, "ckpt-3", 3, "test", {"map50": 0.1})
+    runs.record_metrics(run, "ckpt-3", 3, "test", {"map50": 0.1})
     ok(invoke("checkpoint", "delete", ckpt3, "--yes"))
     assert not [f for f in os.listdir(os.path.join(run, "checkpoints")) if f.startswith("ckpt-3")]
-    state = packing.read_state(os.path.join(run, "checkpoints"))
+    state = runs.checkpoints.read_state(os.path.join(run, "checkpoints"))
     assert state["all"] == ["ckpt-6"] and state["latest"] == "ckpt-6"
     assert tf.train.get_checkpoint_state(os.path.join(run, "checkpoints")).all_model_checkpoint_paths[:] == [
         os.path.join(run, "checkpoints", "ckpt-6")]
-    assert "ckpt-3" not in packing.read_metrics(run)
+    assert "ckpt-3" not in runs.read_metrics(run)
 
     ok(invoke("checkpoint", "delete", run, "--yes"))
     assert not os.path.exists(run)
@@ -102,7 +112,7 @@ def test_pack_unpack_round_trip_and_predict_from_the_tar(tiny_run, raccoon_dir, 
     ok(invoke("checkpoint", "unpack", tar_path, "--output", unpacked))
     for rel in ("config.yml", "classes.json", "checkpoints/ckpt-6.index", "checkpoints/ckpt-6.data-00000-of-00001"):
         assert (unpacked / rel).read_bytes() == open(os.path.join(run, rel), "rb").read(), rel
-    assert packing.latest_entry(str(unpacked)).name == "ckpt-6"
+    assert runs.latest_entry(str(unpacked)).name == "ckpt-6"
     result = invoke("checkpoint", "unpack", tar_path, "--output", unpacked)
     assert isinstance(result.exception, DetkitError) and "--overwrite" in str(result.exception)
     ok(invoke("checkpoint", "unpack", tar_path, "--output", unpacked, "--overwrite"))
@@ -110,7 +120,7 @@ def test_pack_unpack_round_trip_and_predict_from_the_tar(tiny_run, raccoon_dir, 
     # A chosen older checkpoint, gzipped.
     older = tmp_path / "tiny-3.tar.gz"
     ok(invoke("checkpoint", "pack", run, "--output", older, "--checkpoint", "3"))
-    assert packing.read_manifest(str(older))["step"] == 3
+    assert runs.read_manifest(str(older))["step"] == 3
 
     image = os.path.join(raccoon_dir, "images", "raccoon-1.jpg")
     direct = ok(invoke("predict", image, "--checkpoint", run, "--min-prob", "0.2")).stdout
@@ -158,7 +168,7 @@ print(json.dumps(out))
 
 
 def test_export_saved_model_round_trip(tiny_run, raccoon_dir, tmp_path):
-    from detkit.detector import Detector
+    from detkit import Detector
 
     # A plain JPEG, a non-square PNG, and a JPEG whose EXIF orientation (6) rotates it.
     plain = os.path.join(raccoon_dir, "images", "raccoon-1.jpg")

@@ -47,7 +47,7 @@ def _scalars(event_dir: str) -> dict:
 
 
 def test_json_metrics_equal_evaluate_model_and_are_recorded(tiny_run, run_copy):
-    from detkit.detector import Detector
+    from detkit import Detector
     from detkit.eval.runner import evaluate_model
 
     result = invoke("eval", "--checkpoint", run_copy, "--json", "--no-progress")
@@ -74,6 +74,20 @@ def test_json_metrics_equal_evaluate_model_and_are_recorded(tiny_run, run_copy):
     scalars = _scalars(os.path.join(run_copy, "eval_test"))
     assert scalars["metrics/map50"] == [(6, pytest.approx(metrics["map50"], abs=1e-6))]
     assert "metrics/coco_ap" in scalars and "metrics/ap/raccoon" in scalars
+
+
+def test_map_is_named_by_its_iou_threshold(run_copy):
+    result = invoke("eval", "--checkpoint", run_copy, "--json", "--no-progress", "-o", "eval.iou_threshold=0.75")
+    (metrics,) = json_lines(result)
+    assert metrics["iou_threshold"] == 0.75 and "map75" in metrics and "map75_voc07" in metrics
+    assert "map50" not in metrics and "map50_voc07" not in metrics
+    recorded = json.load(open(os.path.join(run_copy, "metrics.json")))["ckpt-6"]["splits"]["test"]
+    assert recorded["map75"] == pytest.approx(metrics["map75"]) and "map50" not in recorded
+    scalars = _scalars(os.path.join(run_copy, "eval_test"))
+    assert scalars["metrics/map75"] == [(6, pytest.approx(metrics["map75"], abs=1e-6))]
+    assert not [tag for tag in scalars if tag.startswith("metrics/map50")]
+    table = invoke("eval", "--checkpoint", run_copy, "--no-progress", "--no-record", "-o", "eval.iou_threshold=0.75")
+    assert "AP@0.75" in table.stdout
 
 
 def test_table_older_checkpoint_and_several_splits(tiny_run, run_copy):

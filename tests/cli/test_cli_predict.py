@@ -34,7 +34,7 @@ def _expected(detector, image: np.ndarray, min_prob: float):
     """The model's raw detections, scaled from the resized input back to `image` pixels by hand."""
     import tensorflow as tf
 
-    from detkit.datasets.pipeline import resize_scale
+    from detkit.inference.transform import resize_scale
 
     cfg = detector.config.dataset.image
     h, w = image.shape[:2]
@@ -50,7 +50,7 @@ def _expected(detector, image: np.ndarray, min_prob: float):
 
 
 def test_json_lines_in_original_image_pixels(tiny_run, raccoon_dir, tmp_path):
-    from detkit.detector import Detector
+    from detkit import Detector
 
     # A landscape photo and a portrait (non-square, different aspect) copy of another one.
     landscape = _raccoon(raccoon_dir, 1)  # 650 x 417
@@ -216,9 +216,9 @@ def test_without_a_checkpoint_one_line_says_how_to_get_one(tmp_path, raccoon_dir
 def test_two_loads_of_a_checkpoint_have_the_same_weights(tiny_run):
     import keras
 
-    from detkit.detector import load_class_names, load_run_config
+    from detkit.runs import load_class_names, load_run_config
     from detkit.models.faster_rcnn import FasterRCNN
-    from detkit.train import checkpoints
+    from detkit.runs.restore import restore_model
 
     cfg = load_run_config(tiny_run["run_dir"])
     names = load_class_names(tiny_run["run_dir"])
@@ -227,7 +227,7 @@ def test_two_loads_of_a_checkpoint_have_the_same_weights(tiny_run):
         keras.utils.set_random_seed(seed)
         model = FasterRCNN(cfg.model, len(names))
         model.build_for_inference()
-        checkpoints.restore_model(model, tiny_run["checkpoint"])
+        restore_model(model, tiny_run["checkpoint"])
         models.append(model)
     differ = [a.path for a, b in zip(models[0].variables, models[1].variables)
               if not np.array_equal(a.numpy(), b.numpy())]

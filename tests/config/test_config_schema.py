@@ -116,3 +116,18 @@ def test_retired_key_with_its_old_value_is_dropped_any_other_value_refused():
     assert cfg.train.batch_size == 2 and not hasattr(cfg.train, "jit_compile")
     with pytest.raises(ConfigError, match=r"^config key train\.jit_compile: no longer supported: XLA cannot"):
         from_dict({"train": {"jit_compile": True}})
+
+
+def test_eval_batch_size_and_tpu_are_not_offered():
+    from detkit.config import from_dict
+
+    # Run directories written while these keys existed still load with their default values.
+    cfg = from_dict({"eval": {"batch_size": 1, "split": "val"}, "train": {"tpu_address": ""}})
+    assert cfg.eval.split == "val" and not hasattr(cfg.eval, "batch_size") and not hasattr(cfg.train, "tpu_address")
+    with pytest.raises(ConfigError, match=r"^config key eval\.batch_size: no longer supported: evaluation runs one"):
+        from_dict({"eval": {"batch_size": 4}})
+    with pytest.raises(ConfigError, match=r"^config key train\.strategy: tpu is not offered: TPUs run only "
+                                          r"XLA-compiled programs and XLA cannot compile the training step"):
+        from_dict({"train": {"strategy": "tpu"}})
+    with pytest.raises(ConfigError, match=r"^config key train\.tpu_address: no longer supported"):
+        from_dict({"train": {"tpu_address": "grpc://10.0.0.2:8470"}})

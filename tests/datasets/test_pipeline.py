@@ -118,7 +118,7 @@ def test_resize_to_min_max_side_scales_boxes_exactly(records, dataset_dir, min_s
 
 
 def test_resize_scale_values():
-    from detkit.datasets.pipeline import resize_scale
+    from detkit.inference.transform import resize_scale
 
     assert float(resize_scale(100, 200, 50, 1000)) == pytest.approx(0.5)
     assert float(resize_scale(100, 200, 100, 150)) == pytest.approx(0.75)

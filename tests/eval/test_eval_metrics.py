@@ -62,7 +62,7 @@ def test_stricter_threshold():
     g = [GroundTruth("a", [B], [1], None, None, 400, 300)]
     shifted = [Detections("a", [[150.0, 100.0, 350.0, 300.0]], [1], [0.9])]  # IoU 0.6
     assert evaluate(g, shifted, ["raccoon"])["map50"] == 1.0
-    assert evaluate(g, shifted, ["raccoon"], iou_threshold=0.7)["map50"] == 0.0
+    assert evaluate(g, shifted, ["raccoon"], iou_threshold=0.7)["map70"] == 0.0
 
 
 def test_labels_outside_class_names_are_rejected():

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from detkit.config.tiny import tiny_config_yaml
+
 RACCOON_TRAIN = ("data/train_labels.csv", 160, 173)  # images and boxes of the raccoon train split
 SEEDS = [0, 1, 2]
 
@@ -104,34 +106,18 @@ def test_kill_transform_then_rerun(raccoon_dir, tmp_path, detkit, point, survivo
 
 
 # ---------------------------------------------------------------- train
-TRAIN_CONFIG = """\
-dataset:
-  dir: {dataset_dir}
-  split: test
-  image: {{min_size: 96, max_size: 128}}
-model:
-  base_network: {{name: small_resnet, weights: none, freeze_batchnorm: false,
-                  small_widths: [8, 8, 16, 16], small_blocks: [0, 1, 1, 1]}}
-  rpn: {{channels: 16}}
-  rcnn: {{fc_sizes: [32], reduce_channels: 0}}
-train:
-  job_dir: {job_dir}
-  run_name: k
-  batch_size: 1
-  num_steps: {num_steps}
-  checkpoint_every_steps: 2
-  log_every_steps: 1
-  optimizer: {{type: adam}}
-  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
-  image_summary_every_steps: 0
-"""
+def train_config(dataset_dir, job_dir, num_steps: int) -> str:
+    """The tiny model on 96-128 px images, batch 1, a checkpoint every 2 steps."""
+    return tiny_config_yaml(dataset_dir, job_dir, dataset={"image": {"min_size": 96, "max_size": 128}},
+                            train={"run_name": "k", "batch_size": 1, "num_steps": num_steps,
+                                   "checkpoint_every_steps": 2, "log_every_steps": 1})
 
 
 def _check_run(run_dir: Path) -> int:
     """Config, class map and every complete checkpoint of a run read back whole; the newest step (0 if none)."""
     import tensorflow as tf
 
-    from detkit.train.checkpoints import latest_checkpoint, step_of
+    from detkit.runs import latest_checkpoint, step_of
 
     if not run_dir.exists():
         return 0
@@ -165,8 +151,7 @@ def test_kill_train_then_resume_to_the_same_step(tiny_run, tmp_path, detkit, poi
     """Killed before the first checkpoint, right after one, and one step after one."""
     num_steps = 6
     config = tmp_path / "c.yml"
-    config.write_text(TRAIN_CONFIG.format(dataset_dir=tiny_run["dataset_dir"], job_dir=tmp_path / "jobs",
-                                          num_steps=num_steps))
+    config.write_text(train_config(tiny_run["dataset_dir"], tmp_path / "jobs", num_steps))
     run_dir = tmp_path / "jobs" / "k"
     proc = _start(["train", "-c", config], tmp_path, tmp_path / "kill.log", pause_at=point)
     _kill_at_pause(proc, tmp_path, point, tmp_path / "kill.log")

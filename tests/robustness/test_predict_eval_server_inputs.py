@@ -86,8 +86,6 @@ def no_serving(monkeypatch):
 @pytest.mark.parametrize("command", ["predict", "eval", "export", "server"])
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_bad_checkpoint_is_one_line(tiny_run, raccoon_dir, tmp_path, detkit, no_serving, command, damage):
-    if command == "eval" and damage == "garbage_tar":
-        pytest.skip("eval takes run directories and checkpoints, not packed files")
     target = _damage(tiny_run, tmp_path, damage)
     image = os.path.join(raccoon_dir, "images", "raccoon-1.jpg")
     res = detkit(*_command(command, target, image, tmp_path))

@@ -12,29 +12,16 @@ import time
 import numpy as np
 import pytest
 
+from detkit.config.tiny import tiny_config_yaml
+
 from robust_helpers import dataset_helpers as h
 
-CONFIG = """\
-dataset:
-  dir: {dataset_dir}
-  split: s
-  image: {{min_size: 64, max_size: 96}}
-  shuffle_buffer: 0
-model:
-  base_network: {{name: small_resnet, weights: none, freeze_batchnorm: false,
-                  small_widths: [8, 8, 16, 16], small_blocks: [0, 1, 1, 1]}}
-  rpn: {{channels: 16}}
-  rcnn: {{fc_sizes: [32], reduce_channels: 0}}
-train:
-  job_dir: {job_dir}
-  run_name: r
-  batch_size: 1
-  num_steps: 2
-  checkpoint_every_steps: 1
-  optimizer: {{type: adam}}
-  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 0}}
-  image_summary_every_steps: 0
-"""
+
+def config_yaml(dataset_dir, job_dir) -> str:
+    """The tiny model on 64-96 px images, batch 1, 2 steps, a checkpoint every step."""
+    return tiny_config_yaml(dataset_dir, job_dir, dataset={"split": "s", "image": {"min_size": 64, "max_size": 96},
+                                                           "shuffle_buffer": 0},
+                            train={"run_name": "r", "batch_size": 1, "num_steps": 2, "checkpoint_every_steps": 1})
 
 
 def _transform(root, rows) -> str:
@@ -63,7 +50,7 @@ def dataset(tmp_path_factory) -> str:
 
 def _config(tmp_path, dataset_dir, job_dir=None) -> str:
     path = tmp_path / "c.yml"
-    path.write_text(CONFIG.format(dataset_dir=dataset_dir, job_dir=job_dir or tmp_path / "jobs"), encoding="utf-8")
+    path.write_text(config_yaml(dataset_dir, job_dir or tmp_path / "jobs"), encoding="utf-8")
     return str(path)
 
 
@@ -180,7 +167,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_good_one(tmp_path, detkit, dat
                                 "device); free some space, then run the same command to resume from the last one")
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) == str(run_dir / "checkpoints" / "ckpt-1")
     assert (run_dir / "checkpoints" / "ckpt-2.data-00000-of-00001").stat().st_size == 1000  # the fake wrote it
-    from detkit.train.checkpoints import latest_checkpoint
+    from detkit.runs import latest_checkpoint
 
     assert latest_checkpoint(str(run_dir)) == str(run_dir / "checkpoints" / "ckpt-1")  # the partial one is ignored
     monkeypatch.setattr(tf.train.CheckpointManager, "save", real)

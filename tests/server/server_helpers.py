@@ -28,7 +28,7 @@ def require_web_extra() -> None:
 
 @dataclass
 class FakeDetection:
-    """The fields and JSON form of detkit.detector.Detection, without importing the model code."""
+    """The fields and JSON form of detkit.inference.Detection, without importing the model code."""
 
     bbox: list
     label: str
@@ -167,7 +167,7 @@ def threaded_server(detector, **settings) -> Iterator[tuple[str, int, object]]:
     import socket
 
     from detkit.server.app import ServerSettings, create_app
-    from detkit.server.run import make_server
+    from detkit.server.serve import make_server
 
     app = create_app(detector, ServerSettings(**settings))
     server = make_server(app, access_log=False, log_config=None, log_level="warning")

@@ -49,7 +49,7 @@ def test_busy_port_fails_before_the_model_is_loaded(tmp_path):
 
 
 def test_loopback_detection_and_url():
-    from detkit.cli.server import bind_socket, is_loopback, url_of
+    from detkit.server.serve import bind_socket, is_loopback, url_of
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.3.2.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("example.org")
@@ -63,10 +63,10 @@ def test_loopback_detection_and_url():
 def test_missing_web_extra_names_the_install_command(monkeypatch):
     import importlib.util
 
-    from detkit.cli import server
     from detkit.errors import DetkitError
+    from detkit.server import serve
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     with pytest.raises(DetkitError, match=r"pip install 'detkit\[web\]' \(missing: uvicorn\)"):
-        server._require_web_extra()
+        serve.require_web_extra()

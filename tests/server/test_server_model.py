@@ -9,7 +9,7 @@ require_web_extra()
 
 
 def test_api_matches_detector_predict_on_a_raccoon_photo(tiny_run, raccoon_dir, make_client):
-    from detkit.detector import Detector
+    from detkit import Detector
     from detkit.inputs import read_image_array
 
     detector = Detector.from_checkpoint(tiny_run["run_dir"])

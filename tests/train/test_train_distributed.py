@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from detkit.config.tiny import tiny_config_yaml
 from detkit.errors import ConfigError, DetkitError
 from detkit.train import launcher
 from detkit.train import strategy as strategies
@@ -203,8 +204,9 @@ def test_sigterm_is_passed_on_to_every_worker_with_time_to_save(tmp_path):
      "detkit: error: option --local-workers: TF_CONFIG is already set; unset it, or run without "
      "--local-workers to join that cluster\n"),
     ([], {"TF_CONFIG": "{oops"}, "detkit: error: environment variable TF_CONFIG: not valid JSON"),
-    # No TPU here: TensorFlow's own complaint, in one line.
-    (["-o", "train.strategy=tpu"], {}, "detkit: error: config key train.strategy: cannot start tpu ("),
+    # TPUs are not offered: the config refuses the value, in one line.
+    (["-o", "train.strategy=tpu"], {}, "detkit: error: config key train.strategy: tpu is not offered: TPUs run "
+                                       "only XLA-compiled programs and XLA cannot compile the training step"),
 ])
 def test_bad_distributed_input_is_a_one_line_error(run_detkit, args, env, message, tmp_path):
     dataset = tmp_path / "ds"
@@ -216,33 +218,16 @@ def test_bad_distributed_input_is_a_one_line_error(run_detkit, args, env, messag
 
 
 # ---------------------------------------------------------------- 2 local workers vs one process (~30 s)
-CONFIG = """\
-dataset:
-  dir: {dataset_dir}
-  split: synth
-  image: {{min_size: 96, max_size: 128}}
-  shuffle_buffer: 0
-  augment: {{flip_horizontal: false}}
-model:
-  base_network:
-    name: small_resnet
-    weights: none
-    freeze_batchnorm: true
-    small_widths: [8, 16, 16, 32]
-    small_blocks: [0, 1, 1, 1]
-  rpn: {{channels: 32}}
-  rcnn: {{fc_sizes: [64], reduce_channels: 0}}
-train:
-  job_dir: {job_dir}
-  run_name: run
-  batch_size: 2
-  num_steps: 3
-  checkpoint_every_steps: 100
-  log_every_steps: 1
-  optimizer: {{type: sgd, momentum: 0.0, clip_norm: 0.0}}
-  learning_rate: {{schedule: constant, base: 0.01, warmup_steps: 0}}
-  image_summary_every_steps: 0
-"""
+def config_yaml(dataset_dir, job_dir) -> str:
+    """The tiny model with frozen batch norm, no flips, plain SGD: 3 steps of batch 2."""
+    return tiny_config_yaml(dataset_dir, job_dir,
+                            dataset={"split": "synth", "image": {"min_size": 96, "max_size": 128}, "shuffle_buffer": 0,
+                                     "augment": {"flip_horizontal": False}},
+                            model={"base_network": {"freeze_batchnorm": True}},
+                            train={"run_name": "run", "num_steps": 3, "checkpoint_every_steps": 100,
+                                   "log_every_steps": 1,
+                                   "optimizer": {"type": "sgd", "momentum": 0.0, "clip_norm": 0.0},
+                                   "learning_rate": {"base": 0.01}})
 
 
 def loss_scalars(run_dir: str) -> dict[str, list[float]]:
@@ -260,11 +245,11 @@ def loss_scalars(run_dir: str) -> dict[str, list[float]]:
 def test_two_local_workers_match_one_process_with_the_same_global_batch(synth_dataset, tmp_path):
     """About 30 s: two workers (each batch 1) and one process (batch 2) train 3 SGD steps from the same seed."""
     from detkit.config import load_config
-    from detkit.train import checkpoints
+    from detkit import runs
     from detkit.train.trainer import build_model, train
 
     config = tmp_path / "cfg.yml"
-    config.write_text(CONFIG.format(dataset_dir=synth_dataset, job_dir=tmp_path / "jobs"), encoding="utf-8")
+    config.write_text(config_yaml(synth_dataset, tmp_path / "jobs"), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     env.pop("TF_CONFIG", None)
     proc = subprocess.run([sys.executable, "-m", "detkit", "train", "-c", str(config), "--local-workers", "2",
@@ -278,7 +263,7 @@ def test_two_local_workers_match_one_process_with_the_same_global_batch(synth_da
     assert "[worker 1] detkit:" not in proc.stderr and "[worker 1] /" not in proc.stderr
     assert sorted(os.listdir(tmp_path / "jobs")) == ["two"]
     assert not glob.glob(os.path.join(tempfile.gettempdir(), "detkit-worker1-checkpoints-*"))
-    assert checkpoints.latest_checkpoint(two_dir).endswith("ckpt-3")
+    assert runs.latest_checkpoint(two_dir).endswith("ckpt-3")
 
     single = train(load_config([str(config)], ["train.run_name=one", "train.strategy=one_device"]))
     assert single.step == 3
@@ -291,22 +276,24 @@ def test_two_local_workers_match_one_process_with_the_same_global_batch(synth_da
     assert two["total"][-1] < two["total"][0]
 
     # The chief's checkpoint restores into a model built from the run's config (in this process, no strategy).
-    resolved = checkpoints.resolve(two_dir)
-    cfg = load_config([os.path.join(two_dir, checkpoints.CONFIG_FILE)])
+    resolved = runs.resolve(two_dir)
+    cfg = load_config([runs.layout.config_path(two_dir)])
     model = build_model(cfg, 1)
-    checkpoints.restore_model(model, resolved.prefix)
+    from detkit.runs.restore import restore_model
+
+    restore_model(model, resolved.prefix)
     assert resolved.step == 3
 
 
 def test_mirrored_strategy_trains_and_checkpoints_in_process(synth_dataset, tmp_path, capsys):
     """MirroredStrategy (one replica without GPUs) runs the same loop: mirrored variables, distributed input."""
     from detkit.config import load_config
-    from detkit.train import checkpoints
+    from detkit import runs
     from detkit.train.trainer import train
 
     config = tmp_path / "cfg.yml"
-    config.write_text(CONFIG.format(dataset_dir=synth_dataset, job_dir=tmp_path / "jobs"), encoding="utf-8")
+    config.write_text(config_yaml(synth_dataset, tmp_path / "jobs"), encoding="utf-8")
     result = train(load_config([str(config)], ["train.strategy=mirrored", "train.num_steps=2"]))
     assert result.step == 2 and result.chief and np.isfinite(result.last_losses["total"])
-    assert checkpoints.latest_checkpoint(result.run_dir).endswith("ckpt-2")
+    assert runs.latest_checkpoint(result.run_dir).endswith("ckpt-2")
     assert "strategy mirrored (configured; 1 replica)" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import os
 import keras
 import pytest
 
+from detkit.config.tiny import tiny_model_overrides
 from detkit.train import precision
 from detkit.train.precision import Hardware
 
@@ -50,10 +51,7 @@ def test_policy_scope_restores_the_global_policy_and_keeps_outputs_float32(tmp_p
     from detkit.config import load_config
     from detkit.train.trainer import build_model
 
-    cfg = load_config([], ["model.base_network.name=small_resnet", "model.base_network.weights=none",
-                           "model.base_network.small_widths=[8, 16, 16, 32]",
-                           "model.base_network.small_blocks=[0, 1, 1, 1]", "model.rpn.channels=32",
-                           "model.rcnn.fc_sizes=[64]", "model.rcnn.reduce_channels=0"])
+    cfg = load_config([], tiny_model_overrides())
     choice = precision.PrecisionChoice("mixed_float16", "test")
     with precision.policy_scope(choice):
         model = build_model(cfg, 2)
@@ -79,10 +77,7 @@ def test_explicit_bfloat16_without_native_support_runs_and_warns(synth_dataset, 
         env.pop(key, None)
     proc = subprocess.run(
         [sys.executable, "-m", "detkit", "train", "-o", f"dataset.dir={synth_dataset}", "-o", "dataset.split=synth",
-         "-o", "dataset.image={min_size: 96, max_size: 128}", "-o", "model.base_network.name=small_resnet",
-         "-o", "model.base_network.weights=none", "-o", "model.base_network.small_widths=[8, 16, 16, 32]",
-         "-o", "model.base_network.small_blocks=[0, 1, 1, 1]", "-o", "model.rpn.channels=32",
-         "-o", "model.rcnn.fc_sizes=[64]", "-o", "model.rcnn.reduce_channels=0",
+         "-o", "dataset.image={min_size: 96, max_size: 128}", *[a for o in tiny_model_overrides() for a in ("-o", o)],
          "-o", f"train.job_dir={tmp_path}", "-o", "train.run_name=bf16", "-o", "train.num_steps=2",
          "-o", "train.image_summary_every_steps=0", "-o", "train.mixed_precision=mixed_bfloat16"],
         capture_output=True, text=True, env=env, timeout=600)

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from detkit.config.tiny import tiny_config_yaml
+
 SPLIT = "synth"
 # 200x100 and 120x80 PNGs: black with white (blue) rectangles; empty.png is a negative (no boxes).
 IMAGES = {
@@ -27,34 +29,14 @@ IMAGES = {
     "empty.png": (120, 80, []),
 }
 
-# The tiny model of tests/conftest.py (tiny_run) on 96-160 px images; batch 1, no shuffling, so the
+# The tiny model (detkit/config/tiny.py) on 96-160 px images; batch 1, no shuffling, so the
 # images come in CSV order: wide, two, empty, wide, ... (step 3 is the negative image).
-CONFIG = """\
-dataset:
-  dir: {dataset_dir}
-  split: synth
-  image: {{min_size: 96, max_size: 160}}
-  shuffle_buffer: 0
-model:
-  base_network:
-    name: small_resnet
-    weights: none
-    freeze_batchnorm: false
-    small_widths: [8, 16, 16, 32]
-    small_blocks: [0, 1, 1, 1]
-  rpn: {{channels: 32}}
-  rcnn: {{fc_sizes: [64], reduce_channels: 0}}
-train:
-  job_dir: {job_dir}
-  run_name: tiny
-  batch_size: 1
-  num_steps: 4
-  checkpoint_every_steps: 100
-  log_every_steps: 2
-  optimizer: {{type: adam}}
-  learning_rate: {{schedule: constant, base: 0.001, warmup_steps: 2}}
-  image_summary_every_steps: 0
-"""
+def tiny_yaml(dataset_dir, job_dir) -> str:
+    """The tiny model (detkit/config/tiny.py) on the synthetic split: batch 1, 4 steps, warm-up 2."""
+    return tiny_config_yaml(dataset_dir, job_dir,
+                            dataset={"split": "synth", "image": {"min_size": 96, "max_size": 160}, "shuffle_buffer": 0},
+                            train={"batch_size": 1, "num_steps": 4, "checkpoint_every_steps": 100,
+                                   "log_every_steps": 2, "learning_rate": {"warmup_steps": 2}})
 
 LOSS_TAGS = {"losses/total", "losses/rpn_class", "losses/rpn_box", "losses/rcnn_class", "losses/rcnn_box", "losses/l2"}
 
@@ -88,7 +70,7 @@ def write_config(directory: Path, dataset_dir: str, name: str = "cfg.yml") -> st
     """The tiny config with its job_dir under `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.write_text(CONFIG.format(dataset_dir=dataset_dir, job_dir=directory / "jobs"), encoding="utf-8")
+    path.write_text(tiny_yaml(dataset_dir, directory / "jobs"), encoding="utf-8")
     return str(path)
 
 
@@ -175,7 +157,7 @@ def test_short_run_writes_config_classes_and_final_checkpoint(short_run):
     import yaml
 
     from detkit.config import from_dict
-    from detkit.train import checkpoints
+    from detkit import runs
 
     result, config, stderr, _ = short_run
     run_dir = Path(result.run_dir)
@@ -183,13 +165,13 @@ def test_short_run_writes_config_classes_and_final_checkpoint(short_run):
     assert result.step == 4
     assert result.checkpoint == str(run_dir / "checkpoints" / "ckpt-4")
     assert (run_dir / "checkpoints" / "ckpt-4.index").is_file()
-    assert checkpoints.latest_checkpoint(str(run_dir)) == result.checkpoint
+    assert runs.latest_checkpoint(str(run_dir)) == result.checkpoint
     # checkpoint_every_steps 100 > 4 steps: the final one is the only one.
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.index")) == ["ckpt-4.index"]
     saved = from_dict(yaml.safe_load((run_dir / "config.yml").read_text()))
     assert (saved.train.num_steps, saved.model.rpn.channels, saved.dataset.split) == (4, 32, "synth")
     assert json.loads((run_dir / "classes.json").read_text()) == ["box", "disc"]
-    assert checkpoints.resolve(str(run_dir)).step == 4
+    assert runs.resolve(str(run_dir)).step == 4
     assert "finished at step 4" in stderr and "resuming" not in stderr
 
 
@@ -342,7 +324,7 @@ def test_resume_after_kill_9(dataset_dir, tmp_path):
     """Kill `detkit train` hard once a checkpoint exists; the same command resumes and ends at num_steps."""
     import tensorflow as tf
 
-    from detkit.train.checkpoints import step_of
+    from detkit.runs import step_of
 
     num_steps = 10
     config = write_config(tmp_path, dataset_dir)

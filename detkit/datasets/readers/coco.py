@@ -6,8 +6,8 @@ import os
 from typing import Any, Iterator
 
 from detkit.datasets.example import Example, Problem, ReaderItem
-from detkit.datasets.readers.common import (BadValue, ImageFinder, Source, parse_flag, parse_number, parse_size,
-                                            read_text, require_dir, require_file)
+from detkit.datasets.readers.common import (BadValue, ImageFinder, Source, annotations_layout, parse_flag,
+                                            parse_number, parse_size, read_text)
 from detkit.errors import DatasetError
 
 
@@ -58,13 +58,8 @@ def _key(value: Any) -> Any:
 
 def _layout(source: Source, split: str) -> tuple[str, str]:
     """(instances JSON, images dir)."""
-    if source.explicit:
-        if not source.annotations or not source.images_dir:
-            raise DatasetError("coco: give --data-dir, or both --annotations (an instances JSON file) and --images-dir")
-        return require_file(source.annotations, "annotations file"), require_dir(source.images_dir, "images directory")
-    data_dir = require_dir(source.data_dir or "", "data directory")
-    json_path = os.path.join(data_dir, "annotations", f"instances_{split}.json")
-    return require_file(json_path, "annotations file"), require_dir(os.path.join(data_dir, split), "images directory")
+    return annotations_layout(source, "coco", "an instances JSON file", os.path.join("annotations",
+                                                                                    f"instances_{split}.json"), split)
 
 
 def _load_json(path: str) -> Any:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from detkit.errors import DatasetError
+from detkit.utils.textfile import NotUTF8, read_utf8
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
@@ -48,16 +49,24 @@ def require_file(path: str, what: str) -> str:
 def read_text(path: str) -> str:
     """A whole UTF-8 text file (a BOM is dropped); a DatasetError names the line of a bad byte."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        return read_utf8(path)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DatasetError(f"{path} line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); "
-                           "save the file as UTF-8") from None
+    except NotUTF8 as exc:
+        raise DatasetError(f"{path} {exc}") from None
+
+
+def annotations_layout(source: Source, fmt: str, what: str, annotations_name: str,
+                       split: str) -> tuple[str, str]:
+    """(annotations file, images dir): --annotations and --images-dir, or DATA_DIR/annotations_name and
+    DATA_DIR/split."""
+    if source.explicit:
+        if not source.annotations or not source.images_dir:
+            raise DatasetError(f"{fmt}: give --data-dir, or both --annotations ({what}) and --images-dir")
+        return require_file(source.annotations, "annotations file"), require_dir(source.images_dir, "images directory")
+    data_dir = require_dir(source.data_dir or "", "data directory")
+    return (require_file(os.path.join(data_dir, annotations_name), "annotations file"),
+            require_dir(os.path.join(data_dir, split), "images directory"))
 
 
 def parse_number(text: object, what: str) -> float:

@@ -7,8 +7,8 @@ import os
 from typing import Iterator, Optional
 
 from detkit.datasets.example import Example, Problem, ReaderItem
-from detkit.datasets.readers.common import (BadValue, ImageFinder, Source, parse_number, parse_size, read_text,
-                                            require_dir, require_file)
+from detkit.datasets.readers.common import (BadValue, ImageFinder, Source, annotations_layout, parse_number,
+                                            parse_size, read_text)
 from detkit.errors import DatasetError
 
 # Header names accepted for each field, lower-cased; the first column that matches wins.
@@ -94,13 +94,7 @@ class _Image:
 
 def _layout(source: Source, split: str) -> tuple[str, str]:
     """(CSV file, images dir)."""
-    if source.explicit:
-        if not source.annotations or not source.images_dir:
-            raise DatasetError("csv: give --data-dir, or both --annotations (a CSV file) and --images-dir")
-        return require_file(source.annotations, "annotations file"), require_dir(source.images_dir, "images directory")
-    data_dir = require_dir(source.data_dir or "", "data directory")
-    return (require_file(os.path.join(data_dir, f"{split}.csv"), "annotations file"),
-            require_dir(os.path.join(data_dir, split), "images directory"))
+    return annotations_layout(source, "csv", "a CSV file", f"{split}.csv", split)
 
 
 def _rows(path: str) -> Iterator[tuple[int, dict[str, str], str]]:

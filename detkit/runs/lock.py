@@ -13,18 +13,12 @@ import time
 from typing import Callable, Optional
 
 from detkit.errors import DetkitError
+from detkit.runs.layout import lock_path
 from detkit.utils.atomic import ensure_parent, pid_alive
-
-LOCK_FILE = "train.lock"
 
 
 class RunLocked(DetkitError):
     """Another `detkit train` holds this run directory."""
-
-
-def lock_path(run_dir: str) -> str:
-    """Where a run's lock file lives."""
-    return os.path.join(run_dir, LOCK_FILE)
 
 
 def read_holder(run_dir: str) -> Optional[dict]:

@@ -1,79 +1,16 @@
-"""Run directories and checkpoints: what is saved, where, and how it is found and restored."""
+"""Load a checkpoint's weights into a model (TensorFlow): all of them, or all but the class heads.
+
+Failures are one clear CheckpointError: a damaged checkpoint, a class map that does not match, another model.
+"""
 from __future__ import annotations
 
-import glob
-import os
 import re
-from dataclasses import dataclass
 from typing import Optional
 
 import tensorflow as tf
 
 from detkit.errors import CheckpointError
-
-CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.yml"
-CLASSES_FILE = "classes.json"
-
-
-@dataclass
-class ResolvedCheckpoint:
-    """A checkpoint prefix and the run directory holding its config and class map."""
-
-    run_dir: str
-    prefix: str
-    step: int
-
-
-def checkpoint_dir(run_dir: str) -> str:
-    """Where a run keeps its checkpoints."""
-    return os.path.join(run_dir, CHECKPOINT_DIR)
-
-
-def is_complete(prefix: str) -> bool:
-    """Whether a checkpoint prefix has its .index and at least one .data file."""
-    return os.path.isfile(prefix + ".index") and bool(glob.glob(glob.escape(prefix) + ".data-*"))
-
-
-def latest_checkpoint(run_dir: str) -> Optional[str]:
-    """The newest complete checkpoint prefix of a run, or None."""
-    directory = checkpoint_dir(run_dir)
-    if not os.path.isdir(directory):
-        return None
-    prefix = tf.train.latest_checkpoint(directory)
-    if prefix is not None and is_complete(prefix):
-        return prefix
-    # The state file is missing, unreadable or names a checkpoint whose files are gone: use the files on
-    # disk, so that `train` resumes instead of silently starting over beside the run's checkpoints.
-    steps = [int(m.group(1)) for m in (re.match(r"^ckpt-(\d+)\.index$", n) for n in os.listdir(directory)) if m]
-    complete = [p for p in (os.path.join(directory, f"ckpt-{s}") for s in sorted(steps)) if is_complete(p)]
-    return complete[-1] if complete else None
-
-
-def step_of(prefix: str) -> int:
-    """The step number encoded in a checkpoint prefix (ckpt-N)."""
-    try:
-        return int(prefix.rsplit("-", 1)[-1])
-    except ValueError:
-        return 0
-
-
-def resolve(path: str) -> ResolvedCheckpoint:
-    """Accept a run dir, its checkpoints dir, or a checkpoint prefix; return the checkpoint to load."""
-    path = os.path.normpath(path)
-    if os.path.isdir(path):
-        run_dir = os.path.dirname(path) if os.path.basename(path) == CHECKPOINT_DIR else path
-        prefix = latest_checkpoint(run_dir)
-        if prefix is None:
-            raise CheckpointError(f"{path}: no checkpoint found (train first with `detkit train -c config.yml`)")
-    elif os.path.isfile(path + ".index"):
-        prefix = path
-        run_dir = os.path.dirname(os.path.dirname(path))
-    else:
-        raise CheckpointError(f"{path}: not a run directory or checkpoint (expected RUN_DIR or RUN_DIR/checkpoints/ckpt-N)")
-    if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
-        raise CheckpointError(f"{run_dir}: no {CONFIG_FILE} beside the checkpoint; cannot rebuild the model")
-    return ResolvedCheckpoint(run_dir=run_dir, prefix=prefix, step=step_of(prefix))
+from detkit.runs import layout
 
 
 def is_damaged(exc: BaseException) -> bool:
@@ -112,9 +49,8 @@ def restore_model(model: tf.Module, prefix: str) -> None:
                 f"list`), or delete it with `detkit checkpoint delete {prefix} --yes`") from None
         counts = class_count_mismatch(model, str(exc))
         if counts:
-            run_dir = os.path.dirname(os.path.dirname(prefix))
             raise CheckpointError(
-                f"{os.path.join(run_dir, CLASSES_FILE)} lists {counts[0]} class(es) but the checkpoint was trained "
+                f"{layout.classes_path(layout.run_dir_of(prefix))} lists {counts[0]} class(es) but the checkpoint was trained "
                 f"for {counts[1]}: restore the classes.json the run was trained with") from None
         raise CheckpointError(
             f"{prefix}: checkpoint does not match the model built from its config ({first})"

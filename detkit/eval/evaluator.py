@@ -1,0 +1,156 @@
+"""Evaluate the checkpoints of a run on TFRecord splits: once, or watching the run for new checkpoints.
+
+Each result goes to the caller (`on_result`), to TensorBoard under RUN/eval_<label>/ at the checkpoint's step,
+and to RUN/metrics.json (shown by `detkit checkpoint list`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+from detkit import runs
+from detkit.errors import CheckpointError, ConfigError, DatasetError
+from detkit.eval.report import clean, write_summaries
+from detkit.runs import CheckpointEntry, layout
+
+
+@dataclass
+class Target:
+    """One (dataset dir, split) to evaluate on, and the label its results are stored under."""
+
+    dataset_dir: str
+    split: str
+    label: str
+
+
+def make_targets(splits: Sequence[str], dataset_dirs: Sequence[str], default_dir: Optional[str],
+                 default_split: str) -> list[Target]:
+    """Pair splits and dataset dirs: equal counts pair up in order, one of either is shared."""
+    splits = list(splits) or [default_split]
+    dirs = list(dataset_dirs)
+    if not dirs:
+        if not default_dir:
+            raise ConfigError("no dataset to evaluate on: the run config has no dataset.dir; pass --dataset-dir DIR")
+        dirs = [default_dir]
+    if len(dirs) == 1:
+        dirs = dirs * len(splits)
+    elif len(splits) == 1:
+        splits = splits * len(dirs)
+    elif len(dirs) != len(splits):
+        raise ConfigError(f"{len(splits)} splits and {len(dirs)} dataset dirs: give one of them once, "
+                          "or both the same number of times (paired in order)")
+    default_norm = os.path.normpath(os.path.abspath(default_dir)) if default_dir else None
+    targets, labels = [], set()
+    for directory, split in zip(dirs, splits):
+        same = default_norm is not None and os.path.normpath(os.path.abspath(directory)) == default_norm
+        label = split if same else f"{os.path.basename(os.path.normpath(os.path.abspath(directory)))}_{split}"
+        base, n = label, 2
+        while label in labels:
+            label = f"{base}_{n}"
+            n += 1
+        labels.add(label)
+        targets.append(Target(dataset_dir=directory, split=split, label=label))
+    return targets
+
+
+class Evaluator:
+    """Holds one model and restores each checkpoint of a run into it."""
+
+    def __init__(self, source: str, run_overrides: Iterable[str] = ()):
+        from detkit.inference import Detector
+
+        self.detector = Detector.from_checkpoint(source, run_overrides)
+        self.run_dir = self.detector.checkpoint.run_dir
+        self.config = self.detector.config
+        self.class_names = self.detector.class_names
+        self.loaded_prefix = self.detector.checkpoint.prefix
+        self._checked: set[str] = set()
+
+    def first_entry(self) -> CheckpointEntry:
+        """The checkpoint loaded at construction."""
+        entry = runs.checkpoints.entry_for(self.loaded_prefix)
+        if entry is None:
+            raise CheckpointError(f"{self.loaded_prefix}: checkpoint disappeared before it could be evaluated")
+        return entry
+
+    def load(self, prefix: str) -> None:
+        """Restore `prefix` into the model unless it is the one loaded."""
+        if os.path.realpath(prefix) == os.path.realpath(self.loaded_prefix):
+            return
+        from detkit.runs.restore import restore_model
+
+        restore_model(self.detector.model, prefix)
+        self.loaded_prefix = prefix
+
+    def check_classes(self, dataset_dir: str) -> None:
+        """DatasetError unless the dataset has the run's class map."""
+        if dataset_dir in self._checked:
+            return
+        from detkit.datasets.pipeline import read_class_names
+
+        names = read_class_names(dataset_dir)
+        if names != self.class_names:
+            raise DatasetError(
+                f"{dataset_dir}: its classes {names} differ from the run's classes {self.class_names}; "
+                "evaluate on a dataset made with the same class map"
+            )
+        self._checked.add(dataset_dir)
+
+    def evaluate(self, prefix: str, target: Target, show_progress: bool = True) -> dict:
+        """The metrics of one checkpoint on one target."""
+        from detkit.eval.runner import evaluate_model
+
+        self.load(prefix)
+        self.check_classes(target.dataset_dir)
+        return evaluate_model(self.detector.model, self.config, target.dataset_dir, target.split,
+                              self.class_names, show_progress=show_progress)
+
+    def evaluate_checkpoint(self, entry: CheckpointEntry, targets: list[Target], on_result: Callable[[dict], None],
+                            show_progress: bool = True, record: bool = True,
+                            log: Callable[[str], None] = lambda message: None) -> list[dict]:
+        """Evaluate one checkpoint on every target; record to TensorBoard and metrics.json if asked."""
+        results = []
+        for target in targets:
+            metrics = clean(self.evaluate(entry.prefix, target, show_progress))
+            result = {"checkpoint": entry.prefix, "step": entry.step, "run_dir": self.run_dir,
+                      "dataset_dir": target.dataset_dir, "split": target.split, "label": target.label}
+            result.update(metrics)
+            if record:
+                write_summaries(layout.eval_log_dir(self.run_dir, target.label), entry.step, metrics)
+                try:
+                    runs.record_metrics(self.run_dir, entry.name, entry.step, target.label,
+                                        dict(metrics, dataset_dir=target.dataset_dir, split=target.split))
+                except OSError as exc:
+                    log(f"warning: cannot record metrics in {self.run_dir} ({exc.strerror or exc})")
+            on_result(result)
+            results.append(result)
+        return results
+
+    def watch(self, first: CheckpointEntry, targets: list[Target], on_result: Callable[[dict], None],
+              interval: float, timeout: float = 0.0, show_progress: bool = True, record: bool = True,
+              log: Callable[[str], None] = lambda message: None) -> None:
+        """Evaluate each new checkpoint of the run after `first` until Ctrl-C or `timeout` s without one."""
+        done = {first.name}
+        last_step = first.step
+        last_new = time.time()
+        log(f"watching {self.run_dir} for new checkpoints every {interval:g} s (Ctrl-C to stop)")
+        try:
+            while True:
+                if timeout and time.time() - last_new >= timeout:
+                    log(f"no new checkpoint for {timeout:g} s; stopped watching")
+                    return
+                time.sleep(min(interval, timeout) if timeout else interval)
+                new = [e for e in runs.ready_checkpoints(self.run_dir) if e.name not in done and e.step > last_step]
+                for entry in new:
+                    done.add(entry.name)
+                    try:
+                        self.evaluate_checkpoint(entry, targets, on_result, show_progress, record, log)
+                    except CheckpointError as exc:  # deleted by the trainer's max_to_keep meanwhile
+                        log(f"warning: skipped {entry.name}: {exc}")
+                        continue
+                    last_step = max(last_step, entry.step)
+                    last_new = time.time()
+        except KeyboardInterrupt:
+            log("stopped watching")

@@ -1,0 +1,135 @@
+"""Detector: a trained Faster R-CNN that turns images into labelled boxes in original-image pixels.
+
+    from detkit import Detector
+    detector = Detector.from_checkpoint("jobs/my-run")      # a run, a ckpt-N prefix or a packed .tar
+    detections = detector.predict(image)                    # one RGB uint8 [H, W, 3] image, or a list of them
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+from detkit.config import Config
+from detkit.inference import transform
+from detkit.inference.detections import Detection, filter_detections
+from detkit.models.faster_rcnn import FasterRCNN
+from detkit.runs import ResolvedCheckpoint, load_class_names, load_run_config, resolve
+from detkit.runs.pack import is_packed, read_manifest, unpack
+from detkit.runs.restore import restore_model
+
+Image = Union[np.ndarray, "PIL.Image.Image"]  # noqa: F821
+
+
+def as_rgb_array(image: Image) -> np.ndarray:
+    """An RGB uint8 [H, W, 3] array from a grey, RGB or RGBA array or Pillow image."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return image[..., :3].astype(np.uint8, copy=False)
+
+
+class Detector:
+    """A trained Faster R-CNN ready for images: `Detector.from_checkpoint(run_dir).predict(image)`."""
+
+    checkpoint: Optional[ResolvedCheckpoint] = None
+
+    def __init__(self, model: FasterRCNN, config: Config, class_names: Sequence[str]):
+        self.model = model
+        self.config = config
+        self.class_names = list(class_names)
+        image_cfg = config.dataset.image
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+        def infer(image):
+            resized, new_hw = transform.resize(image, image_cfg.min_size, image_cfg.max_size)
+            out = model((resized[None], new_hw[None]), training=False)
+            n = out["num_detections"][0]
+            boxes = transform.boxes_to_original(out["boxes"][0, :n], new_hw, tf.shape(image)[:2])
+            return boxes, out["scores"][0, :n], out["labels"][0, :n]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                                      tf.TensorSpec([None, 2], tf.int32)])
+        def infer_batch(batch, hw):
+            return model((batch, hw), training=False)
+
+        self._infer = infer
+        self._infer_batch = infer_batch
+
+    @classmethod
+    def from_checkpoint(cls, path: str, overrides: Iterable[str] = ()) -> "Detector":
+        """Rebuild the model from a run's config and load its newest (or the given) checkpoint.
+
+        `path` is a run directory, a RUN/checkpoints/ckpt-N prefix, or a file of `detkit checkpoint pack`
+        (unpacked to a temporary directory while loading; `checkpoint.run_dir` is then the file).
+        """
+        if is_packed(path):
+            manifest = read_manifest(path)
+            tmp = tempfile.mkdtemp(prefix="detkit-unpacked-")
+            try:
+                detector = cls.from_checkpoint(unpack(path, os.path.join(tmp, "run"), overwrite=True), overrides)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            detector.checkpoint = ResolvedCheckpoint(run_dir=path, prefix=f"{path}:{manifest.get('checkpoint')}",
+                                                     step=int(manifest.get("step", 0)))
+            return detector
+        resolved = resolve(path)
+        config = load_run_config(resolved.run_dir, overrides)
+        names = load_class_names(resolved.run_dir)
+        model = FasterRCNN(config.model, len(names))
+        model.build_for_inference()
+        restore_model(model, resolved.prefix)
+        detector = cls(model, config, names)
+        detector.checkpoint = resolved
+        return detector
+
+    def predict(self, images: Union[Image, Sequence[Image]], min_prob: Optional[float] = None,
+                max_detections: Optional[int] = None, only_classes: Optional[Iterable[str]] = None,
+                ignore_classes: Optional[Iterable[str]] = None,
+                batch_size: int = 1) -> Union[list[Detection], list[list[Detection]]]:
+        """Detections for one RGB uint8 image [H, W, 3] (or a list of them: one list each), best first.
+
+        With `batch_size` > 1 a list goes through the model `batch_size` images at a time, padded to a common
+        size as in evaluation; zero padding can move scores of boxes at the bottom/right border very slightly,
+        so batch_size 1 (the default) is what gives exactly the single-image results.
+        """
+        single = not isinstance(images, (list, tuple))
+        arrays = [as_rgb_array(im) for im in ([images] if single else images)]
+        filters = dict(min_prob=self.config.predict.min_prob if min_prob is None else min_prob,
+                       max_detections=self.config.predict.max_detections if max_detections is None
+                       else max_detections, only_classes=only_classes, ignore_classes=ignore_classes)
+        results: list[list[Detection]] = []
+        step = max(1, batch_size)
+        for start in range(0, len(arrays), step):
+            chunk = arrays[start:start + step]
+            outputs = ([self._raw_one(chunk[0])] if len(chunk) == 1 else self._raw_padded(chunk))
+            results += [filter_detections(b, s, lab, self.class_names, **filters) for b, s, lab in outputs]
+        return results[0] if single else results
+
+    def _raw_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes, scores and labels of one image before filtering."""
+        boxes, scores, labels = self._infer(tf.convert_to_tensor(image))
+        return boxes.numpy(), scores.numpy(), labels.numpy()
+
+    def _raw_padded(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Boxes, scores and labels of several images from one model call on a zero-padded batch."""
+        image_cfg = self.config.dataset.image
+        resized, sizes = zip(*(transform.resize(tf.convert_to_tensor(im), image_cfg.min_size, image_cfg.max_size)
+                               for im in images))
+        height = max(int(s[0]) for s in sizes)
+        width = max(int(s[1]) for s in sizes)
+        batch = tf.stack([tf.pad(r, [[0, height - int(s[0])], [0, width - int(s[1])], [0, 0]])
+                          for r, s in zip(resized, sizes)])
+        out = self._infer_batch(batch, tf.stack(sizes))
+        counts = out["num_detections"].numpy()
+        results = []
+        for i, (image, size) in enumerate(zip(images, sizes)):
+            n = int(counts[i])
+            scale = transform.box_scale(size, image.shape[:2]).numpy()
+            results.append((out["boxes"][i, :n].numpy() * scale, out["scores"][i, :n].numpy(),
+                            out["labels"][i, :n].numpy()))
+        return results

@@ -1,0 +1,61 @@
+"""The names inside a run directory, in one place.
+
+A run directory (written by `detkit train`, `train.job_dir/train.run_name`) holds:
+    config.yml                  the full config the run was trained with
+    classes.json                its class map (label i+1 = names[i])
+    checkpoints/ckpt-N.index, checkpoints/ckpt-N.data-*   the checkpoints
+    checkpoints/checkpoint      TensorFlow's checkpoint state file (which checkpoints exist, the latest)
+    metrics.json                the results of `detkit eval`, per checkpoint and split
+    eval_<label>/, events       TensorBoard logs of training and evaluation
+    train.lock                  while `detkit train` runs: its pid and host (detkit.runs.lock)
+"""
+from __future__ import annotations
+
+import os
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.yml"
+CLASSES_FILE = "classes.json"
+STATE_FILE = "checkpoint"
+METRICS_FILE = "metrics.json"
+LOCK_FILE = "train.lock"
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    """Where a run keeps its checkpoints."""
+    return os.path.join(run_dir, CHECKPOINT_DIR)
+
+
+def config_path(run_dir: str) -> str:
+    """The run's config.yml."""
+    return os.path.join(run_dir, CONFIG_FILE)
+
+
+def classes_path(run_dir: str) -> str:
+    """The run's classes.json."""
+    return os.path.join(run_dir, CLASSES_FILE)
+
+
+def metrics_path(run_dir: str) -> str:
+    """The run's metrics.json."""
+    return os.path.join(run_dir, METRICS_FILE)
+
+
+def lock_path(run_dir: str) -> str:
+    """The run's lock file, present while a training holds it."""
+    return os.path.join(run_dir, LOCK_FILE)
+
+
+def eval_log_dir(run_dir: str, label: str) -> str:
+    """TensorBoard directory of the evaluations stored under `label`."""
+    return os.path.join(run_dir, f"eval_{label}")
+
+
+def is_run_dir(path: str) -> bool:
+    """A directory holding a run's config.yml."""
+    return os.path.isfile(config_path(path))
+
+
+def run_dir_of(prefix: str) -> str:
+    """The run directory of a RUN/checkpoints/ckpt-N prefix."""
+    return os.path.dirname(os.path.dirname(prefix))
