@@ -9,7 +9,8 @@ from typing import Any, Mapping, Optional, Sequence
 from detkit.datasets.classes import CLASSES_FILE, classes_path, write_classes
 from detkit.datasets.tfrecord import SHARD_PATTERN, shard_name
 from detkit.errors import DatasetError
-from detkit.utils.atomic import ensure_parent, make_temp_dir, remove_stale_temp, replace_dir, write_json
+from detkit.utils.atomic import (ensure_parent, make_temp_dir, remove_stale_temp, remove_stale_temp_files,
+                                 replace_dir, write_json)
 from detkit.utils.pause import pause_point
 
 SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -76,6 +77,8 @@ class Staging:
             ensure_parent(self.out_dir)
             # A run killed before (or just after) publishing leaves its sibling: the output itself is whole.
             remove_stale_temp(parent, self.prefix)
+            # Temporary files of writers killed inside the output (before this layout): never carried over.
+            remove_stale_temp_files(self.out_dir)
             self.root = make_temp_dir(parent, self.prefix)
             self.dir = os.path.join(self.root, ".records")
             os.mkdir(self.dir)

@@ -131,6 +131,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def remove_stale_temp_files(parent: str) -> list[str]:
+    """Remove `.NAME.tmp-PID` files (`temp_path_for`) left in `parent` by killed writers (PID gone)."""
+    pattern = re.compile(r"^\..+\.tmp-(\d+)$")
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        path = os.path.join(parent, name)
+        if match and os.path.isfile(path) and not pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
 def remove_stale_temp(parent: str, prefix: str) -> list[str]:
     """Remove staging dirs `.prefix-PID-*` left in `parent` by killed runs (PID gone); returns what was removed."""
     pattern = re.compile(r"^\." + re.escape(prefix) + r"-(\d+)-")
