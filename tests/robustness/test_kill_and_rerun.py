@@ -169,11 +169,11 @@ def test_kill_train_then_resume_to_the_same_step(tiny_run, tmp_path, detkit, poi
 def test_sigterm_saves_a_checkpoint_within_20_s_and_the_same_command_resumes(tiny_run, tmp_path, detkit):
     """How schedulers preempt: SIGTERM, then SIGKILL after a grace period."""
     config = tmp_path / "c.yml"
-    config.write_text(TRAIN_CONFIG.format(dataset_dir=tiny_run["dataset_dir"], job_dir=tmp_path / "jobs",
-                                          num_steps=50).replace("checkpoint_every_steps: 2", "checkpoint_every_steps: 100"))
+    config.write_text(train_config(tiny_run["dataset_dir"], tmp_path / "jobs", 50))
+    no_periodic = ["-o", "train.checkpoint_every_steps=100"]
     run_dir = tmp_path / "jobs" / "k"
     log = tmp_path / "term.log"
-    proc = _start(["train", "-c", config], tmp_path, log, pause_at="train.step-3")
+    proc = _start(["train", "-c", config, *no_periodic], tmp_path, log, pause_at="train.step-3")
     marker = tmp_path / "paused-train.step-3"
     deadline = time.time() + 300
     while not marker.exists():
@@ -190,7 +190,7 @@ def test_sigterm_saves_a_checkpoint_within_20_s_and_the_same_command_resumes(tin
     assert _check_run(run_dir) == 3
     assert not (run_dir / "train.lock").exists()
 
-    again = detkit("train", "-c", config, "-o", "train.num_steps=5")
+    again = detkit("train", "-c", config, *no_periodic, "-o", "train.num_steps=5")
     assert again.code == 0, again.err
     assert f"resuming {run_dir} from step 3 " in again.err and "finished at step 5" in again.err
     assert _logged_steps(run_dir) == [1, 2, 3, 4, 5]
