@@ -131,9 +131,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temp_files(parent: str) -> list[str]:
-    """Remove `.NAME.tmp-PID` files (`temp_path_for`) left in `parent` by killed writers (PID gone)."""
-    pattern = re.compile(r"^\..+\.tmp-(\d+)$")
+def _remove_if_dead(parent: str, pattern: "re.Pattern[str]", is_kind, remove) -> list[str]:
+    """Remove the entries of `parent` whose name matches `pattern` (group 1: a PID) when that PID is gone."""
     removed = []
     try:
         names = os.listdir(parent)
@@ -142,25 +141,19 @@ def remove_stale_temp_files(parent: str) -> list[str]:
     for name in names:
         match = pattern.match(name)
         path = os.path.join(parent, name)
-        if match and os.path.isfile(path) and not pid_alive(int(match.group(1))):
+        if match and is_kind(path) and not pid_alive(int(match.group(1))):
             with contextlib.suppress(OSError):
-                os.remove(path)
+                remove(path)
                 removed.append(path)
     return removed
 
 
+def remove_stale_temp_files(parent: str) -> list[str]:
+    """Remove `.NAME.tmp-PID` files (`temp_path_for`) left in `parent` by killed writers (PID gone)."""
+    return _remove_if_dead(parent, re.compile(r"^\..+\.tmp-(\d+)$"), os.path.isfile, os.remove)
+
+
 def remove_stale_temp(parent: str, prefix: str) -> list[str]:
     """Remove staging dirs `.prefix-PID-*` left in `parent` by killed runs (PID gone); returns what was removed."""
-    pattern = re.compile(r"^\." + re.escape(prefix) + r"-(\d+)-")
-    removed = []
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return removed
-    for name in names:
-        match = pattern.match(name)
-        path = os.path.join(parent, name)
-        if match and os.path.isdir(path) and not pid_alive(int(match.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
+    return _remove_if_dead(parent, re.compile(r"^\." + re.escape(prefix) + r"-(\d+)-"), os.path.isdir,
+                           lambda path: shutil.rmtree(path, ignore_errors=True))
