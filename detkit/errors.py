@@ -26,6 +26,10 @@ class CheckpointError(DetkitError):
     exit_code = 1
 
 
+class StateDictError(CheckpointError):
+    """A torch state dict whose keys or tensor shapes do not fit the model."""
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether an OSError or TensorFlow error means the disk (or quota) is full."""
     import errno

@@ -127,3 +127,19 @@ def tiny_run(raccoon_dir, tmp_path_factory) -> dict:
         "checkpoint": trained.checkpoint,
         "step": trained.step,
     }
+
+
+@pytest.fixture
+def zoo_home(tiny_run, tmp_path, monkeypatch) -> str:
+    """DETKIT_HOME in tmp_path with the tiny run installed as the downloaded model `fast`; returns its run dir."""
+    import json
+    import shutil
+
+    from detkit.pretrained.importer import IMPORT_RECORD
+
+    home = tmp_path / "detkit-home"
+    run_dir = home / "models" / "fast"
+    shutil.copytree(tiny_run["run_dir"], run_dir)
+    (run_dir / IMPORT_RECORD).write_text(json.dumps({"source": "tiny.pth", "arch": "tiny"}))
+    monkeypatch.setenv("DETKIT_HOME", str(home))
+    return str(run_dir)

@@ -18,33 +18,54 @@ DEFAULT_JOB_DIR = "jobs"
 
 @click.group("checkpoint")
 def checkpoint_group() -> None:
-    """List, inspect, delete, export, pack and unpack trained runs and their checkpoints."""
+    """List, inspect, delete, export, pack and unpack runs; download or import pretrained COCO detectors."""
 
 
 @checkpoint_group.command("list")
-@click.argument("job_dir", required=False, default=DEFAULT_JOB_DIR, metavar="[JOB_DIR]")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
-def list_command(job_dir: str, as_json: bool) -> None:
+@click.argument("job_dir", required=False, metavar="[JOB_DIR]")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run (downloaded models carry \"model\").")
+def list_command(job_dir: Optional[str], as_json: bool) -> None:
     """Runs under JOB_DIR (default ./jobs, the default train.job_dir) with their checkpoints: step, date,
-    size and the metrics of `detkit eval`. The newest checkpoint is marked with *."""
-    run_dirs = runs.find_runs(job_dir)
+    size and the metrics of `detkit eval`. The newest checkpoint is marked with *. Without JOB_DIR, then
+    the models of `detkit checkpoint download` ($DETKIT_HOME or ~/.cache/detkit)."""
+    from detkit.pretrained import zoo
+
+    explicit = job_dir is not None
+    job_dir = job_dir or DEFAULT_JOB_DIR
+    run_dirs = runs.find_runs(job_dir) if explicit or os.path.isdir(job_dir) else []
+    models = [] if explicit else zoo.downloaded()
     if as_json:
         for run in run_dirs:
             click.echo(json.dumps({"run_dir": run, "checkpoints": checkpoint_rows(run)}))
+        for model in models:
+            click.echo(json.dumps({"run_dir": zoo.model_dir(model.name), "model": model.name, "arch": model.arch,
+                                   "coco_ap": model.coco_ap, "checkpoints": checkpoint_rows(zoo.model_dir(model.name))}))
         return
     if not run_dirs:
         click.echo(f"no runs under {job_dir}", err=True)
-        return
-    table = []
-    for run in run_dirs:
-        rows = checkpoint_rows(run)
-        if not rows:
-            table.append([run, "(no checkpoints)", "", "", "", ""])
-        for n, row in enumerate(rows):
-            metric = metrics_summary(row["metrics"])
-            table.append([run if n == 0 else "", row["name"] + (" *" if row["latest"] else ""), str(row["step"]),
-                          row["date"], human_size(row["size"]), metric])
-    header = ["RUN", "CHECKPOINT", "STEP", "DATE", "SIZE", "METRICS"]
+    else:
+        table = []
+        for run in run_dirs:
+            rows = checkpoint_rows(run)
+            if not rows:
+                table.append([run, "(no checkpoints)", "", "", "", ""])
+            for n, row in enumerate(rows):
+                metric = metrics_summary(row["metrics"])
+                table.append([run if n == 0 else "", row["name"] + (" *" if row["latest"] else ""), str(row["step"]),
+                              row["date"], human_size(row["size"]), metric])
+        _echo_table(["RUN", "CHECKPOINT", "STEP", "DATE", "SIZE", "METRICS"], table)
+    if models:
+        click.echo(f"\ndownloaded models ({zoo.cache_dir()}; * = the default of predict and server web)")
+        default = zoo.default_model()[0]
+        table = [[m.name + (" *" if m.name == default else ""), m.arch, f"{m.coco_ap:.1f}",
+                  human_size(directory_size(zoo.model_dir(m.name))), zoo.model_dir(m.name)]
+                 for m in sorted(models, key=lambda m: zoo.DEFAULT_ORDER.index(m.name))]
+        _echo_table(["MODEL", "ARCH", "COCO AP", "SIZE", "RUN"], table)
+    elif not explicit:
+        click.echo("no downloaded models (`detkit checkpoint download accurate` fetches one)", err=True)
+
+
+def _echo_table(header: list[str], table: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in table + [header]) for i in range(len(header))]
     for row in [header] + table:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
@@ -181,4 +202,53 @@ def unpack_command(file: str, output: str, overwrite: bool) -> None:
     manifest = runs.read_manifest(file)
     run_dir = runs.unpack(file, output, overwrite=overwrite)
     click.echo(f"unpacked {manifest.get('checkpoint')} (step {manifest.get('step')}) into {run_dir}", err=True)
+    click.echo(run_dir)
+
+
+def _zoo_help() -> str:
+    from detkit.pretrained import zoo
+
+    lines = [f"  {m.name:<9} {m.arch} (COCO box AP {m.coco_ap}, torchvision; {m.about})" for m in zoo.MODELS.values()]
+    return "\n".join(lines)
+
+
+@checkpoint_group.command("download", help=f"""Download a COCO detector (torchvision's published weights) and
+import it as a run into $DETKIT_HOME/models/NAME (default ~/.cache/detkit).
+
+\b
+NAME:
+{_zoo_help()}
+
+The file's SHA-256 is checked against its name. `detkit predict IMAGE` with no --checkpoint uses the
+downloaded model (accurate, else mobile, else fast). Prints the run directory.""")
+@click.argument("name", metavar="NAME")
+@click.option("--progress/--no-progress", "show_progress", default=True, show_default=True,
+              help="Progress bar (bytes, rate, ETA) on stderr.")
+def download_command(name: str, show_progress: bool) -> None:
+    from detkit.pretrained import zoo
+
+    run_dir = zoo.download(name, show_progress=show_progress, log=lambda m: click.echo(f"detkit: {m}", err=True))
+    click.echo(run_dir)
+
+
+@checkpoint_group.command("import")
+@click.argument("file", metavar="FILE.pth", type=click.Path(dir_okay=False))
+@click.option("--output", "output", required=True, type=click.Path(file_okay=False),
+              help="The run directory to create.")
+@click.option("--arch", metavar="NAME",
+              help="fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn or "
+                   "fasterrcnn_mobilenet_v3_large_320_fpn (default: recognised from the weights).")
+@click.option("--classes", "classes", metavar="coco|A,B,...|FILE",
+              help="Class names in label order, without background: coco (torchvision's 90 COCO slots; the "
+                   "unused N/A slots are never reported), a comma-separated list, or a file (one name per line, "
+                   "or classes.json). Default: coco when the weights have 90 classes.")
+@click.option("--overwrite", is_flag=True, help="Replace a run that an earlier import wrote to --output.")
+def import_command(file: str, output: str, arch: Optional[str], classes: Optional[str], overwrite: bool) -> None:
+    """Turn a torchvision Faster R-CNN state dict (.pth) into a run directory for predict, eval, server,
+    export and train.init_from. The file is read without PyTorch and no code in it is run."""
+    from detkit.pretrained.importer import import_checkpoint
+
+    tensorflow()
+    run_dir = import_checkpoint(file, output, arch=arch, classes=classes, overwrite=overwrite)
+    click.echo(f"detkit: imported {file} into {run_dir}", err=True)
     click.echo(run_dir)

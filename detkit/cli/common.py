@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import click
 
@@ -49,6 +49,17 @@ def tensorflow(ctx: click.Context | None = None):
     ctx = ctx or click.get_current_context(silent=True)
     verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     return import_tensorflow(verbose)
+
+
+def checkpoint_or_default(checkpoint: Optional[str], config_files: Sequence[str]) -> Optional[str]:
+    """--checkpoint as given; with neither it nor -c, the default downloaded model (named on stderr)."""
+    if checkpoint or config_files:
+        return checkpoint
+    from detkit.pretrained.zoo import default_model
+
+    name, run_dir = default_model()
+    echo_err(f"detkit: using the downloaded model {name} ({run_dir})")
+    return run_dir
 
 
 def echo_err(message: str) -> None:

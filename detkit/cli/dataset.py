@@ -102,14 +102,14 @@ def transform(ctx: click.Context, fmt: str, output_dir: str, splits: tuple[str, 
 @click.option("--draw-dir", type=click.Path(file_okay=False), default=None, help="Where --draw writes JPEGs.")
 @click.pass_context
 def inspect(ctx: click.Context, directory: str, split: str, as_json: bool, draw: int, draw_dir: Optional[str]) -> None:
-    """Counts per class and image/box size statistics of one split."""
-    from detkit.datasets.inspect import draw_split, format_report, inspect_split
+    """Counts per class, image/box size statistics of one split, and the training recipe they give."""
+    from detkit.datasets.inspect import draw_split, inspect_report
 
     if draw and not draw_dir:
         raise click.UsageError("--draw needs --draw-dir")
     _quiet_tf_unless_verbose(ctx)
-    stats = inspect_split(directory, split)
-    click.echo(json.dumps(stats, indent=2) if as_json else format_report(stats))
+    stats, text = inspect_report(directory, split)
+    click.echo(json.dumps(stats, indent=2) if as_json else text)
     if draw:
         written = draw_split(directory, split, draw, draw_dir or "")
         echo_err(f"drew {len(written)} images in {draw_dir}")

@@ -11,7 +11,7 @@ from typing import IO, Iterator, Optional, Sequence
 import click
 
 from detkit import inputs
-from detkit.cli.common import config_options, run_overrides, tensorflow
+from detkit.cli.common import checkpoint_or_default, config_options, run_overrides, tensorflow
 from detkit.errors import DatasetError, DetkitError
 from detkit.runs import checkpoint_source
 
@@ -36,7 +36,8 @@ def predict_overrides(config_files: Sequence[str], overrides: Sequence[str]) -> 
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--checkpoint", metavar="RUN_DIR|CKPT|FILE.tar",
               help="A run directory (its newest checkpoint), a checkpoint prefix RUN/checkpoints/ckpt-N, "
-                   "or a file from `detkit checkpoint pack`. Default: the run of -c's train.job_dir/run_name.")
+                   "or a file from `detkit checkpoint pack`. Default: the run of -c's train.job_dir/run_name; "
+                   "with no -c either, the downloaded model (accurate, else mobile, else fast).")
 @config_options
 @click.option("-f", "--output-file", type=click.Path(dir_okay=False),
               help="Write the JSON lines to this file (atomically) instead of stdout.")
@@ -79,6 +80,7 @@ def predict(paths: tuple[str, ...], checkpoint: Optional[str], config_files: tup
     only = _split_classes(only_classes)
     ignore = _split_classes(ignore_classes)
     run_overrides = predict_overrides(config_files, overrides)
+    checkpoint = checkpoint_or_default(checkpoint, config_files)
 
     with checkpoint_source(checkpoint, config_files, overrides) as source:
         tensorflow()

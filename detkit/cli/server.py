@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import config_options, echo_err, run_overrides, tensorflow
+from detkit.cli.common import checkpoint_or_default, config_options, echo_err, run_overrides, tensorflow
 from detkit.runs import checkpoint_source
 from detkit.server.serve import DEFAULT_READ_TIMEOUT, allowed_hosts, bind_socket, is_loopback, require_web_extra, serve
 
@@ -19,7 +19,8 @@ def server_group() -> None:
 @server_group.command("web")
 @click.option("--checkpoint", metavar="RUN_DIR|CKPT|FILE.tar",
               help="A run directory (its newest checkpoint), a checkpoint prefix or a `detkit checkpoint pack` "
-                   "file. Default: the run of -c's train.job_dir/run_name.")
+                   "file. Default: the run of -c's train.job_dir/run_name; with no -c either, the downloaded "
+                   "model (accurate, else mobile, else fast).")
 @config_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. The default serves this machine only; 0.0.0.0 (all interfaces) "
@@ -60,6 +61,7 @@ def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tup
     GET  /api/health, GET /api/classes, GET /openapi.json
     """
     require_web_extra()
+    checkpoint = checkpoint_or_default(checkpoint, config_files)
     sock = bind_socket(host, port)  # before loading the model: a busy port fails in a second, not a minute
     try:
         if not is_loopback(host):

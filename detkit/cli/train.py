@@ -5,24 +5,36 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import build_config, config_options, tensorflow
+from detkit.cli.common import config_options, tensorflow
 
 
 @click.command("train")
 @config_options
+@click.option("--dataset-dir", type=click.Path(), default=None, metavar="DIR",
+              help="A `detkit dataset transform` output to train on (sets dataset.dir); with no -c, the recipe "
+                   "read from its training split is the whole config.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
+              help="Time budget in minutes (sets train.max_minutes; the recipe fits its schedule to it).")
 @click.option("--local-workers", "local_workers", type=int, default=None, metavar="N",
               help="Start N worker processes on this machine with a generated TF_CONFIG (127.0.0.1 ports): "
                    "multi-worker training tried locally. On a real cluster, set TF_CONFIG on each node instead.")
-def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_workers: Optional[int]) -> None:
-    """Train a detector from a config; resumes when the run directory has checkpoints."""
-    cfg = build_config(config_files, overrides)
+def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir: Optional[str],
+          minutes: Optional[float], local_workers: Optional[int]) -> None:
+    """Train a detector; resumes when the run directory has checkpoints.
+
+    Keys the config leaves unset come from a recipe read from the training data (train.recipe), printed with
+    the reason for each choice and written to the run's config.yml and recipe.json.
+    """
+    from detkit.recipe.config import option_overrides, requested_config, training_config
+
+    cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     if local_workers is not None:
         from detkit.train.launcher import train_with_local_workers
 
         ctx = click.get_current_context(silent=True)
         verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
-        train_with_local_workers(local_workers, config_files, overrides, cfg.train.run_name,
-                                 cfg.train.local_workers_kill_grace_seconds, verbose)
+        train_with_local_workers(local_workers, config_files, tuple(option_overrides(dataset_dir, minutes)) + overrides,
+                                 cfg.train.run_name, cfg.train.local_workers_kill_grace_seconds, verbose)
         return
     if cfg.train.mixed_precision == "mixed_bfloat16":
         from detkit.utils.cpu import prepare_bf16_environment
@@ -30,8 +42,10 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], local_worke
         # Must happen before TensorFlow is imported: oneDNN reads it once.
         prepare_bf16_environment()
     tensorflow()
+    # Every worker computes the same recipe from the same data; the chief prints it and writes it in the run.
+    tc = training_config(config_files, overrides, dataset_dir, minutes)
     from detkit.train.trainer import train as run_training
 
-    result = run_training(cfg)
+    result = run_training(tc.config, recipe=tc)
     if result.chief:  # one result line per cluster, not one per worker
         click.echo(result.run_dir)

@@ -4,6 +4,9 @@ from __future__ import annotations
 from detkit.config.schema import Config, TargetConfig
 from detkit.errors import ConfigError
 
+# Stages of each torchvision-layout body, the range of model.base_network.trainable_layers.
+_TV_STAGES = {"resnet50_tv": 5, "resnet101_tv": 5, "mobilenet_v3_large_tv": 6}
+
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
     """Raise unless value > 0 (or >= 0)."""
@@ -51,6 +54,7 @@ def check_values(c: Config) -> None:
         directory, sep, split = source.rpartition(":")
         if not sep or not directory.strip() or not split.strip():
             raise ConfigError(f'config key dataset.extra_sources[{i}]: expected "DIR:SPLIT", got {source!r}')
+    _fraction("dataset.repeat_factor_threshold", c.dataset.repeat_factor_threshold)
     _positive("dataset.shuffle_buffer", c.dataset.shuffle_buffer, allow_zero=True)
     _positive("dataset.num_parallel_calls", c.dataset.num_parallel_calls)
 
@@ -58,6 +62,13 @@ def check_values(c: Config) -> None:
     bn = m.base_network
     if len(bn.small_widths) != 4 or len(bn.small_blocks) != 4:
         raise ConfigError("config key model.base_network.small_widths: small_widths and small_blocks need 4 entries each")
+    if bn.trainable_layers is not None:
+        if bn.name not in _TV_STAGES:
+            raise ConfigError(f"config key model.base_network.trainable_layers: only for the torchvision-layout bodies "
+                              f"({', '.join(_TV_STAGES)}), not {bn.name}; use null")
+        if not 0 <= bn.trainable_layers <= _TV_STAGES[bn.name]:
+            raise ConfigError(f"config key model.base_network.trainable_layers: must be within "
+                              f"[0, {_TV_STAGES[bn.name]}] for {bn.name}, got {bn.trainable_layers}")
     if not m.anchors.sizes:
         raise ConfigError("config key model.anchors.sizes: needs at least one size")
     if not m.anchors.ratios:

@@ -7,7 +7,7 @@ import os
 import types
 import typing
 from importlib import resources
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
 
@@ -221,9 +221,9 @@ def parse_override(item: str) -> dict:
     return out
 
 
-def merged_dict(config_files: Iterable[str] = (), overrides: Iterable[str] = ()) -> dict:
-    """Defaults, then each config file, then each override, merged in that order."""
-    data = default_dict()
+def merged_dict(config_files: Iterable[str] = (), overrides: Iterable[str] = (), base: Optional[dict] = None) -> dict:
+    """Defaults (or `base`), then each config file, then each override, merged in that order."""
+    data = default_dict() if base is None else base
     for path in config_files:
         data = _merge(data, _read_yaml(path))
     for item in overrides:
@@ -239,20 +239,47 @@ def over_defaults(data: dict, overrides: Iterable[str] = ()) -> dict:
     return merged
 
 
-def from_dict(data: dict) -> Config:
-    """Validate a full or partial mapping into a Config (missing keys keep schema defaults)."""
+def from_dict(data: dict, check_ranges: bool = True) -> Config:
+    """Validate a full or partial mapping into a Config (missing keys keep schema defaults).
+
+    check_ranges=False checks keys and types only: for a config that is not final yet (the recipe fills it in).
+    """
     if not isinstance(data, dict):
         raise ConfigError("config: expected a mapping of sections")
     config = _build(Config, data)
-    from detkit.config.checks import check_values
+    if check_ranges:
+        from detkit.config.checks import check_values
 
-    check_values(config)
+        check_values(config)
     return config
 
 
-def load_config(config_files: Iterable[str] = (), overrides: Iterable[str] = ()) -> Config:
-    """The one entry point: defaults + files + overrides, validated."""
-    return from_dict(merged_dict(list(config_files), list(overrides)))
+def load_config(config_files: Iterable[str] = (), overrides: Iterable[str] = (),
+                under: Optional[dict] = None) -> Config:
+    """The one entry point: defaults (+ `under`, e.g. a recipe's values) + files + overrides, validated."""
+    base = default_dict() if under is None else _merge(default_dict(), under)
+    return from_dict(merged_dict(list(config_files), list(overrides), base))
+
+
+def nested(values: dict[str, Any]) -> dict:
+    """{"a.b.c": v} -> {"a": {"b": {"c": v}}}."""
+    out: dict = {}
+    for key, value in values.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def flat_keys(data: dict, prefix: str = "") -> set[str]:
+    """The dotted leaf keys of a nested mapping."""
+    keys: set[str] = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        keys |= flat_keys(value, path + ".") if isinstance(value, dict) and value else {path}
+    return keys
 
 
 def to_dict(config: Any) -> dict:

@@ -29,6 +29,8 @@ class ImageConfig:
 
     min_size: int = 600
     max_size: int = 1000
+    # How the resized size is rounded: "round" (detkit), or "floor" (torchvision's F.interpolate).
+    size_rounding: Literal["round", "floor"] = "round"
 
 
 @dataclass
@@ -41,6 +43,9 @@ class DatasetConfig:
     extra_sources: list[str] = field(default_factory=list)
     image: ImageConfig = field(default_factory=ImageConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Repeat factor sampling (LVIS): an image is repeated max(1, sqrt(t / f_c)) times per epoch, f_c the fraction
+    # of training images holding its rarest class c and t this threshold; 0 = off.
+    repeat_factor_threshold: float = 0.0
     shuffle_buffer: int = 512
     num_parallel_calls: int = 2
     cache: bool = True
@@ -49,15 +54,18 @@ class DatasetConfig:
 # ---------------------------------------------------------------- model
 @dataclass
 class BaseNetworkConfig:
-    """The backbone CNN cut at stride 16."""
+    """The backbone CNN: cut at stride 16, or (the *_tv bodies) several levels in torchvision's layout."""
 
-    name: Literal["vgg16", "resnet50", "resnet101", "mobilenet_v2", "small_resnet"] = "resnet50"
+    name: Literal["vgg16", "resnet50", "resnet101", "mobilenet_v2", "small_resnet",
+                  "resnet50_tv", "resnet101_tv", "mobilenet_v3_large_tv"] = "resnet50"
     # "imagenet", "none", or a path to a weights file.
     weights: str = "imagenet"
     trainable: bool = True
     # Layers before this one stay frozen ("" = fine-tune everything).
     fine_tune_from: str = ""
     freeze_batchnorm: bool = True
+    # *_tv bodies: stages trained, counted from the top, as torchvision's trainable_layers; None = its choice.
+    trainable_layers: Optional[int] = None
     # Channel widths of small_resnet's four stages (strides 2, 4, 8, 16).
     small_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     # Residual blocks per small_resnet stage.
@@ -126,6 +134,8 @@ class PostprocessConfig:
     nms_iou: float = 0.5
     max_per_class: int = 100
     max_total: int = 300
+    # Detections with a side shorter than this (pixels of the resized image) are dropped; 0 = keep all.
+    min_box_size: float = 0.0
 
 
 @dataclass
@@ -161,13 +171,41 @@ class LossWeightsConfig:
 
 
 @dataclass
+class RoIAlignConfig:
+    """Multi-level RoIAlign of the fpn architecture (torchvision's MultiScaleRoIAlign)."""
+
+    output_size: int = 7
+    sampling_ratio: int = 2
+    # An RoI of sqrt(area) canonical_size pixels is pooled from level canonical_level (P4).
+    canonical_size: float = 224.0
+    canonical_level: int = 4
+
+
+@dataclass
+class FPNConfig:
+    """The fpn architecture: pyramid, per-level anchors, proposal filtering, RoIAlign."""
+
+    channels: int = 256
+    # Anchor sizes of each pyramid level, finest first (the body's levels, then the max-pooled one).
+    anchor_sizes: list[list[float]] = field(default_factory=lambda: [[32.0], [64.0], [128.0], [256.0], [512.0]])
+    # The batch is zero-padded (after normalisation) to a multiple of this.
+    size_divisible: int = 32
+    # Proposals whose objectness probability is below this are dropped before NMS.
+    rpn_score_threshold: float = 0.0
+    roi_align: RoIAlignConfig = field(default_factory=RoIAlignConfig)
+
+
+@dataclass
 class ModelConfig:
     """The Faster R-CNN architecture."""
 
+    # single_level: one stride-16 map, crop_and_resize + max-pool; fpn: a feature pyramid with RoIAlign.
+    architecture: Literal["single_level", "fpn"] = "single_level"
     base_network: BaseNetworkConfig = field(default_factory=BaseNetworkConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_pooling: RoIPoolingConfig = field(default_factory=RoIPoolingConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
     rcnn: RCNNConfig = field(default_factory=RCNNConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
@@ -202,6 +240,8 @@ class LearningRateConfig:
 class TrainConfig:
     """The training run."""
 
+    # `detkit train` derives the keys the config leaves unset from the training data (detkit/recipe/).
+    recipe: bool = True
     job_dir: str = "jobs"
     run_name: str = ""
     batch_size: int = 1

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import io
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from detkit.datasets.classes import read_classes
+from detkit.datasets.statistics import SplitStatistics, split_statistics
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
 from detkit.utils.atomic import write_bytes
@@ -37,7 +36,8 @@ def iter_records(directory: str, split: str, with_images: bool = False) -> Itera
         try:
             yield from tf.data.TFRecordDataset(path).map(parse).as_numpy_iterator()
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]})") from None
+            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]}); convert it again "
+                               "with `detkit dataset transform ... --overwrite`") from None
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:
@@ -49,79 +49,52 @@ def describe(values: Sequence[float]) -> dict[str, float]:
             (("min", np.min), ("mean", np.mean), ("median", np.median), ("max", np.max))}
 
 
-@dataclass
-class _Tally:
-    """Running counts and size lists while reading a split."""
-
-    classes: list[str]
-    per_class: dict[str, Counter] = field(default_factory=dict)
-    formats: Counter = field(default_factory=Counter)
-    sizes: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in _SIZE_KEYS})
-    images: int = 0
-    negatives: int = 0
-    invalid: int = 0
-    small: int = 0
-
-    def add(self, rec: dict[str, Any]) -> None:
-        """Count one parsed record."""
-        w, h = int(rec["width"]), int(rec["height"])
-        labels = rec["labels"].tolist()
-        self.images += 1
-        self.negatives += not labels
-        self.formats[rec["format"].decode()] += 1
-        self.sizes["image_width"].append(w)
-        self.sizes["image_height"].append(h)
-        self.sizes["boxes_per_image"].append(len(labels))
-        for label in set(labels):
-            if 1 <= label <= len(self.classes):
-                self._counts(label)["images"] += 1
-        for box, label, diff, crowd in zip(rec["boxes"], labels, rec["difficult"], rec["is_crowd"]):
-            if not 1 <= label <= len(self.classes):
-                self.invalid += 1
-                continue
-            counts = self._counts(label)
-            counts.update(boxes=1, difficult=int(diff), crowd=int(crowd))
-            self._add_box(box, w, h)
-
-    def _counts(self, label: int) -> Counter:
-        """The counter of a (valid) label's class."""
-        return self.per_class.setdefault(self.classes[label - 1], Counter())
-
-    def _add_box(self, box: Sequence[float], w: int, h: int) -> None:
-        """Record a box's pixel size, shape and relative area."""
-        x0, y0, x1, y1 = (float(v) for v in box)
-        bw, bh = (x1 - x0) * w, (y1 - y0) * h
-        self.sizes["box_width"].append(bw)
-        self.sizes["box_height"].append(bh)
-        self.sizes["box_aspect_ratio"].append(bh / bw if bw > 0 else 0.0)
-        self.sizes["box_area_fraction"].append((x1 - x0) * (y1 - y0))
-        self.small += bw < SMALL_BOX or bh < SMALL_BOX
-
-
-_SIZE_KEYS = ("boxes_per_image", "image_width", "image_height", "box_width", "box_height",
-              "box_aspect_ratio", "box_area_fraction")
-
-
 def inspect_split(directory: str, split: str) -> dict[str, Any]:
     """Statistics of one split of a converted dataset."""
-    tally = _Tally(read_classes(directory))
-    for rec in iter_records(directory, split):
-        tally.add(rec)
+    return summarize(split_statistics(directory, split), directory, split)
+
+
+def inspect_report(directory: str, split: str) -> tuple[dict[str, Any], str]:
+    """`detkit dataset inspect`: the statistics with the recipe `detkit train` would derive (key "recipe"), and as text."""
+    from detkit.recipe.config import format_recipe, split_recipe
+
+    st = split_statistics(directory, split)
+    stats = summarize(st, directory, split)
+    if not st.num_boxes:
+        return stats, format_report(stats)
+    tc = split_recipe(directory, split, stats=st)
+    stats["recipe"] = tc.record()
+    return stats, format_report(stats) + "\n\n" + format_recipe(tc)
+
+
+def summarize(st: SplitStatistics, directory: str, split: str) -> dict[str, Any]:
+    """The report's mapping: counts per class and min/mean/median/max of the image and box sizes."""
+    boxes, images = st.class_box_counts(), st.class_image_counts()
+    difficult = np.bincount(st.box_label[st.box_difficult] - 1, minlength=len(st.classes))
+    crowd = np.bincount(st.box_label[st.box_crowd] - 1, minlength=len(st.classes))
+    w, h = st.box_width, st.box_height
+    area = w * h / np.maximum(st.image_width * st.image_height, 1.0)[st.box_image] if st.num_boxes else w
+    sizes = {
+        "boxes_per_image": st.boxes_per_image, "image_width": st.image_width, "image_height": st.image_height,
+        "box_width": w, "box_height": h,
+        # height / width; 0 for a box of no width.
+        "box_aspect_ratio": np.where(w > 0, h / np.where(w > 0, w, 1.0), 0.0),
+        "box_area_fraction": area,
+    }
     stats: dict[str, Any] = {
         "directory": directory,
         "split": split,
-        "images": tally.images,
-        "negatives": tally.negatives,
-        "boxes": len(tally.sizes["box_width"]),
-        "formats": dict(tally.formats),
-        "classes": {c: {"label": i + 1, **{k: tally.per_class.get(c, Counter())[k]
-                                          for k in ("boxes", "images", "difficult", "crowd")}}
-                    for i, c in enumerate(tally.classes)},
-        "invalid_labels": tally.invalid,
+        "images": st.num_images,
+        "negatives": int((st.boxes_per_image == 0).sum()),
+        "boxes": st.num_boxes,
+        "formats": dict(st.formats),
+        "classes": {c: {"label": i + 1, "boxes": int(boxes[i]), "images": int(images[i]),
+                        "difficult": int(difficult[i]), "crowd": int(crowd[i])}
+                    for i, c in enumerate(st.classes)},
+        "invalid_labels": st.invalid_labels,
     }
-    # box_aspect_ratio is height / width; box_area_fraction is of the image area.
-    stats.update({key: describe(tally.sizes[key]) for key in _SIZE_KEYS})
-    stats[f"boxes_smaller_than_{SMALL_BOX}px"] = int(tally.small)
+    stats.update({key: describe(values) for key, values in sizes.items()})
+    stats[f"boxes_smaller_than_{SMALL_BOX}px"] = int(((w < SMALL_BOX) | (h < SMALL_BOX)).sum())
     return stats
 
 

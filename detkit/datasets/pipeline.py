@@ -7,10 +7,11 @@ import os
 import tensorflow as tf
 
 from detkit.config.schema import AugmentConfig, DatasetConfig
+from detkit.datasets import sampling
 from detkit.datasets.classes import read_classes
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
-from detkit.inference.transform import resize_scale, scaled_hw
+from detkit.inference.transform import input_hw
 
 
 def read_class_names(dataset_dir: str) -> list[str]:
@@ -88,10 +89,10 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
             lambda: (image, boxes),
         )
     hw = tf.shape(image)[:2]
-    scale = resize_scale(hw[0], hw[1], cfg.image.min_size, cfg.image.max_size)
+    factor = None
     if training and tuple(aug.scale_range) != (1.0, 1.0):
-        scale *= tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
-    new_hw = scaled_hw(hw, scale)
+        factor = tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
+    new_hw = input_hw(hw, cfg.image.min_size, cfg.image.max_size, cfg.image.size_rounding, factor)
     image = tf.image.resize(image, new_hw, method="bilinear", antialias=False)
     if training and aug.flip_horizontal:
         flip = tf.random.uniform([]) < 0.5
@@ -169,18 +170,30 @@ def training_dataset(cfg: DatasetConfig, batch_size: int, seed: int,
     `batch_size` is this input pipeline's batch; `shard` = (number of pipelines, this one's index).
     """
     sources = [(cfg.dir, cfg.split)] + [tuple(s.rsplit(":", 1)) for s in cfg.extra_sources]
+    factors = _class_repeat_factors(sources, cfg.repeat_factor_threshold) if cfg.repeat_factor_threshold > 0 else None
     parts = []
     for directory, split in sources:
         ds = raw_records(directory, split, cfg.num_parallel_calls, shard)
         if cfg.cache:
             ds = ds.cache()
-        parts.append(ds.repeat())
+        ds = ds.repeat()
+        parts.append(ds if factors is None else sampling.repeat_by_factor(ds, factors))
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(parts, seed=seed)
     if cfg.shuffle_buffer > 0:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=seed)
     ds = ds.map(lambda r: prepare(r, cfg, training=True), num_parallel_calls=cfg.num_parallel_calls)
     ds = _padded_batch(ds, batch_size, drop_remainder=True)
     return ds.prefetch(2)
+
+
+def _class_repeat_factors(sources: list[tuple[str, str]], threshold: float) -> list[float]:
+    """Repeat factor of each class from its image frequency over all training sources (one class map)."""
+    from detkit.datasets.statistics import split_statistics
+
+    stats = [split_statistics(directory, split) for directory, split in sources]
+    images = sum(s.num_images for s in stats)
+    holding = sum(s.class_image_counts() for s in stats)
+    return sampling.class_repeat_factors(holding / max(images, 1), threshold).tolist()
 
 
 def evaluation_dataset(cfg: DatasetConfig, dataset_dir: str, split: str, batch_size: int = 1) -> tf.data.Dataset:

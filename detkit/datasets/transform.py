@@ -134,7 +134,7 @@ def _check_options(opts: TransformOptions) -> None:
         raise DatasetError("--annotations/--images-dir describe one split: give exactly one --split")
     flat_voc = opts.fmt == "voc" and src.data_dir and not os.path.isdir(os.path.join(src.data_dir, "Annotations"))
     if flat_voc and len(opts.splits) > 1:
-        raise DatasetError(f"{src.data_dir}: the flat VOC layout (annotations/ + images/) has no split files, "
+        raise DatasetError(f"{src.data_dir}: the flat VOC layout (annotations/ + images/, or XML beside each image) has no split files, "
                            "so every annotation goes to the one --split named; give exactly one")
     if opts.only_classes is not None and not [c for c in opts.only_classes if c.strip()]:
         raise DatasetError("--only-classes: give at least one class name")

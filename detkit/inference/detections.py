@@ -1,4 +1,7 @@
-"""Detections as the user sees them, and the one filter over them: min prob, only/ignore classes, at most N."""
+"""Detections as the user sees them, and the one filter over them: min prob, only/ignore classes, at most N.
+
+Label slots named UNUSED_CLASS (the COCO ids torchvision's weights leave empty) are never reported.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +10,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from detkit.errors import ConfigError
+from detkit.pretrained.classes import UNUSED_CLASS
 
 
 @dataclass
@@ -28,7 +32,7 @@ def filter_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                       ignore_classes: Optional[Iterable[str]] = None) -> list[Detection]:
     """Detections (best first, as the model returns them) kept by score, class and count."""
     only = set(only_classes) if only_classes else None
-    ignore = set(ignore_classes) if ignore_classes else set()
+    ignore = set(ignore_classes or ()) | {UNUSED_CLASS}
     out: list[Detection] = []
     for box, score, label in zip(boxes, scores, labels):
         name = class_names[int(label) - 1]

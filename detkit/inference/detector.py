@@ -17,7 +17,7 @@ import tensorflow as tf
 from detkit.config import Config
 from detkit.inference import transform
 from detkit.inference.detections import Detection, filter_detections
-from detkit.models.faster_rcnn import FasterRCNN
+from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit.runs import ResolvedCheckpoint, load_class_names, load_run_config, resolve
 from detkit.runs.pack import is_packed, read_manifest, unpack
 from detkit.runs.restore import restore_model
@@ -46,7 +46,8 @@ class Detector:
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         def infer(image):
-            resized, new_hw = transform.resize(image, image_cfg.min_size, image_cfg.max_size)
+            resized, new_hw = transform.resize(image, image_cfg.min_size, image_cfg.max_size,
+                                               image_cfg.size_rounding)
             out = model((resized[None], new_hw[None]), training=False)
             n = out["num_detections"][0]
             boxes = transform.boxes_to_original(out["boxes"][0, :n], new_hw, tf.shape(image)[:2])
@@ -80,7 +81,7 @@ class Detector:
         resolved = resolve(path)
         config = load_run_config(resolved.run_dir, overrides)
         names = load_class_names(resolved.run_dir)
-        model = FasterRCNN(config.model, len(names))
+        model = build_detector(config.model, len(names))
         model.build_for_inference()
         restore_model(model, resolved.prefix)
         detector = cls(model, config, names)
@@ -118,7 +119,8 @@ class Detector:
     def _raw_padded(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Boxes, scores and labels of several images from one model call on a zero-padded batch."""
         image_cfg = self.config.dataset.image
-        resized, sizes = zip(*(transform.resize(tf.convert_to_tensor(im), image_cfg.min_size, image_cfg.max_size)
+        resized, sizes = zip(*(transform.resize(tf.convert_to_tensor(im), image_cfg.min_size, image_cfg.max_size,
+                                                image_cfg.size_rounding)
                                for im in images))
         height = max(int(s[0]) for s in sizes)
         width = max(int(s[1]) for s in sizes)

@@ -25,10 +25,29 @@ def scaled_hw(hw: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
     return tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
 
 
-def resize(image: tf.Tensor, min_size: int, max_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+def input_hw(hw: tf.Tensor, min_size: int, max_size: int, rounding: str = "round",
+             factor: tf.Tensor | None = None) -> tf.Tensor:
+    """The (height, width) the network sees for an image of size hw (times `factor`), at least 1 pixel.
+
+    "round" is detkit's float32 rounding; "floor" is torchvision's: scale and size in float64 (Python floats
+    there), then truncated, as F.interpolate(scale_factor=..., recompute_scale_factor=True) does.
+    """
+    if rounding == "floor":
+        sides = tf.cast(hw, tf.float64)
+        scale = tf.minimum(min_size / tf.reduce_min(sides), max_size / tf.reduce_max(sides))
+        if factor is not None:
+            scale *= tf.cast(factor, tf.float64)
+        return tf.maximum(tf.cast(tf.floor(sides * scale), tf.int32), 1)
+    scale = resize_scale(hw[0], hw[1], min_size, max_size)
+    if factor is not None:
+        scale *= factor
+    return scaled_hw(hw, scale)
+
+
+def resize(image: tf.Tensor, min_size: int, max_size: int,
+           rounding: str = "round") -> tuple[tf.Tensor, tf.Tensor]:
     """An image [H, W, 3] resized for the network as float32, and its new (height, width)."""
-    hw = tf.shape(image)[:2]
-    new_hw = scaled_hw(hw, resize_scale(hw[0], hw[1], min_size, max_size))
+    new_hw = input_hw(tf.shape(image)[:2], min_size, max_size, rounding)
     return tf.image.resize(tf.cast(image, tf.float32), new_hw), new_hw
 
 

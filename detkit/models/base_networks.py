@@ -1,4 +1,4 @@
-"""Backbone CNNs cut at stride 16, with weight loading ("imagenet", a file, or none)."""
+"""Backbone CNNs, cut at stride 16 or multi-level in torchvision's layout, with weight loading."""
 from __future__ import annotations
 
 import os
@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from detkit.config.schema import BaseNetworkConfig
-from detkit.errors import ConfigError
+from detkit.errors import ConfigError, StateDictError
+from detkit.models import tv_mobilenet_v3, tv_resnet
+from detkit.models.tv_layers import imagenet_preprocess
 
 STRIDE = 16
 
@@ -114,8 +117,85 @@ def _freeze(model: keras.Model, cfg: BaseNetworkConfig) -> None:
                 layer.trainable = False
 
 
+# torchvision detectors keep the body's weights under this key prefix.
+TORCH_BODY_PREFIX = "backbone.body."
+
+
+@dataclass
+class TvBody:
+    """A torchvision-layout body: image -> feature maps (strides ascending) and the pixel normalisation it needs."""
+
+    model: keras.Model
+    strides: tuple[int, ...]
+    channels: tuple[int, ...]
+    preprocess: Callable[[tf.Tensor], tf.Tensor]
+
+
+def _tv_model(cfg: BaseNetworkConfig) -> tuple[keras.Model, tuple[int, ...], tuple[int, ...]]:
+    """The body's Keras model, strides and channels, before weights and freezing."""
+    pretrained = cfg.weights != "none"
+    if cfg.name == "mobilenet_v3_large_tv":
+        layers = cfg.trainable_layers if cfg.trainable_layers is not None else (3 if pretrained else 6)
+        model = tv_mobilenet_v3.tv_mobilenet_v3_large(frozen_bn=cfg.freeze_batchnorm, trainable_layers=layers)
+        return model, tv_mobilenet_v3.STRIDES, tv_mobilenet_v3.CHANNELS
+    layers = cfg.trainable_layers if cfg.trainable_layers is not None else (3 if pretrained else 5)
+    depth = int(cfg.name[len("resnet"):-len("_tv")])
+    model = tv_resnet.tv_resnet(depth, frozen_bn=cfg.freeze_batchnorm, trainable_layers=layers)
+    return model, tv_resnet.STRIDES, tv_resnet.CHANNELS
+
+
+def _load_torch_npz(model: keras.Model, path: str, name: str) -> None:
+    """Weights from a torch state dict saved as .npz: a detector's (backbone.body.*) or the ImageNet classifier's."""
+    from detkit.pretrained.torch_layers import load_torch_state
+
+    with np.load(path) as data:
+        state = {key: data[key] for key in data.files}
+    if any(key.startswith(TORCH_BODY_PREFIX) for key in state):
+        prefix, allowed_unused = TORCH_BODY_PREFIX, ()
+    elif name == "mobilenet_v3_large_tv":
+        prefix, allowed_unused = "features.", ()
+    else:
+        prefix, allowed_unused = "", ("fc.",)
+    try:
+        unused = load_torch_state(model, state, prefix, allow_unused=True)
+    except StateDictError as exc:
+        raise StateDictError(f"{path}: {exc}") from None
+    unexpected = [key for key in unused if not key.startswith(allowed_unused)]
+    if unexpected:
+        raise StateDictError(f"{path}: state dict key {unexpected[0]} is not part of {name}")
+
+
+def build_tv_body(cfg: BaseNetworkConfig) -> TvBody:
+    """A *_tv base network as torchvision builds it, weights loaded and layers frozen as configured."""
+    if cfg.name not in ("resnet50_tv", "resnet101_tv", "mobilenet_v3_large_tv"):
+        raise ConfigError(f"config key model.base_network.name: {cfg.name} is not a torchvision-layout body "
+                          "(resnet50_tv, resnet101_tv, mobilenet_v3_large_tv)")
+    model, strides, channels = _tv_model(cfg)
+    weights = cfg.weights
+    if weights == "imagenet":
+        raise ConfigError(f"config key model.base_network.weights: {cfg.name} has no downloadable Keras ImageNet "
+                          "weights; use none, a .weights.h5 file, or torchvision's state dict saved as .npz")
+    if weights != "none":
+        if not os.path.isfile(weights):
+            raise ConfigError(f"config key model.base_network.weights: file {weights} not found")
+        if weights.endswith(".npz"):
+            _load_torch_npz(model, weights, cfg.name)
+        else:
+            model.load_weights(weights)
+    _freeze(model, cfg)
+    return TvBody(model=model, strides=strides, channels=channels, preprocess=imagenet_preprocess)
+
+
 def build_base_network(cfg: BaseNetworkConfig) -> BaseNetwork:
     """The configured backbone as a stride-16 feature model (+ conv5 tail for ResNets)."""
+    if cfg.name == "mobilenet_v3_large_tv":
+        raise ConfigError("config key model.base_network.name: mobilenet_v3_large_tv has no stride-16 output; "
+                          "it serves the FPN detector only")
+    if cfg.name in ("resnet50_tv", "resnet101_tv"):
+        body = build_tv_body(cfg).model
+        c4, c5 = body.outputs[2], body.outputs[3]
+        return BaseNetwork(features=keras.Model(body.input, c4, name=f"{cfg.name}_c4"),
+                           tail=keras.Model(c4, c5, name=f"{cfg.name}_c5"), preprocess=imagenet_preprocess)
     if cfg.name == "small_resnet":
         model = small_resnet(cfg.small_widths, cfg.small_blocks)
         if cfg.weights not in ("none", "imagenet"):

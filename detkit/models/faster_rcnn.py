@@ -10,7 +10,32 @@ from detkit.models import postprocess, proposals, rcnn, roi_pooling, rpn
 from detkit.models.base_networks import build_base_network
 
 
-class FasterRCNN(keras.Model):
+def pad_ground_truth(gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
+                     gt_valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """At least one ground-truth slot per image: a batch of only negative images has none, and matching needs
+    one, so an invalid one is added (every candidate is then background)."""
+    pad = tf.maximum(1 - tf.shape(gt_boxes)[1], 0)
+    return (tf.pad(gt_boxes, [[0, 0], [0, pad], [0, 0]]),
+            tf.pad(gt_labels, [[0, 0], [0, pad]], constant_values=-1),
+            tf.pad(gt_valid, [[0, 0], [0, pad]], constant_values=False))
+
+
+class DetectorModel(keras.Model):
+    """What every detkit architecture shares: which weights L2 decay applies to, and its value."""
+
+    def decayed_variables(self) -> list:
+        """The trainable conv/dense kernels, which L2 weight decay applies to (biases and norms are not decayed)."""
+        return [v for v in self.trainable_variables if "kernel" in v.path]
+
+    def l2_penalty(self) -> tf.Tensor:
+        """0.5 * sum of squared trainable conv/dense kernels."""
+        kernels = self.decayed_variables()
+        if not kernels:
+            return tf.constant(0.0)
+        return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
+
+
+class FasterRCNN(DetectorModel):
     """Two-stage detector built entirely from the `model` config section and a class count."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, **kwargs):
@@ -85,12 +110,7 @@ class FasterRCNN(keras.Model):
                        gt_valid: tf.Tensor, training: bool = True, include_l2: bool = True) -> dict[str, tf.Tensor]:
         """The four weighted losses, L2 (unless `include_l2` is false) and their total for a padded batch."""
         image_hw = tf.cast(image_hw, tf.float32)
-        # A batch of only negative images has no ground-truth slot at all; matching needs one, so add an
-        # invalid one (every candidate is then background).
-        pad = tf.maximum(1 - tf.shape(gt_boxes)[1], 0)
-        gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, pad], [0, 0]])
-        gt_labels = tf.pad(gt_labels, [[0, 0], [0, pad]], constant_values=-1)
-        gt_valid = tf.pad(gt_valid, [[0, 0], [0, pad]], constant_values=False)
+        gt_boxes, gt_labels, gt_valid = pad_ground_truth(gt_boxes, gt_labels, gt_valid)
         w = self.cfg.loss_weights
         features, logits, deltas, anchors = self._backbone_and_rpn(images, training=training)
         targets = rpn.rpn_targets(anchors, image_hw, gt_boxes, gt_valid, self.cfg.rpn)
@@ -111,20 +131,18 @@ class FasterRCNN(keras.Model):
         losses["total"] = tf.add_n(list(losses.values()))
         return losses
 
-    def decayed_variables(self) -> list:
-        """The trainable conv/dense kernels, which L2 weight decay applies to (biases and norms are not decayed)."""
-        return [v for v in self.trainable_variables if "kernel" in v.path]
-
-    def l2_penalty(self) -> tf.Tensor:
-        """0.5 * sum of squared trainable conv/dense kernels."""
-        kernels = self.decayed_variables()
-        if not kernels:
-            return tf.constant(0.0)
-        return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
-
     def build_for_inference(self) -> None:
         """Create every variable by running one tiny image through the network."""
         size = 4 * self.stride
         self((tf.zeros([1, size, size, 3]), tf.constant([[size, size]], tf.int32)))
         if self.rcnn_head is not None and not self.rcnn_head.built:  # pragma: no cover
             raise RuntimeError("R-CNN head was not built")
+
+
+def build_detector(cfg: ModelConfig, num_classes: int) -> keras.Model:
+    """The detector model.architecture names: FasterRCNN (single_level) or FPNFasterRCNN (fpn)."""
+    if cfg.architecture == "fpn":
+        from detkit.models.fpn_rcnn import FPNFasterRCNN
+
+        return FPNFasterRCNN(cfg, num_classes)
+    return FasterRCNN(cfg, num_classes)

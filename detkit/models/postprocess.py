@@ -16,6 +16,9 @@ def detections_from_rcnn(rois: tf.Tensor, roi_valid: tf.Tensor, logits: tf.Tenso
     anchors = tf.broadcast_to(rois[:, :, None, :], tf.shape(deltas))
     boxes = box_ops.decode(deltas, anchors, box_weights)
     boxes = box_ops.clip(boxes, image_hw[:, None, None, :])
+    if cfg.min_box_size > 0:
+        big = ((boxes[..., 2] - boxes[..., 0]) >= cfg.min_box_size) & ((boxes[..., 3] - boxes[..., 1]) >= cfg.min_box_size)
+        probs = tf.where(big, probs, 0.0)
     return _nms(boxes, probs, cfg)
 
 

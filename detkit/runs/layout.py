@@ -3,11 +3,13 @@
 A run directory (written by `detkit train`, `train.job_dir/train.run_name`) holds:
     config.yml                  the full config the run was trained with
     classes.json                its class map (label i+1 = names[i])
+    recipe.json                 what detkit/recipe derived from the data, each choice with its reason
     checkpoints/ckpt-N.index, checkpoints/ckpt-N.data-*   the checkpoints
     checkpoints/checkpoint      TensorFlow's checkpoint state file (which checkpoints exist, the latest)
     metrics.json                the results of `detkit eval`, per checkpoint and split
     eval_<label>/, events       TensorBoard logs of training and evaluation
     train.lock                  while `detkit train` runs: its pid and host (detkit.runs.lock)
+    imported.json               in a run made by `detkit checkpoint import`
 """
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ CONFIG_FILE = "config.yml"
 CLASSES_FILE = "classes.json"
 STATE_FILE = "checkpoint"
 METRICS_FILE = "metrics.json"
+RECIPE_FILE = "recipe.json"
+IMPORT_RECORD_FILE = "imported.json"  # a run made by `detkit checkpoint import` (detkit.pretrained.importer)
 LOCK_FILE = "train.lock"
 PACK_MANIFEST_FILE = "detkit-pack.json"  # in a packed .tar, and in the run directory unpacked from it
 TRAIN_LOG_DIR = "train"
 # Everything `detkit train`, `eval` and `checkpoint unpack` write in a run directory; nothing else is deleted.
 RUN_ENTRIES = frozenset({CONFIG_FILE, CLASSES_FILE, CHECKPOINT_DIR, METRICS_FILE, LOCK_FILE, PACK_MANIFEST_FILE,
-                         TRAIN_LOG_DIR})
+                         TRAIN_LOG_DIR, RECIPE_FILE, IMPORT_RECORD_FILE})
 _CHECKPOINT_ENTRY = re.compile(r"^ckpt-\d+(\.index|\.data-\d+-of-\d+|_temp[^/]*)$")
 _TEMP_ENTRY = re.compile(r"^\..+\.tmp-\d+$")  # detkit.utils.atomic's temporary names
 
@@ -42,6 +46,11 @@ def config_path(run_dir: str) -> str:
 def classes_path(run_dir: str) -> str:
     """The run's classes.json."""
     return os.path.join(run_dir, CLASSES_FILE)
+
+
+def recipe_path(run_dir: str) -> str:
+    """The run's recipe.json."""
+    return os.path.join(run_dir, RECIPE_FILE)
 
 
 def metrics_path(run_dir: str) -> str:

@@ -63,6 +63,8 @@ def restore_for_finetuning(model, prefix: str, same_classes: bool) -> None:
         restore_model(model, prefix)
         return
     parts = {"backbone": model.backbone, "rpn_head": model.rpn_head}
+    if getattr(model, "fpn", None) is not None:
+        parts["fpn"] = model.fpn
     if model.rcnn_head is not None:
         head = {f"fc{i + 1}": fc for i, fc in enumerate(model.rcnn_head.fcs)}
         if model.rcnn_head.tail is not None:

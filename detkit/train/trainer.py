@@ -31,8 +31,9 @@ from detkit.datasets import pipeline
 from detkit.datasets.sources import check_training_sources
 from detkit.datasets.tfrecord import data_loss_error
 from detkit.errors import CheckpointError, ConfigError, DetkitError, Terminated, first_line, is_disk_full
-from detkit.models.faster_rcnn import FasterRCNN
+from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit import runs
+from detkit.recipe.config import TrainingConfig
 from detkit.runs import layout
 from detkit.runs.lock import RunLock, holder_alive, read_holder
 from detkit.runs.restore import is_damaged, restore_for_finetuning
@@ -191,7 +192,7 @@ def _total_steps(cfg: Config, num_images: int) -> int:
 
 def build_model(cfg: Config, num_classes: int) -> FasterRCNN:
     """A Faster R-CNN with all variables created."""
-    model = FasterRCNN(cfg.model, num_classes)
+    model = build_detector(cfg.model, num_classes)
     model.build_for_inference()
     return model
 
@@ -217,8 +218,13 @@ def _agree(strategy: tf.distribute.Strategy, workers: int, flags: list[bool]) ->
     return [bool(v > 0.5) for v in reduced.numpy()]
 
 
-def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None) -> TrainResult:
-    """Train (or resume) the run described by `cfg` and return where its checkpoint is."""
+def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None,
+          recipe: Optional[TrainingConfig] = None) -> TrainResult:
+    """Train (or resume) the run described by `cfg` and return where its checkpoint is.
+
+    `recipe` (how detkit.recipe derived `cfg` from the data) is logged before training and written as
+    recipe.json beside the run's config.yml.
+    """
     # The strategy comes first: multi-worker collectives can only be configured before TensorFlow runs an op.
     cluster = strategies.parse_tf_config()
     strategy_name, strategy_why = strategies.resolve(
@@ -231,13 +237,16 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
     if cfg.train.batch_size % replicas:
         raise ConfigError(f"config key train.batch_size: the global batch ({cfg.train.batch_size}) must be a "
                           f"multiple of the {replicas} replicas of strategy {strategy_name}")
-    return _train(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief)
+    return _train(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, recipe)
 
 
 def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,
-           cluster: Optional[strategies.ClusterSpec], chief: bool) -> TrainResult:
+           cluster: Optional[strategies.ClusterSpec], chief: bool, recipe: Optional[TrainingConfig] = None
+           ) -> TrainResult:
     """train() once the strategy exists."""
     log = _log if chief else (lambda message: None)
+    if recipe is not None and recipe.describe():
+        log(recipe.describe())
     class_names = check_training_sources(cfg.dataset)
     num_images = pipeline.count_records(cfg.dataset.dir, cfg.dataset.split)
     if num_images == 0:
@@ -275,6 +284,8 @@ def _train_in(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, stra
         try:
             atomic.write_text(layout.config_path(run_dir), dump_yaml(cfg))
             atomic.write_json(layout.classes_path(run_dir), class_names)
+            if recipe is not None and recipe.record():
+                atomic.write_json(layout.recipe_path(run_dir), recipe.record())
         except OSError as exc:
             fix = ("free some space or set train.job_dir to another disk" if is_disk_full(exc)
                    else "set train.job_dir to a writable directory")

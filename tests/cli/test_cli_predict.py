@@ -197,7 +197,7 @@ def test_predict_with_config_finds_the_run(tiny_run, raccoon_dir):
 
 
 def test_without_a_checkpoint_one_line_says_how_to_get_one(tmp_path, raccoon_dir):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", DETKIT_HOME=str(tmp_path / "no-models"))
     proc = subprocess.run([sys.executable, "-m", "detkit", "predict", _raccoon(raccoon_dir, 1)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 1
@@ -205,6 +205,7 @@ def test_without_a_checkpoint_one_line_says_how_to_get_one(tmp_path, raccoon_dir
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("detkit: error: ")
     assert "detkit train -c config.yml" in lines[0] and "--checkpoint RUN_DIR" in lines[0]
+    assert "`detkit checkpoint download accurate`" in lines[0]
 
     config = tmp_path / "cfg.yml"
     config.write_text(f"train: {{job_dir: {tmp_path / 'jobs'}, run_name: nothing-yet}}\n")

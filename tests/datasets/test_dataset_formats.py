@@ -124,6 +124,31 @@ def test_flat_voc_layout_takes_every_xml_into_the_one_split(tmp_path, cli, helpe
     assert "flat VOC layout" in str(err)
 
 
+def test_labelimg_layout_xml_beside_each_image_any_extension_case(tmp_path, cli, helpers):
+    root = tmp_path / "train"
+    helpers.make_image(root / "IMG_1.JPG")
+    helpers.make_image(root / "IMG_2.jpg")
+    helpers.make_image(root / "IMG_3.jpg")
+    helpers.write_voc(root / "IMG_1.xml", "IMG_1.JPG", (64, 48), [("king", (10, 10, 20, 30))])
+    # The XML says .JPG but the file on disk is .jpg (and the reverse): found by its stem either way.
+    helpers.write_voc(root / "IMG_2.xml", "IMG_2.JPG", (64, 48), [("ace", (0, 0, 8, 8)), ("king", (5, 5, 30, 40))])
+    helpers.write_voc(root / "IMG_3.xml", "IMG_3", (64, 48), [("ace", (1, 2, 9, 9))])
+    out = tmp_path / "out"
+    cli("dataset", "transform", "--type", "voc", "--data-dir", root, "--split", "train", "--output-dir", out)
+    recs = helpers.records(out, "train")
+    assert [r["filename"] for r in recs] == [b"IMG_1.JPG", b"IMG_2.jpg", b"IMG_3.jpg"]
+    assert [len(r["labels"]) for r in recs] == [1, 2, 1]
+    assert helpers.classes(out) == ["ace", "king"]
+    assert helpers.summary(out, "train")["skipped"] == []
+
+
+def test_voc_data_dir_without_any_known_layout_names_the_layouts(tmp_path, cli, helpers):
+    helpers.make_image(tmp_path / "photos" / "a.jpg")
+    err = cli("dataset", "transform", "--type", "voc", "--data-dir", tmp_path / "photos", "--split", "train",
+              "--output-dir", tmp_path / "out", error=DatasetError)
+    assert "beside their images" in str(err) and "annotations/ + images/" in str(err)
+
+
 def _coco_fixture(tmp_path, helpers, images_dir):
     for name in ("p.jpg", "q.jpg", "r.jpg"):
         helpers.make_image(images_dir / name, size=(100, 50))

@@ -316,3 +316,38 @@ def test_training_batches_pad_labels_with_minus_one(dataset_dir):
             assert not boxes[n:].any()
             assert (boxes[:n, 2] <= hw[1] + 1e-3).all() and (boxes[:n, 3] <= hw[0] + 1e-3).all()
     assert names == set(expected_boxes)
+
+
+def test_class_repeat_factors_by_hand():
+    from detkit.datasets.sampling import class_repeat_factors
+
+    # f = 1, 0.25, 0.01, 0 with t = 0.25: 1, 1, sqrt(25) = 5, and 1 for a class in no image.
+    np.testing.assert_allclose(class_repeat_factors([1.0, 0.25, 0.01, 0.0], 0.25), [1.0, 1.0, 5.0, 1.0])
+
+
+def test_repeat_factor_sampling_repeats_images_of_rare_classes(dataset_dir):
+    import tensorflow as tf
+
+    from detkit.datasets import pipeline, sampling
+
+    # box is in 2 of 3 images, disc in 1: with t = 4/3, r_box = sqrt(2), r_disc = 2; two.png holds both -> 2.
+    factors = pipeline._class_repeat_factors([(dataset_dir, SPLIT)], 4.0 / 3.0)
+    np.testing.assert_allclose(factors, [np.sqrt(2.0), 2.0], rtol=1e-6)
+    tf.random.set_seed(3)
+    epochs = 400
+    ds = sampling.repeat_by_factor(pipeline.raw_records(dataset_dir, SPLIT).repeat(epochs), factors)
+    counts: dict = {}
+    for r in ds:
+        name = r["filename"].numpy().decode()
+        counts[name] = counts.get(name, 0) + 1
+    assert counts["two.png"] == 2 * epochs and counts["empty.png"] == epochs
+    # floor(1.414) + Bernoulli(0.414): mean 1.414 per epoch; 400 epochs keep it within +-0.1 (> 4 sigma).
+    assert abs(counts["wide.png"] / epochs - np.sqrt(2.0)) < 0.1
+
+
+def test_training_dataset_with_repeat_factor_sampling_runs(dataset_dir):
+    from detkit.datasets import pipeline
+
+    cfg = dataset_config(dataset_dir, "dataset.repeat_factor_threshold=1.0", "dataset.shuffle_buffer=0")
+    batch = next(iter(pipeline.training_dataset(cfg, batch_size=2, seed=0)))
+    assert batch["image"].shape[0] == 2

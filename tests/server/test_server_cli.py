@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from server_helpers import detkit_env
+from server_helpers import detkit_env, require_web_extra, running_server
 
 
 def detkit(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -25,10 +25,27 @@ def test_help_imports_neither_tensorflow_nor_the_web_framework():
     assert "LOADED []" in done.stdout
 
 
-def test_no_checkpoint_is_a_one_line_error():
+def test_no_checkpoint_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETKIT_HOME", str(tmp_path / "no-models"))
     done = detkit("server", "web", "--port", "0")
     assert done.returncode == 1
     assert done.stderr.strip().startswith("detkit: error: no checkpoint given") and "Traceback" not in done.stderr
+    assert "`detkit checkpoint download accurate`" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_serves_the_downloaded_model_by_default(zoo_home, tmp_path):
+    import json
+    import urllib.request
+
+    require_web_extra()
+    log = str(tmp_path / "server.log")
+    with running_server([], log) as url:
+        with urllib.request.urlopen(url + "api/classes", timeout=10) as response:
+            assert json.load(response) == {"classes": ["raccoon"]}
+    with open(log, encoding="utf-8") as fh:
+        text = fh.read()
+    assert f"detkit: using the downloaded model fast ({zoo_home})" in text
+    assert "loaded fast (step 6)" in text
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):

@@ -224,7 +224,8 @@ def config_yaml(dataset_dir, job_dir) -> str:
                             dataset={"split": "synth", "image": {"min_size": 96, "max_size": 128}, "shuffle_buffer": 0,
                                      "augment": {"flip_horizontal": False}},
                             model={"base_network": {"freeze_batchnorm": True}},
-                            train={"run_name": "run", "num_steps": 3, "checkpoint_every_steps": 100,
+                            # recipe off: the CLI's workers and the library's single process train the same config
+                            train={"recipe": False, "run_name": "run", "num_steps": 3, "checkpoint_every_steps": 100,
                                    "log_every_steps": 1,
                                    "optimizer": {"type": "sgd", "momentum": 0.0, "clip_norm": 0.0},
                                    "learning_rate": {"base": 0.01}})

@@ -1,4 +1,7 @@
-"""Pascal VOC XML: the VOCdevkit layout with split files, or the flat layout of labelling tools."""
+"""Pascal VOC XML: the VOCdevkit layout with split files, or the flat layouts of labelling tools.
+
+Flat layouts: annotations/ + images/, or each XML beside its image in one folder (labelImg's default).
+"""
 from __future__ import annotations
 
 import os
@@ -48,9 +51,11 @@ def _layout(source: Source, split: str) -> tuple[str, str, Optional[str]]:
     flat = os.path.join(data_dir, "annotations")
     if os.path.isdir(flat):
         return flat, require_dir(os.path.join(data_dir, "images"), "images directory"), None
+    if any(n.lower().endswith(".xml") for n in os.listdir(data_dir)):
+        return data_dir, data_dir, None
     raise DatasetError(
         f"data directory {data_dir}: expected VOCdevkit Annotations/ + JPEGImages/ + ImageSets/Main/, "
-        "or annotations/ + images/"
+        "annotations/ + images/, or .xml files beside their images"
     )
 
 

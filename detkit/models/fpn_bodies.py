@@ -1,0 +1,48 @@
+"""Bodies of the fpn architecture: image -> feature maps of increasing stride, finest first."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from detkit.config.schema import BaseNetworkConfig
+from detkit.errors import ConfigError
+from detkit.models.base_networks import TORCH_BODY_PREFIX, build_tv_body, small_resnet
+
+
+@dataclass
+class PyramidBody:
+    """The body model, the stride of each of its outputs and the pixel normalisation its weights expect."""
+
+    model: keras.Model
+    strides: list[int]
+    preprocess: Callable[[tf.Tensor], tf.Tensor]
+
+
+def _small_resnet_body(cfg: BaseNetworkConfig) -> PyramidBody:
+    """small_resnet's last three stages (strides 4, 8, 16)."""
+    if cfg.weights not in ("none",):
+        raise ConfigError("config key model.base_network.weights: small_resnet as an fpn body trains from scratch; "
+                          "use none")
+    full = small_resnet(cfg.small_widths, cfg.small_blocks)
+    outputs = []
+    for stage in (2, 3, 4):
+        blocks = cfg.small_blocks[stage - 1]
+        name = f"stage{stage}_block{blocks}_out" if blocks > 0 else f"stage{stage}_down_relu"
+        outputs.append(full.get_layer(name).output)
+    model = keras.Model(full.input, outputs, name="small_resnet_pyramid")
+    return PyramidBody(model, [4, 8, 16], lambda images: images / 127.5 - 1.0)
+
+
+def build_pyramid_body(cfg: BaseNetworkConfig) -> PyramidBody:
+    """The configured body of the fpn architecture, with torchvision's module names on tv_* bodies."""
+    if cfg.name == "small_resnet":
+        return _small_resnet_body(cfg)
+    if cfg.name.endswith("_tv"):
+        body = build_tv_body(cfg)
+        body.model.torch_prefix = TORCH_BODY_PREFIX
+        return PyramidBody(body.model, list(body.strides), body.preprocess)
+    raise ConfigError(f"config key model.base_network.name: {cfg.name} has no fpn body; use resnet50_tv, "
+                      "resnet101_tv, mobilenet_v3_large_tv or small_resnet (or model.architecture: single_level)")

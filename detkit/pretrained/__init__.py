@@ -1,0 +1,1 @@
+"""Pretrained weights from other frameworks: torch state dicts into detkit's Keras models."""

@@ -1,0 +1,117 @@
+"""Turn a torchvision Faster R-CNN `.pth` into a detkit run directory (`detkit checkpoint import`)."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import re
+import shutil
+from typing import Optional
+
+import numpy as np
+
+from detkit.errors import CheckpointError
+from detkit.pretrained.classes import resolve_class_names
+from detkit.pretrained.pth import read_state_dict
+from detkit.runs import layout
+from detkit.utils import atomic
+
+# Written beside config.yml by an import: what was imported, and the proof that this command made the run
+# (so that --overwrite replaces only an imported run, never a trained one).
+IMPORT_RECORD = layout.IMPORT_RECORD_FILE
+STAGING_PREFIX = "import"
+# Keys of torchvision before 0.13 (see upgrade_old_torchvision_keys).
+_OLD_FPN_KEY = re.compile(r"^(.*fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
+_OLD_RPN_KEY = re.compile(r"^(.*rpn\.head\.)conv\.(weight|bias)$")
+
+
+def sha256_of(path: str) -> str:
+    """The hex SHA-256 of a file, read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upgrade_old_torchvision_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Key names of torchvision before 0.13 renamed as torchvision's own loader renames them.
+
+    The published COCO weights were saved when the FPN's convs were `fpn.inner_blocks.I.weight` and the
+    RPN conv `rpn.head.conv.weight`; today they sit one or two Sequential levels deeper (`.I.0.weight`,
+    `conv.0.0.weight`), and torchvision renames them on load (FeaturePyramidNetwork and RPNHead version 2).
+    """
+    renamed = {}
+    for key, value in state.items():
+        new = _OLD_FPN_KEY.sub(r"\1.0.\2", key)
+        new = _OLD_RPN_KEY.sub(r"\1conv.0.0.\2", new)
+        renamed[new] = value
+    return renamed
+
+
+def _check_output(output_dir: str, overwrite: bool) -> None:
+    """Refuse an output that holds anything but a previous import (and that one without `overwrite`)."""
+    if not os.path.exists(output_dir):
+        return
+    if not os.path.isdir(output_dir):
+        raise CheckpointError(f"--output {output_dir}: is a file; choose a directory for the run")
+    if not os.listdir(output_dir):
+        return
+    if not os.path.isfile(os.path.join(output_dir, IMPORT_RECORD)):
+        raise CheckpointError(f"--output {output_dir}: already exists and is not a run made by `detkit checkpoint "
+                              "import`; choose a new directory")
+    if not overwrite:
+        raise CheckpointError(f"--output {output_dir}: already holds an imported run; pass --overwrite to replace it")
+
+
+def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None, classes: Optional[str] = None,
+                      overwrite: bool = False) -> str:
+    """Read a torchvision Faster R-CNN state dict and write it as a run directory; returns the run dir.
+
+    `arch` is recognised from the keys when None; `classes` is "coco", "a,b,...", a file of names, or None
+    (COCO's 90 slots when the checkpoint has 90 classes). The run appears complete or not at all.
+    """
+    from detkit.pretrained import torchvision as tv
+
+    if not os.path.isfile(pth_path):
+        raise CheckpointError(f"{pth_path}: no such file")
+    _check_output(output_dir, overwrite)
+    state = upgrade_old_torchvision_keys(read_state_dict(pth_path))
+    if arch is None:
+        arch = tv.detect_arch(list(state), filename=os.path.basename(pth_path))
+    elif arch not in tv.ARCHS:
+        raise CheckpointError(f"--arch {arch}: unknown (choose from {', '.join(tv.ARCHS)})")
+    names = resolve_class_names(classes, tv.num_classes_in(state), pth_path)
+    overrides = list(tv.config_overrides(arch))
+
+    from detkit.config import dump_yaml, load_config
+    from detkit.models.faster_rcnn import build_detector
+    from detkit.utils.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
+    config = load_config((), overrides)
+    model = build_detector(config.model, len(names))
+    model.build_for_inference()
+    tv.assign_state_dict(model, state, arch)
+
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    atomic.remove_stale_temp(parent, STAGING_PREFIX)
+    staging = atomic.make_temp_dir(parent, STAGING_PREFIX)
+    try:
+        atomic.write_text(layout.config_path(staging), dump_yaml(config))
+        atomic.write_json(layout.classes_path(staging), names)
+        tf.train.CheckpointManager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(staging),
+                                   max_to_keep=1).save(checkpoint_number=0)
+        atomic.write_json(os.path.join(staging, IMPORT_RECORD), {
+            "source": os.path.basename(pth_path),
+            "sha256": sha256_of(pth_path),
+            "arch": arch,
+            "classes": "coco" if classes in (None, "coco") else "custom",
+            "imported": datetime.datetime.now().isoformat(timespec="seconds"),
+        })
+        atomic.replace_dir(staging, output_dir)
+    except OSError as exc:
+        raise CheckpointError(f"--output {output_dir}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir

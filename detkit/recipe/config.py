@@ -1,0 +1,168 @@
+"""The effective training config: defaults, then the recipe from the data, then the user's -c files and -o values."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from detkit.config import Config, from_dict, load_config
+from detkit.config.loader import flat_keys, merged_dict, nested
+from detkit.datasets.statistics import SplitStatistics, split_statistics
+from detkit.recipe.rules import Recipe, RecipeOptions, make_recipe
+
+
+@dataclass
+class TrainingConfig:
+    """The config to train, the recipe behind it (None when train.recipe is false) and the keys the user set."""
+
+    config: Config
+    recipe: Optional[Recipe] = None
+    user_keys: set[str] = field(default_factory=set)
+    directory: str = ""
+    split: str = ""
+    images: int = 0
+    boxes: int = 0
+    resuming: str = ""  # the run directory whose saved config filled the unset keys, when resuming
+
+    def describe(self) -> str:
+        """The recipe as text for the log ("" when there is none to show)."""
+        return format_recipe(self) if self.recipe is not None or self.resuming else ""
+
+    def record(self) -> dict[str, Any]:
+        """The recipe as written to the run's recipe.json: each choice, its reason, and the values the user kept."""
+        if self.recipe is None:
+            return {}
+        choices = []
+        for c in self.recipe.choices:
+            applied = {k: v for k, v in c.values.items() if k not in self.user_keys}
+            yours = {k: _get(self.config, k) for k in c.values if k in self.user_keys}
+            choices.append({"name": c.name, "reason": c.reason, "applied": applied, "yours": yours})
+        return {"dataset": self.directory, "split": self.split, "images": self.images, "boxes": self.boxes,
+                "choices": choices, "notes": list(self.recipe.notes)}
+
+
+def _get(cfg: Any, key: str) -> Any:
+    """The value of a dotted key in a Config (None if absent, e.g. a key of a model detkit does not have yet)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part, None)
+    return cfg
+
+
+def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
+    """What the user's own keys decide: a chosen backbone (name or weights) keeps its own training; a step or epoch
+    bound keeps its own schedule; a max_minutes is the time budget."""
+    minutes = cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None
+    from_scratch = not ({"model.base_network.name", "model.base_network.weights"} & user_keys)
+    # A chosen backbone with no time budget keeps its epochs (a GPU run is not bounded by the CPU default).
+    schedule = not ({"train.num_steps", "train.num_epochs"} & user_keys) and (from_scratch or minutes is not None)
+    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule)
+
+
+def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config) -> Recipe:
+    """The recipe of a split's statistics, given the keys the user set."""
+    return make_recipe(stats, recipe_options(user_keys, cfg))
+
+
+def option_overrides(dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> list[str]:
+    """`detkit train --dataset-dir D --minutes N` as -o values (given before the user's own -o, which win)."""
+    extra = []
+    if dataset_dir is not None:
+        extra.append(f"dataset.dir={json.dumps(dataset_dir)}")
+    if minutes is not None:
+        extra.append(f"train.max_minutes={minutes}")
+    return extra
+
+
+def requested_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
+                     dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> Config:
+    """Defaults + -c files + --dataset-dir/--minutes + -o values, keys and types checked; ranges are checked once the
+    recipe has filled in the rest (e.g. a max_size under the default min_size is fine when the recipe sets both)."""
+    overrides = option_overrides(dataset_dir, minutes) + list(overrides)
+    return from_dict(merged_dict(config_files, overrides), check_ranges=False)
+
+
+def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
+                    dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainingConfig:
+    """Defaults + recipe (from dataset.dir's training split) + -c files + -o values; `detkit train`'s config."""
+    cfg = requested_config(config_files, overrides, dataset_dir, minutes)
+    overrides = option_overrides(dataset_dir, minutes) + list(overrides)
+    user_keys = flat_keys(merged_dict(config_files, overrides, base={}))
+    if not cfg.train.recipe:
+        return TrainingConfig(load_config(config_files, overrides), None, user_keys)
+    saved, run_dir = _saved_run_config(cfg)
+    if saved is not None:
+        # Resuming: the run's own values (its recipe included) fill the keys left unset, so the same command resumes
+        # even if the data changed since; keys the user sets are still compared with the run's by the trainer.
+        return TrainingConfig(load_config(config_files, overrides, under=saved), None, user_keys, resuming=run_dir)
+    from detkit.datasets.sources import check_training_sources
+    from detkit.errors import DetkitError
+
+    try:
+        check_training_sources(cfg.dataset)
+        stats = split_statistics(cfg.dataset.dir, cfg.dataset.split)
+    except DetkitError:
+        # No recipe from an unusable dataset: the trainer names the problem, in its usual order (after the
+        # strategy's and the run's own checks).
+        return TrainingConfig(load_config(config_files, overrides), None, user_keys)
+    recipe = recipe_for(stats, user_keys, cfg)
+    final = load_config(config_files, overrides, under=nested(recipe.values()))
+    return TrainingConfig(final, recipe, user_keys, cfg.dataset.dir, cfg.dataset.split, stats.num_images,
+                          stats.num_boxes)
+
+
+def _saved_run_config(cfg: Config) -> tuple[Optional[dict], str]:
+    """(the saved config of the named run when it has a checkpoint to resume from, its run dir) or (None, "")."""
+    import os
+
+    import yaml
+
+    from detkit.runs import layout
+    from detkit.runs.checkpoints import latest_checkpoint
+
+    if not cfg.train.run_name:
+        return None, ""
+    run_dir = os.path.join(cfg.train.job_dir, cfg.train.run_name)
+    if not latest_checkpoint(run_dir):
+        return None, ""
+    try:
+        with open(layout.config_path(run_dir), encoding="utf-8") as fh:
+            saved = yaml.safe_load(fh)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None, ""  # the trainer names the unreadable file when it resumes
+    return (saved, run_dir) if isinstance(saved, dict) else (None, "")
+
+
+def split_recipe(directory: str, split: str, minutes: Optional[float] = None,
+                 stats: Optional[SplitStatistics] = None) -> TrainingConfig:
+    """The recipe `detkit train --dataset-dir DIR` would train on `split` (for `detkit dataset inspect`)."""
+    stats = stats if stats is not None else split_statistics(directory, split)
+    cfg = load_config([], [f"dataset.dir={json.dumps(directory)}", f"dataset.split={json.dumps(split)}"])
+    user_keys = {"train.max_minutes"} if minutes else set()
+    if minutes:
+        cfg.train.max_minutes = minutes
+    recipe = recipe_for(stats, user_keys, cfg)
+    return TrainingConfig(load_config([], [], under=nested(recipe.values())), recipe, user_keys, directory, split,
+                          stats.num_images, stats.num_boxes)
+
+
+def _value(value: Any) -> str:
+    """A config value as the user would write it after -o."""
+    return json.dumps(value)
+
+
+def format_recipe(tc: TrainingConfig) -> str:
+    """The recipe as text: each choice with its values and its reason; the user's values noted where they win."""
+    if tc.resuming:
+        return f"resuming {tc.resuming}: the keys your config leaves unset keep the run's values (see its recipe.json)"
+    if tc.recipe is None:
+        return "recipe off (train.recipe: false): training the config as written"
+    lines = [f"recipe for {tc.directory} split {tc.split} ({tc.images} images, {tc.boxes} boxes); "
+             "values you set with -c/-o win:"]
+    for c in tc.record()["choices"]:
+        applied = " ".join(f"{k}={_value(v)}" for k, v in c["applied"].items())
+        lines.append(f"  {c['name']}: {applied or '(all yours)'}")
+        lines.append(f"      why: {c['reason']}")
+        if c["yours"]:
+            lines.append("      yours: " + " ".join(f"{k}={_value(v)}" for k, v in c["yours"].items()))
+    lines += [f"  note: {n}" for n in tc.recipe.notes]
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""The recipe under the user's config: -c/-o win, recorded in the run, shown by inspect; zero-config training."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from detkit.recipe import format_recipe, training_config
+
+# 6 images of 160x120 with one or two 40x30 boxes: classes a (every image) and b (two images).
+IMAGES = {f"im{i}.png": [("a", (10, 10, 50, 40))] + ([("b", (80, 60, 120, 90))] if i < 2 else []) for i in range(6)}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> str:
+    from click.testing import CliRunner
+
+    from detkit.cli.main import cli
+
+    root = tmp_path_factory.mktemp("recipe")
+    (root / "images").mkdir()
+    rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"]
+    rng = np.random.default_rng(0)
+    for name, objects in IMAGES.items():
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(root / "images" / name)
+        rows += [f"{name},160,120,{c},{b[0]},{b[1]},{b[2]},{b[3]}" for c, b in objects]
+    (root / "train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = root / "dataset"
+    result = CliRunner().invoke(cli, ["dataset", "transform", "--type", "csv", "--annotations", str(root / "train.csv"),
+                                      "--images-dir", str(root / "images"), "--output-dir", str(out),
+                                      "--split", "train"], standalone_mode=False)
+    assert result.exception is None, (result.exception, result.output)
+    return str(out)
+
+
+def test_zero_config_is_the_recipe(dataset_dir):
+    tc = training_config(dataset_dir=dataset_dir, minutes=2)
+    cfg = tc.config
+    # 40x30 boxes in 160x120 images: 30/160 of the longer side, 24 px well below 320: the smallest input.
+    assert (cfg.dataset.image.min_size, cfg.dataset.image.max_size) == (320, 320)
+    assert cfg.model.base_network.name == "small_resnet" and cfg.model.base_network.weights == "none"
+    # Boxes become 80x60 (x2): sqrt = 69.3 px -> anchors 64 (floor) .. 64 (nearest octave).
+    assert cfg.model.anchors.sizes == [64.0]
+    assert cfg.train.max_minutes == 2 and cfg.train.learning_rate.schedule == "cosine"
+    # b is in 2 of 6 images, a in 6: 3x apart, under the 4x that turns resampling on.
+    assert cfg.dataset.repeat_factor_threshold == 0.0
+    record = tc.record()
+    assert [c["name"] for c in record["choices"]] == ["backbone", "input size", "anchors", "samples", "proposals",
+                                                      "detections", "class balance", "schedule"]
+    schedule = record["choices"][-1]
+    assert schedule["yours"] == {"train.max_minutes": 2.0} and "train.max_minutes" not in schedule["applied"]
+    assert (record["images"], record["boxes"]) == (6, 8)
+
+
+def test_user_values_win_key_by_key(dataset_dir, tmp_path):
+    config = tmp_path / "mine.yml"
+    config.write_text("model:\n  anchors:\n    sizes: [8, 16]\n  rcnn:\n    target: {minibatch_size: 32}\n")
+    tc = training_config([str(config)], ["dataset.image.max_size=400", "model.base_network.small_widths=[8,16,16,32]"],
+                         dataset_dir=dataset_dir)
+    cfg = tc.config
+    assert cfg.model.anchors.sizes == [8.0, 16.0] and cfg.model.anchors.ratios == [0.5, 1.0, 2.0]
+    assert cfg.model.rcnn.target.minibatch_size == 32 and cfg.model.rpn.target.minibatch_size == 256
+    assert (cfg.dataset.image.min_size, cfg.dataset.image.max_size) == (320, 400)
+    # A width is not a backbone choice: the from-scratch group still applies, but the user's widths win.
+    assert cfg.model.base_network.name == "small_resnet" and cfg.model.base_network.small_widths == [8, 16, 16, 32]
+    by_name = {c["name"]: c for c in tc.record()["choices"]}
+    assert by_name["anchors"]["yours"] == {"model.anchors.sizes": [8.0, 16.0]}
+    assert by_name["anchors"]["applied"] == {"model.anchors.ratios": [0.5, 1.0, 2.0]}
+    text = format_recipe(tc)
+    assert "yours: model.anchors.sizes=[8.0, 16.0]" in text and "why:" in text
+
+
+def test_a_chosen_backbone_or_step_count_keeps_its_own_training(dataset_dir):
+    tc = training_config([], ["model.base_network.name=resnet50", "train.num_steps=50"], dataset_dir=dataset_dir)
+    names = [c.name for c in tc.recipe.choices]
+    assert "backbone" not in names and "schedule" not in names
+    assert tc.config.model.base_network.weights == "imagenet" and tc.config.train.optimizer.type == "sgd"
+    assert tc.config.train.num_steps == 50 and tc.config.train.max_minutes == 0
+    assert tc.config.dataset.image.max_size == 320  # the data-driven choices still apply
+
+
+def test_a_chosen_backbone_without_budget_keeps_its_epochs_and_with_one_gets_the_schedule(dataset_dir):
+    tc = training_config([], ["model.base_network.weights=imagenet"], dataset_dir=dataset_dir)
+    assert "schedule" not in [c.name for c in tc.recipe.choices] and tc.config.train.num_epochs == 20
+    tc = training_config([], ["model.base_network.weights=imagenet"], dataset_dir=dataset_dir, minutes=5)
+    assert "schedule" in [c.name for c in tc.recipe.choices] and tc.config.train.max_minutes == 5
+
+
+def test_recipe_off_trains_the_config_as_written(dataset_dir):
+    tc = training_config([], ["train.recipe=false"], dataset_dir=dataset_dir)
+    assert tc.recipe is None and tc.record() == {}
+    assert tc.config.dataset.image.min_size == 600 and tc.config.model.base_network.name == "resnet50"
+    assert "recipe off" in format_recipe(tc)
+
+
+def test_inspect_shows_the_same_recipe(dataset_dir, run_detkit):
+    code, out, err = run_detkit("dataset", "inspect", dataset_dir, "--split", "train", "--json")
+    assert code == 0, err
+    shown = json.loads(out)["recipe"]
+    expected = training_config(dataset_dir=dataset_dir).record()
+    assert shown["choices"] == expected["choices"]
+    code, out, _ = run_detkit("dataset", "inspect", dataset_dir, "--split", "train")
+    assert "recipe for" in out and "anchors: model.anchors.sizes=[64.0]" in out
+
+
+@pytest.mark.slow
+def test_zero_config_training_from_the_command_line(dataset_dir, tmp_path, run_detkit):
+    from detkit.config.tiny import tiny_model_overrides
+
+    # No -c: the recipe is the config. The tiny model's sizes keep the few steps quick; they are the user's and win
+    # (its backbone name and weights are left out: choosing those would leave the training to the user).
+    tiny = [o for o in tiny_model_overrides() if not o.startswith(("model.base_network.name", "model.base_network.weights"))]
+    code, out, err = run_detkit(
+        "train", "--dataset-dir", dataset_dir, "--minutes", "0.05", "-o", f"train.job_dir={tmp_path / 'jobs'}",
+        "-o", "train.run_name=zero", *[a for o in tiny for a in ("-o", o)])
+    assert code == 0, err
+    run_dir = tmp_path / "jobs" / "zero"
+    assert out.strip() == str(run_dir)
+    assert "recipe for" in err and "why:" in err
+    assert err.index("recipe for") < err.index("finished at step")
+    saved = yaml.safe_load((run_dir / "config.yml").read_text())
+    recipe = json.loads((run_dir / "recipe.json").read_text())
+    assert saved["dataset"]["image"] == {"min_size": 320, "max_size": 320}
+    assert saved["model"]["base_network"]["small_widths"] == [8, 16, 16, 32]
+    assert saved["model"]["base_network"]["name"] == "small_resnet" and saved["train"]["optimizer"]["type"] == "adam"
+    assert saved["train"]["max_minutes"] == 0.05
+    # Every value the recipe applied is the one the run's effective config holds.
+    for choice in recipe["choices"]:
+        for key, value in choice["applied"].items():
+            node = saved
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, key
+    assert list((run_dir / "checkpoints").glob("ckpt-*.index"))
+
+
+def test_resuming_keeps_the_runs_values_for_unset_keys(dataset_dir, tmp_path):
+    run_dir = tmp_path / "jobs" / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for suffix in (".index", ".data-00000-of-00001"):
+        (run_dir / "checkpoints" / f"ckpt-5{suffix}").write_bytes(b"x")
+    saved = training_config([], ["train.job_dir=" + str(tmp_path / "jobs"), "train.run_name=r"],
+                            dataset_dir=dataset_dir).config
+    saved.model.anchors.sizes = [48.0]  # as if the data had changed since the run started
+    from detkit.config import dump_yaml
+
+    (run_dir / "config.yml").write_text(dump_yaml(saved))
+    tc = training_config([], ["train.job_dir=" + str(tmp_path / "jobs"), "train.run_name=r", "train.max_minutes=3"],
+                         dataset_dir=dataset_dir)
+    assert tc.resuming == str(run_dir) and tc.record() == {}
+    assert tc.config.model.anchors.sizes == [48.0] and tc.config.train.max_minutes == 3
+    assert "resuming" in format_recipe(tc)
