@@ -257,7 +257,7 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
     run_dir = _run_dir(cfg, _total_steps(cfg, num_images), log)
     if not chief:
         return _train_in(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, log,
-                         class_names, num_images, run_dir)
+                         class_names, num_images, run_dir, recipe)
     lock = RunLock(run_dir, log)
     try:
         lock.acquire()
@@ -267,14 +267,15 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
         raise DetkitError(f"{run_dir}: cannot write the run directory ({first_line(exc)}); {fix}") from None
     try:
         return _train_in(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, log,
-                         class_names, num_images, run_dir)
+                         class_names, num_images, run_dir, recipe)
     finally:
         lock.release()
 
 
 def _train_in(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,
               cluster: Optional[strategies.ClusterSpec], chief: bool, log: Callable[[str], None],
-              class_names: list[str], num_images: int, run_dir: str) -> TrainResult:
+              class_names: list[str], num_images: int, run_dir: str,
+              recipe: Optional[TrainingConfig] = None) -> TrainResult:
     """_train once the run directory is chosen (and, on the chief, locked)."""
     replicas = strategy.num_replicas_in_sync
     resume_from = runs.latest_checkpoint(run_dir)

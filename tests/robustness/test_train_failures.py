@@ -301,21 +301,27 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, dataset, monkeypatc
 
 # ---------------------------------------------------------------- "run the same command again to resume"
 def test_default_run_name_resumes_the_newest_unfinished_run_of_the_same_config(tmp_path, detkit, dataset):
-    from detkit.config import load_config
-    from detkit.train.trainer import train
+    import signal
+    import subprocess
+    import sys
 
     config = _config(tmp_path, dataset)
     text = open(config).read().replace("  run_name: r\n", "")
     open(config, "w").write(text)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(path, step):
-        raise Stop()
-
-    with pytest.raises(Stop):
-        train(load_config([config]), on_checkpoint=stop_after_first)  # killed after ckpt-1 of 2
+    # The first `detkit train -c config` is killed after its first checkpoint (of 2), at a pause point.
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    marker = tmp_path / "paused"
+    env = dict(os.environ, PYTHONPATH=repo, DETKIT_PAUSE_AT="train.step-1", DETKIT_PAUSE_FILE=str(marker))
+    log = tmp_path / "first.log"
+    with open(log, "w") as err:
+        first = subprocess.Popen([sys.executable, "-m", "detkit", "train", "-c", config], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert first.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(60) == -signal.SIGKILL
     runs = sorted((tmp_path / "jobs").iterdir())
     assert len(runs) == 1
     res = detkit("train", "-c", config)
