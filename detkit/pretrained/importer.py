@@ -18,7 +18,7 @@ from detkit.utils import atomic
 
 # Written beside config.yml by an import: what was imported, and the proof that this command made the run
 # (so that --overwrite replaces only an imported run, never a trained one).
-IMPORT_RECORD = "imported.json"
+IMPORT_RECORD = layout.IMPORT_RECORD_FILE
 STAGING_PREFIX = "import"
 # Keys of torchvision before 0.13 (see upgrade_old_torchvision_keys).
 _OLD_FPN_KEY = re.compile(r"^(.*fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")

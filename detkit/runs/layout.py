@@ -8,10 +8,13 @@ A run directory (written by `detkit train`, `train.job_dir/train.run_name`) hold
     checkpoints/checkpoint      TensorFlow's checkpoint state file (which checkpoints exist, the latest)
     metrics.json                the results of `detkit eval`, per checkpoint and split
     eval_<label>/, events       TensorBoard logs of training and evaluation
+    train.lock                  while `detkit train` runs: its pid and host (detkit.runs.lock)
+    imported.json               in a run made by `detkit checkpoint import`
 """
 from __future__ import annotations
 
 import os
+import re
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yml"
@@ -19,6 +22,15 @@ CLASSES_FILE = "classes.json"
 STATE_FILE = "checkpoint"
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.json"
+IMPORT_RECORD_FILE = "imported.json"  # a run made by `detkit checkpoint import` (detkit.pretrained.importer)
+LOCK_FILE = "train.lock"
+PACK_MANIFEST_FILE = "detkit-pack.json"  # in a packed .tar, and in the run directory unpacked from it
+TRAIN_LOG_DIR = "train"
+# Everything `detkit train`, `eval` and `checkpoint unpack` write in a run directory; nothing else is deleted.
+RUN_ENTRIES = frozenset({CONFIG_FILE, CLASSES_FILE, CHECKPOINT_DIR, METRICS_FILE, LOCK_FILE, PACK_MANIFEST_FILE,
+                         TRAIN_LOG_DIR, RECIPE_FILE, IMPORT_RECORD_FILE})
+_CHECKPOINT_ENTRY = re.compile(r"^ckpt-\d+(\.index|\.data-\d+-of-\d+|_temp[^/]*)$")
+_TEMP_ENTRY = re.compile(r"^\..+\.tmp-\d+$")  # detkit.utils.atomic's temporary names
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -46,6 +58,11 @@ def metrics_path(run_dir: str) -> str:
     return os.path.join(run_dir, METRICS_FILE)
 
 
+def lock_path(run_dir: str) -> str:
+    """The run's lock file, present while a training holds it."""
+    return os.path.join(run_dir, LOCK_FILE)
+
+
 def eval_log_dir(run_dir: str, label: str) -> str:
     """TensorBoard directory of the evaluations stored under `label`."""
     return os.path.join(run_dir, f"eval_{label}")
@@ -59,3 +76,20 @@ def is_run_dir(path: str) -> bool:
 def run_dir_of(prefix: str) -> str:
     """The run directory of a RUN/checkpoints/ckpt-N prefix."""
     return os.path.dirname(os.path.dirname(prefix))
+
+
+def foreign_entries(run_dir: str) -> list[str]:
+    """Names in `run_dir` (and its checkpoints/) that a run directory never holds: proof it is something else."""
+    found = []
+    for name in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, name)
+        known = name in RUN_ENTRIES or (name.startswith("eval_") and os.path.isdir(path)) or _TEMP_ENTRY.match(name)
+        if not known:
+            found.append(name)
+    directory = checkpoint_dir(run_dir)
+    if os.path.isdir(directory):
+        found += [os.path.join(CHECKPOINT_DIR, n) for n in sorted(os.listdir(directory))
+                  if n != STATE_FILE and not _CHECKPOINT_ENTRY.match(n) and not _TEMP_ENTRY.match(n)]
+    elif os.path.lexists(directory):
+        found.append(CHECKPOINT_DIR)
+    return found

@@ -210,7 +210,8 @@ def test_export_saved_model_round_trip(tiny_run, raccoon_dir, tmp_path):
         exact = detector.predict(read_image_array(path), min_prob=0.2)
         np.testing.assert_allclose(got["boxes"], [d.bbox for d in exact], atol=1e-3)
         np.testing.assert_allclose(got["scores"], [d.prob for d in exact], atol=1e-3)
-    assert served[rotated]["image_size"] == [650, 417]  # upright, as detkit predict reads it
+    width, height = Image.open(plain).size
+    assert served[rotated]["image_size"] == [width, height]  # upright (turned a quarter), as detkit predict reads it
 
     result = invoke("checkpoint", "export", tiny_run["run_dir"], "--output", export_dir)
     assert isinstance(result.exception, DetkitError) and "--overwrite" in str(result.exception)
