@@ -213,3 +213,17 @@ def test_init_from_or_resume_with_an_unreadable_run_is_an_error(dataset_dir, tmp
     (src / "config.yml").write_text("model: [\n")
     with pytest.raises(CheckpointError, match="config.yml line"):
         training_config([], [f"train.job_dir={tmp_path}", "train.run_name=source"], dataset_dir=dataset_dir)
+
+
+@pytest.mark.slow
+def test_fpn_training_from_the_command_line(dataset_dir, tmp_path, run_detkit):
+    from detkit.config.tiny import tiny_model_overrides
+
+    tiny = [o for o in tiny_model_overrides() if not o.startswith(("model.base_network.name", "model.base_network.weights"))]
+    code, _, err = run_detkit(
+        "train", "--dataset-dir", dataset_dir, "--minutes", "0.05", "-o", f"train.job_dir={tmp_path / 'jobs'}",
+        "-o", "train.run_name=fpn", "-o", "model.architecture=fpn", "-o", "model.fpn.channels=16",
+        *[a for o in tiny for a in ("-o", o)])
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "jobs" / "fpn" / "config.yml").read_text())
+    assert saved["model"]["fpn"]["anchor_sizes"] == [[64.0], [128.0], [256.0], [512.0]]
