@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from detkit import runs
+from detkit.runs.lock import check_not_training
 from detkit.runs.info import checkpoint_rows, directory_size, human_size, metrics_summary, run_summary
 from detkit.cli.common import tensorflow
 from detkit.errors import CheckpointError, DetkitError
@@ -97,7 +98,7 @@ def info_command(path: str, as_json: bool) -> None:
         tr = cfg["train"]
         steps = f"{tr['num_steps']} steps" if tr["num_steps"] else f"{tr['num_epochs']:g} epochs"
         lines += [
-            f"model        {cfg['backbone']} (weights {cfg['weights']}), "
+            f"model        {cfg['architecture']}, {cfg['backbone']} (weights {cfg['weights']}), "
             f"{'two-stage' if cfg['rcnn'] else 'RPN only'}, anchors {cfg['anchors']['sizes']} x {cfg['anchors']['ratios']}",
             f"images       min side {cfg['image']['min_size']}, max side {cfg['image']['max_size']}",
             f"dataset      {cfg['dataset']['dir']} (split {cfg['dataset']['split']})",
@@ -126,6 +127,7 @@ def delete_command(path: str, yes: bool) -> None:
     """Delete a whole run directory, or one checkpoint of a run (its files, state entry and metrics)."""
     target = runs.resolve_run_path(path)
     if target.checkpoint is not None:
+        check_not_training(target.run_dir)  # before asking
         what = f"checkpoint {target.checkpoint.prefix} ({human_size(target.checkpoint.size)})"
     else:
         runs.check_deletable_run(target.run_dir)  # before asking: refuse what is not exactly a run

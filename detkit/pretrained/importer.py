@@ -14,6 +14,7 @@ from detkit.errors import CheckpointError
 from detkit.pretrained.classes import resolve_class_names
 from detkit.pretrained.pth import read_state_dict
 from detkit.runs import layout
+from detkit.runs.lock import check_not_training
 from detkit.utils import atomic
 
 # Written beside config.yml by an import: what was imported, and the proof that this command made the run
@@ -62,6 +63,7 @@ def _check_output(output_dir: str, overwrite: bool) -> None:
                               "import`; choose a new directory")
     if not overwrite:
         raise CheckpointError(f"--output {output_dir}: already holds an imported run; pass --overwrite to replace it")
+    check_not_training(output_dir, doing="replacing")
 
 
 def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None, classes: Optional[str] = None,

@@ -31,6 +31,7 @@ RUN_ENTRIES = frozenset({CONFIG_FILE, CLASSES_FILE, CHECKPOINT_DIR, METRICS_FILE
                          TRAIN_LOG_DIR, RECIPE_FILE, IMPORT_RECORD_FILE})
 _CHECKPOINT_ENTRY = re.compile(r"^ckpt-\d+(\.index|\.data-\d+-of-\d+|_temp[^/]*)$")
 _TEMP_ENTRY = re.compile(r"^\..+\.tmp-\d+$")  # detkit.utils.atomic's temporary names
+_EVENTS_ENTRY = re.compile(r"^events\.out\.tfevents\.")  # TensorBoard's event files
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -83,8 +84,9 @@ def foreign_entries(run_dir: str) -> list[str]:
     found = []
     for name in sorted(os.listdir(run_dir)):
         path = os.path.join(run_dir, name)
-        known = name in RUN_ENTRIES or (name.startswith("eval_") and os.path.isdir(path)) or _TEMP_ENTRY.match(name)
-        if not known:
+        if name == TRAIN_LOG_DIR or name.startswith("eval_"):
+            found += _foreign_log_entries(path, name)
+        elif not (name in RUN_ENTRIES or _TEMP_ENTRY.match(name)):
             found.append(name)
     directory = checkpoint_dir(run_dir)
     if os.path.isdir(directory):
@@ -93,3 +95,11 @@ def foreign_entries(run_dir: str) -> list[str]:
     elif os.path.lexists(directory):
         found.append(CHECKPOINT_DIR)
     return found
+
+
+def _foreign_log_entries(path: str, name: str) -> list[str]:
+    """What a TensorBoard log directory `name` of a run holds besides event files: all of it if not a directory."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return [name]
+    return [os.path.join(name, n) for n in sorted(os.listdir(path))
+            if not ((_EVENTS_ENTRY.match(n) or _TEMP_ENTRY.match(n)) and os.path.isfile(os.path.join(path, n)))]
