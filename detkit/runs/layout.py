@@ -7,7 +7,8 @@ A run directory (written by `detkit train`, `train.job_dir/train.run_name`) hold
     checkpoints/ckpt-N.index, checkpoints/ckpt-N.data-*   the checkpoints
     checkpoints/checkpoint      TensorFlow's checkpoint state file (which checkpoints exist, the latest)
     metrics.json                the results of `detkit eval`, per checkpoint and split
-    eval_<label>/, events       TensorBoard logs of training and evaluation
+    train/, eval_<label>/       TensorBoard event files of training and of each evaluation
+    detkit-pack.json            in a run made by `detkit checkpoint unpack`: the pack's manifest
     train.lock                  while `detkit train` runs: its pid and host (detkit.runs.lock)
     imported.json               in a run made by `detkit checkpoint import`
 """
