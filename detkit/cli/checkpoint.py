@@ -12,10 +12,8 @@ from detkit import runs
 from detkit.runs.lock import check_not_training
 from detkit.runs.info import checkpoint_rows, directory_size, human_size, metrics_summary, run_summary
 from detkit.cli.common import tensorflow
+from detkit.config.schema import TrainConfig
 from detkit.errors import CheckpointError, DetkitError
-
-DEFAULT_JOB_DIR = "jobs"
-
 
 @click.group("checkpoint")
 def checkpoint_group() -> None:
@@ -32,7 +30,7 @@ def list_command(job_dir: Optional[str], as_json: bool) -> None:
     from detkit.pretrained import zoo
 
     explicit = job_dir is not None
-    job_dir = job_dir or DEFAULT_JOB_DIR
+    job_dir = job_dir or TrainConfig.job_dir
     run_dirs = runs.find_runs(job_dir) if explicit or os.path.isdir(job_dir) else []
     models = [] if explicit else zoo.downloaded()
     if as_json:
@@ -227,6 +225,7 @@ downloaded model (accurate, else mobile, else fast). Prints the run directory.""
 @click.option("--progress/--no-progress", "show_progress", default=True, show_default=True,
               help="Progress bar (bytes, rate, ETA) on stderr.")
 def download_command(name: str, show_progress: bool) -> None:
+    """Download a COCO detector and import it as a run (the help text is built from the model registry)."""
     from detkit.pretrained import zoo
 
     run_dir = zoo.download(name, show_progress=show_progress, log=lambda m: click.echo(f"detkit: {m}", err=True))

@@ -23,7 +23,9 @@ CLASSES_FILE = "classes.json"
 STATE_FILE = "checkpoint"
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.json"
-IMPORT_RECORD_FILE = "imported.json"  # a run made by `detkit checkpoint import` (detkit.pretrained.importer)
+# Written by `detkit checkpoint import` (detkit.pretrained.importer): what was imported, and the proof that it
+# made the run (so that --overwrite replaces only an imported run, never a trained one).
+IMPORT_RECORD_FILE = "imported.json"
 LOCK_FILE = "train.lock"
 PACK_MANIFEST_FILE = "detkit-pack.json"  # in a packed .tar, and in the run directory unpacked from it
 TRAIN_LOG_DIR = "train"

@@ -13,7 +13,8 @@ from pretrained.pth_writer import write_pth
 
 from detkit.errors import CheckpointError
 from detkit.pretrained.classes import COCO_CLASSES, UNUSED_CLASS, resolve_class_names
-from detkit.pretrained.importer import IMPORT_RECORD, import_checkpoint, upgrade_old_torchvision_keys
+from detkit.pretrained.importer import import_checkpoint, upgrade_old_torchvision_keys
+from detkit.runs.layout import IMPORT_RECORD_FILE as IMPORT_RECORD
 from detkit.runs.lock import RunLocked
 
 
