@@ -135,7 +135,7 @@ def zoo_home(tiny_run, tmp_path, monkeypatch) -> str:
     import json
     import shutil
 
-    from detkit.pretrained.importer import IMPORT_RECORD
+    from detkit.runs.layout import IMPORT_RECORD_FILE as IMPORT_RECORD
 
     home = tmp_path / "detkit-home"
     run_dir = home / "models" / "fast"

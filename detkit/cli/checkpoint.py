@@ -9,12 +9,11 @@ from typing import Optional
 import click
 
 from detkit import runs
+from detkit.runs.lock import check_not_training
 from detkit.runs.info import checkpoint_rows, directory_size, human_size, metrics_summary, run_summary
 from detkit.cli.common import tensorflow
+from detkit.config.schema import TrainConfig
 from detkit.errors import CheckpointError, DetkitError
-
-DEFAULT_JOB_DIR = "jobs"
-
 
 @click.group("checkpoint")
 def checkpoint_group() -> None:
@@ -31,7 +30,7 @@ def list_command(job_dir: Optional[str], as_json: bool) -> None:
     from detkit.pretrained import zoo
 
     explicit = job_dir is not None
-    job_dir = job_dir or DEFAULT_JOB_DIR
+    job_dir = job_dir or TrainConfig.job_dir
     run_dirs = runs.find_runs(job_dir) if explicit or os.path.isdir(job_dir) else []
     models = [] if explicit else zoo.downloaded()
     if as_json:
@@ -97,7 +96,7 @@ def info_command(path: str, as_json: bool) -> None:
         tr = cfg["train"]
         steps = f"{tr['num_steps']} steps" if tr["num_steps"] else f"{tr['num_epochs']:g} epochs"
         lines += [
-            f"model        {cfg['backbone']} (weights {cfg['weights']}), "
+            f"model        {cfg['architecture']}, {cfg['backbone']} (weights {cfg['weights']}), "
             f"{'two-stage' if cfg['rcnn'] else 'RPN only'}, anchors {cfg['anchors']['sizes']} x {cfg['anchors']['ratios']}",
             f"images       min side {cfg['image']['min_size']}, max side {cfg['image']['max_size']}",
             f"dataset      {cfg['dataset']['dir']} (split {cfg['dataset']['split']})",
@@ -126,6 +125,7 @@ def delete_command(path: str, yes: bool) -> None:
     """Delete a whole run directory, or one checkpoint of a run (its files, state entry and metrics)."""
     target = runs.resolve_run_path(path)
     if target.checkpoint is not None:
+        check_not_training(target.run_dir)  # before asking
         what = f"checkpoint {target.checkpoint.prefix} ({human_size(target.checkpoint.size)})"
     else:
         runs.check_deletable_run(target.run_dir)  # before asking: refuse what is not exactly a run
@@ -225,6 +225,7 @@ downloaded model (accurate, else mobile, else fast). Prints the run directory.""
 @click.option("--progress/--no-progress", "show_progress", default=True, show_default=True,
               help="Progress bar (bytes, rate, ETA) on stderr.")
 def download_command(name: str, show_progress: bool) -> None:
+    """Download a COCO detector and import it as a run (the help text is built from the model registry)."""
     from detkit.pretrained import zoo
 
     run_dir = zoo.download(name, show_progress=show_progress, log=lambda m: click.echo(f"detkit: {m}", err=True))

@@ -147,7 +147,7 @@ class Counters:
         self.failed = 0
 
 
-def predict_images(items: list, predictor: BatchPredictor, emit, drawn: Optional[DrawnNames],
+def predict_images(items: list, predictor: BatchPredictor, emit: Callable[[dict], None], drawn: Optional[DrawnNames],
                    counters: Counters, show_progress: bool) -> None:
     """Run the model over image items in order, emitting one record per readable image."""
     from detkit.utils.progress import progress
@@ -187,8 +187,8 @@ def predict_images(items: list, predictor: BatchPredictor, emit, drawn: Optional
         bar.close()
 
 
-def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit, drawn: Optional[DrawnNames],
-                  counters: Counters, show_progress: bool) -> None:
+def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit: Callable[[dict], None],
+                  drawn: Optional[DrawnNames], counters: Counters, show_progress: bool) -> None:
     """One record per frame (with "frame" and "time"); with a drawn dir, the video re-encoded with boxes."""
     from PIL import Image
 

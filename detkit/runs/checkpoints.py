@@ -13,6 +13,7 @@ from typing import Optional
 
 from detkit.errors import CheckpointError
 from detkit.runs import layout
+from detkit.runs.lock import check_not_training
 from detkit.runs.metrics import forget_metrics
 from detkit.utils import atomic
 
@@ -164,6 +165,7 @@ def delete_checkpoint(entry: CheckpointEntry) -> None:
     """Remove one checkpoint's files, drop it from the state file and from metrics.json."""
     directory = os.path.dirname(entry.prefix)
     run_dir = os.path.dirname(directory)
+    check_not_training(run_dir)
     state = read_state(directory)
     for path in entry.files:
         try:
@@ -189,6 +191,7 @@ def check_deletable_run(run_dir: str, doing: str = "deleting") -> None:
     if cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
         raise CheckpointError(f"{run_dir}: not {doing} the current directory (or one holding it); "
                               "name the run directory from outside it")
+    check_not_training(run_dir, doing)
     if not layout.is_run_dir(run_dir):
         raise CheckpointError(f"{run_dir}: not {doing}: no {layout.CONFIG_FILE}, so not a run directory "
                               "written by `detkit train`")

@@ -7,7 +7,8 @@ A run directory (written by `detkit train`, `train.job_dir/train.run_name`) hold
     checkpoints/ckpt-N.index, checkpoints/ckpt-N.data-*   the checkpoints
     checkpoints/checkpoint      TensorFlow's checkpoint state file (which checkpoints exist, the latest)
     metrics.json                the results of `detkit eval`, per checkpoint and split
-    eval_<label>/, events       TensorBoard logs of training and evaluation
+    train/, eval_<label>/       TensorBoard event files of training and of each evaluation
+    detkit-pack.json            in a run made by `detkit checkpoint unpack`: the pack's manifest
     train.lock                  while `detkit train` runs: its pid and host (detkit.runs.lock)
     imported.json               in a run made by `detkit checkpoint import`
 """
@@ -22,7 +23,9 @@ CLASSES_FILE = "classes.json"
 STATE_FILE = "checkpoint"
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.json"
-IMPORT_RECORD_FILE = "imported.json"  # a run made by `detkit checkpoint import` (detkit.pretrained.importer)
+# Written by `detkit checkpoint import` (detkit.pretrained.importer): what was imported, and the proof that it
+# made the run (so that --overwrite replaces only an imported run, never a trained one).
+IMPORT_RECORD_FILE = "imported.json"
 LOCK_FILE = "train.lock"
 PACK_MANIFEST_FILE = "detkit-pack.json"  # in a packed .tar, and in the run directory unpacked from it
 TRAIN_LOG_DIR = "train"
@@ -31,6 +34,7 @@ RUN_ENTRIES = frozenset({CONFIG_FILE, CLASSES_FILE, CHECKPOINT_DIR, METRICS_FILE
                          TRAIN_LOG_DIR, RECIPE_FILE, IMPORT_RECORD_FILE})
 _CHECKPOINT_ENTRY = re.compile(r"^ckpt-\d+(\.index|\.data-\d+-of-\d+|_temp[^/]*)$")
 _TEMP_ENTRY = re.compile(r"^\..+\.tmp-\d+$")  # detkit.utils.atomic's temporary names
+_EVENTS_ENTRY = re.compile(r"^events\.out\.tfevents\.")  # TensorBoard's event files
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -83,8 +87,9 @@ def foreign_entries(run_dir: str) -> list[str]:
     found = []
     for name in sorted(os.listdir(run_dir)):
         path = os.path.join(run_dir, name)
-        known = name in RUN_ENTRIES or (name.startswith("eval_") and os.path.isdir(path)) or _TEMP_ENTRY.match(name)
-        if not known:
+        if name == TRAIN_LOG_DIR or name.startswith("eval_"):
+            found += _foreign_log_entries(path, name)
+        elif not (name in RUN_ENTRIES or _TEMP_ENTRY.match(name)):
             found.append(name)
     directory = checkpoint_dir(run_dir)
     if os.path.isdir(directory):
@@ -93,3 +98,11 @@ def foreign_entries(run_dir: str) -> list[str]:
     elif os.path.lexists(directory):
         found.append(CHECKPOINT_DIR)
     return found
+
+
+def _foreign_log_entries(path: str, name: str) -> list[str]:
+    """What a TensorBoard log directory `name` of a run holds besides event files: all of it if not a directory."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return [name]
+    return [os.path.join(name, n) for n in sorted(os.listdir(path))
+            if not ((_EVENTS_ENTRY.match(n) or _TEMP_ENTRY.match(n)) and os.path.isfile(os.path.join(path, n)))]

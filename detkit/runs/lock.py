@@ -13,7 +13,7 @@ import time
 from typing import Callable, Optional
 
 from detkit.errors import DetkitError
-from detkit.runs.layout import lock_path
+from detkit.runs.layout import LOCK_FILE, lock_path
 from detkit.utils.atomic import ensure_parent, pid_alive
 
 
@@ -39,6 +39,16 @@ def holder_alive(holder: dict) -> bool:
         return True
     pid = holder.get("pid")
     return isinstance(pid, int) and pid != os.getpid() and pid_alive(pid)
+
+
+def check_not_training(run_dir: str, doing: str = "deleting") -> None:
+    """RunLocked when a live `detkit train` holds `run_dir`: nothing may delete or replace it meanwhile."""
+    holder = read_holder(run_dir)
+    if holder and holder_alive(holder):
+        where = holder.get("host", "?")
+        raise RunLocked(f"{run_dir}: not {doing}: `detkit train` pid {holder.get('pid')} on host {where} holds it "
+                        f"({LOCK_FILE}); wait for it or stop it first"
+                        + ("" if where == socket.gethostname() else f"; if that process is gone, delete {lock_path(run_dir)}"))
 
 
 class RunLock:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -28,7 +27,7 @@ from detkit.runs.metrics import read_metrics
 from detkit.runs.resolve import resolve_run_path
 from detkit.utils import atomic
 
-MANIFEST_FILE = PACK_MANIFEST_FILE
+STAGING_PREFIX = "unpack"
 PACK_FORMAT = 1
 
 
@@ -109,7 +108,7 @@ def pack(path: str, output: str, checkpoint: Optional[str] = None, overwrite: bo
     try:
         with atomic.atomic_path(output) as tmp:
             with tarfile.open(tmp, mode) as tar:
-                add_bytes(tar, MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+                add_bytes(tar, PACK_MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
                 tar.add(os.path.join(run_dir, CONFIG_FILE), CONFIG_FILE)
                 tar.add(os.path.join(run_dir, CLASSES_FILE), CLASSES_FILE)
                 add_bytes(tar, f"{CHECKPOINT_DIR}/{STATE_FILE}", state_text([entry.name]).encode())
@@ -142,11 +141,11 @@ def read_manifest(tar_path: str) -> dict:
     try:
         with tarfile.open(tar_path) as tar:
             try:
-                fh = tar.extractfile(MANIFEST_FILE)
+                fh = tar.extractfile(PACK_MANIFEST_FILE)
             except KeyError:
                 fh = None
             if fh is None:
-                raise CheckpointError(f"{tar_path}: not a packed detkit checkpoint (no {MANIFEST_FILE}; "
+                raise CheckpointError(f"{tar_path}: not a packed detkit checkpoint (no {PACK_MANIFEST_FILE}; "
                                       "make one with `detkit checkpoint pack RUN --output FILE.tar`)")
             manifest = json.loads(fh.read().decode("utf-8"))
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
@@ -166,8 +165,8 @@ def unpack(tar_path: str, output_dir: str, overwrite: bool = False) -> str:
             raise CheckpointError(f"{output_dir}: is a file; --overwrite replaces only an earlier run directory")
         check_deletable_run(output_dir, doing="replacing")
     parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".unpack-", dir=parent)
+    atomic.remove_stale_temp(parent, STAGING_PREFIX)
+    staging = atomic.make_temp_dir(parent, STAGING_PREFIX)
     try:
         with tarfile.open(tar_path) as tar:
             members = _safe_members(tar, tar_path)

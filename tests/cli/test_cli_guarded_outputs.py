@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
 
 import pytest
 
@@ -65,6 +67,55 @@ def test_delete_a_folder_without_config_is_refused(tmp_path, run_detkit):
 
 
 # ---------------------------------------------------------------- pack, unpack, export
+def test_delete_refuses_a_train_folder_of_photos(tmp_path, run_detkit):
+    folder = tmp_path / "photos"
+    fake_run(folder)
+    (folder / "train" / "cat.jpg").write_bytes(b"x")  # the user's training photos, beside a config.yml
+    (folder / "eval_test").mkdir()
+    (folder / "eval_test" / "notes.txt").write_text("mine")
+    code, _, err = run_detkit("checkpoint", "delete", folder, "--yes")
+    assert code == 1
+    assert error_line(err) == (f"{folder}: not deleting: it holds eval_test/notes.txt, train/cat.jpg, which detkit "
+                               "does not write in a run directory; remove those yourself first if the run should go")
+    assert (folder / "train" / "cat.jpg").exists() and (folder / "eval_test" / "notes.txt").exists()
+
+
+@pytest.fixture
+def live_pid():
+    """The pid of a process that stays alive during the test."""
+    process = subprocess.Popen(["sleep", "60"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def lock_run(run, pid: int) -> None:
+    (run / "train.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "now"}))
+
+
+def test_delete_and_unpack_refuse_a_run_being_trained(tiny_run, tmp_path, run_detkit, live_pid):
+    run = tmp_path / "jobs" / "r"
+    fake_run(run)
+    lock_run(run, live_pid)
+    refused = (f"{run}: not deleting: `detkit train` pid {live_pid} on host {socket.gethostname()} holds it "
+               "(train.lock); wait for it or stop it first")
+    code, _, err = run_detkit("checkpoint", "delete", run, "--yes")
+    assert code == 1 and error_line(err) == refused
+    code, _, err = run_detkit("checkpoint", "delete", run / "checkpoints" / "ckpt-1", "--yes")
+    assert code == 1 and error_line(err) == refused
+    assert (run / "checkpoints" / "ckpt-1.index").is_file()
+
+    packed = tmp_path / "run.tar"
+    assert run_detkit("checkpoint", "pack", tiny_run["run_dir"], "--output", packed)[0] == 0
+    code, _, err = run_detkit("checkpoint", "unpack", packed, "--output", run, "--overwrite")
+    assert code == 1 and error_line(err) == refused.replace("not deleting", "not replacing")
+    assert (run / "checkpoints" / "ckpt-1.index").is_file()
+
+    lock_run(run, 2 ** 22 + 1)  # a holder that died: the run may go
+    assert run_detkit("checkpoint", "delete", run, "--yes")[0] == 0
+    assert not run.exists()
+
+
 def test_pack_refuses_an_existing_file_and_replaces_only_a_pack(tiny_run, tmp_path, run_detkit):
     notes = tmp_path / "notes.tar"
     notes.write_text("my notes")
