@@ -2,17 +2,14 @@
 
 Over 300 lines on purpose: resuming, the step loop and its clock-based stop/save decisions share the strategy,
 the checkpoint manager and the progress bar, and every branch must agree across workers; split apart they
-would pass all of that state around. The pieces without that state live beside it (step.py, strategy.py,
+would pass all of that state around. The pieces without that state live beside it (step.py, resume.py, strategy.py,
 precision.py, summaries.py) and run directories in detkit/runs/.
 """
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -26,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detkit.config import Config, dump_yaml, to_dict
+from detkit.config import Config, dump_yaml
 from detkit.datasets import pipeline
 from detkit.datasets.sources import check_training_sources
 from detkit.datasets.tfrecord import data_loss_error
@@ -35,7 +32,8 @@ from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit import runs
 from detkit.recipe.config import TrainingConfig
 from detkit.runs import layout
-from detkit.runs.lock import RunLock, holder_alive, read_holder
+from detkit.runs.lock import RunLock
+from detkit.train.resume import check_resumable, run_dir_for
 from detkit.runs.restore import is_damaged, restore_for_finetuning
 from detkit.train import precision, summaries
 from detkit.train import strategy as strategies
@@ -71,60 +69,6 @@ def _log(message: str) -> None:
     print(f"detkit: {message}", file=sys.stderr, flush=True)
 
 
-GENERATED_RUN_NAME = re.compile(r"^run-\d{8}-\d{6}$")
-
-
-def _run_dir(cfg: Config, total_steps: int, log: Callable[[str], None]) -> str:
-    """job_dir/run_name; without a run name, the newest unfinished run of this same config, else a new name."""
-    if cfg.train.run_name:
-        return os.path.join(cfg.train.job_dir, cfg.train.run_name)
-    unfinished = _newest_unfinished_run(cfg, total_steps)
-    if unfinished:
-        log(f"resuming {unfinished}: the newest unfinished run of this config (train.run_name is empty; "
-            "set it to start another run)")
-        return unfinished
-    return os.path.join(cfg.train.job_dir, datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S"))
-
-
-def _newest_unfinished_run(cfg: Config, total_steps: int) -> Optional[str]:
-    """The newest run-YYYYmmdd-HHMMSS of job_dir saved with this exact config, not finished and not running."""
-    try:
-        names = sorted((n for n in os.listdir(cfg.train.job_dir) if GENERATED_RUN_NAME.match(n)), reverse=True)
-    except OSError:
-        return None
-    wanted = dump_yaml(cfg)
-    for name in names:
-        run_dir = os.path.join(cfg.train.job_dir, name)
-        try:
-            with open(layout.config_path(run_dir), encoding="utf-8") as fh:
-                if fh.read() != wanted:
-                    continue
-        except OSError:
-            continue
-        holder = read_holder(run_dir)
-        if holder is not None and holder_alive(holder):
-            continue  # being trained right now
-        if not _finished(run_dir, cfg, total_steps):
-            return run_dir
-    return None
-
-
-def _finished(run_dir: str, cfg: Config, total_steps: int) -> bool:
-    """Whether a run's newest checkpoint reached its step count or its time budget."""
-    latest = runs.latest_checkpoint(run_dir)
-    if latest is None:
-        return False
-    if runs.step_of(latest) >= total_steps:
-        return True
-    if cfg.train.max_minutes:
-        try:
-            seconds = float(tf.train.load_checkpoint(latest).get_tensor("elapsed/.ATTRIBUTES/VARIABLE_VALUE"))
-        except (tf.errors.OpError, ValueError):
-            return False
-        return seconds >= cfg.train.max_minutes * 60.0
-    return False
-
-
 @contextlib.contextmanager
 def _stop_requests() -> Iterator[threading.Event]:
     """An event set by SIGTERM (how schedulers preempt), so the loop saves a checkpoint and stops."""
@@ -147,40 +91,6 @@ def _stop_requests() -> Iterator[threading.Event]:
 def _all_finite(variables: list) -> bool:
     """Whether every value of every variable is finite."""
     return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in variables]))
-
-
-def _check_resumable(run_dir: str, cfg: Config, class_names: list[str]) -> None:
-    """Refuse to resume a run whose model or classes differ from the current config."""
-    try:
-        saved = runs.load_run_config(run_dir)
-    except DetkitError as exc:
-        raise CheckpointError(f"{layout.config_path(run_dir)}: cannot read the saved config of this run "
-                              f"({first_line(exc, 300)})") from None
-    old, new = to_dict(saved.model), to_dict(cfg.model)
-    for key in _diff_keys(old, new, "model"):
-        raise CheckpointError(
-            f"{run_dir}: cannot resume: {key} changed since the checkpoint was written "
-            "(use a new train.run_name, or train.init_from to start from it)"
-        )
-    classes_path = layout.classes_path(run_dir)
-    if os.path.isfile(classes_path):
-        try:
-            with open(classes_path, encoding="utf-8") as fh:
-                saved_classes = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{classes_path}: cannot read the class map of this run ({exc})") from None
-        if saved_classes != class_names:
-            raise CheckpointError(f"{run_dir}: cannot resume: the dataset's classes differ from the run's classes.json")
-
-
-def _diff_keys(old, new, prefix: str) -> list[str]:
-    """Dotted keys whose values differ between two nested mappings."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _diff_keys(old.get(key), new.get(key), f"{prefix}.{key}")
-        return out
-    return [] if old == new else [prefix]
 
 
 def _total_steps(cfg: Config, num_images: int) -> int:
@@ -254,7 +164,7 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
     if cluster is not None and not cfg.train.run_name:
         raise ConfigError("config key train.run_name: required for multi-worker training "
                           "(every worker must name the same run directory)")
-    run_dir = _run_dir(cfg, _total_steps(cfg, num_images), log)
+    run_dir = run_dir_for(cfg, _total_steps(cfg, num_images), log)
     if not chief:
         return _train_in(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, log,
                          class_names, num_images, run_dir, recipe)
@@ -280,7 +190,7 @@ def _train_in(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, stra
     replicas = strategy.num_replicas_in_sync
     resume_from = runs.latest_checkpoint(run_dir)
     if resume_from:
-        _check_resumable(run_dir, cfg, class_names)
+        check_resumable(run_dir, cfg, class_names)
     if chief:
         try:
             atomic.write_text(layout.config_path(run_dir), dump_yaml(cfg))

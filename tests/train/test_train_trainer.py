@@ -244,7 +244,7 @@ def test_resume_with_unreadable_saved_config_is_a_one_line_error(run_detkit, sho
     code, _, err = run_detkit("train", "-c", config, "-o", f"train.job_dir={job_dir}")
     assert code == 1
     line = the_error_line(err)
-    assert "config.yml: cannot read the saved config of this run" in line, line
+    assert "config.yml line 2: cannot read run config" in line and "restore the config.yml" in line, line
 
 
 # ---------------------------------------------------------------- the NaN guard
