@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from importlib import resources
 
 from detkit.errors import DetkitError
+from detkit.utils import atomic
 
 RECIPE = "raccoon_cpu.yml"
 DATA_PACKAGE = "detkit.data"
-# Subfolders the demo owns inside its output directory (removed and rewritten on each run).
-OWNED = ("data", "jobs", "predictions")
+# What the demo writes inside its output directory; the folders are removed and rewritten on each run, but
+# only in a directory holding the demo's marker file (written by the first run there).
+OWNED = ("data", os.path.join("jobs", "demo"), "predictions")
+OWNED_FILES = ("summary.html", "metrics.json", "loss_curve.png", "detections_grid.png")
+MARKER = ".detkit-demo"
 
 
 @dataclass
@@ -47,11 +51,22 @@ def recipe_path() -> str:
 
 
 def _prepare_output(output_dir: str) -> None:
-    """Create the output dir; clear only the subfolders and files the demo itself writes."""
-    os.makedirs(output_dir, exist_ok=True)
+    """Create the output dir; clear the demo's own folders, refusing a directory a previous demo did not make."""
+    marker = os.path.join(output_dir, MARKER)
+    if not os.path.isfile(marker):
+        taken = [name for name in (*OWNED, "jobs", *OWNED_FILES) if os.path.lexists(os.path.join(output_dir, name))]
+        if taken:
+            raise DetkitError(f"{output_dir}: already holds {', '.join(sorted(set(taken)))}, not written by "
+                              "`detkit demo` (no .detkit-demo marker); choose an empty or new --output")
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+        except OSError as exc:
+            raise DetkitError(f"{output_dir}: cannot create the output directory ({exc.strerror or exc})") from None
+        atomic.write_text(marker, "written by `detkit demo`: it may replace data/, jobs/demo/, predictions/ and "
+                                  "its summary files here, nothing else\n")
     for name in OWNED:
         path = os.path.join(output_dir, name)
-        if os.path.isdir(path):
+        if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
 
 
@@ -117,7 +132,6 @@ def _predict_held_out(detector, output_dir: str) -> list[str]:
 
     with open(_packaged("raccoon", "test_labels.csv"), encoding="utf-8") as fh:
         names = sorted({row["filename"] for row in csv.DictReader(fh)})
-    from detkit.utils import atomic
 
     out_dir = os.path.join(output_dir, "predictions")
     os.makedirs(out_dir, exist_ok=True)
@@ -165,7 +179,6 @@ def _summary_page(output_dir: str, metrics: dict) -> str:
 </body></html>
 """
     path = os.path.join(output_dir, "summary.html")
-    from detkit.utils import atomic
 
     atomic.write_text(path, page)
     return path
@@ -212,7 +225,6 @@ def run_demo(output_dir: str, minutes: float, overrides: tuple[str, ...] = ()) -
         "train_images": _count_images("train"),
         "test_images": len(gts), "run_dir": result.run_dir, "checkpoint": result.checkpoint,
     }
-    from detkit.utils import atomic
 
     atomic.write_json(os.path.join(output_dir, "metrics.json"), metrics)
     summary = _summary_page(output_dir, metrics)

@@ -45,3 +45,9 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
         return exc.strerror
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM asked the command to stop (a scheduler preempting it); it stopped cleanly. Exit code 143."""
+
+    exit_code = 143

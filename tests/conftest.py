@@ -12,7 +12,8 @@ from detkit.utils.tf_quiet import import_tensorflow
 import_tensorflow()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RACCOON_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "datasets", "raccoon"))
+# The raccoon photos and CSV labels shipped with the package: every test runs from a fresh clone.
+PACKAGED_RACCOON = os.path.join(REPO_ROOT, "detkit", "data", "raccoon")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,10 +21,47 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def raccoon_dir() -> str:
-    if not os.path.isdir(RACCOON_DIR):
-        pytest.skip(f"shared raccoon dataset not found at {RACCOON_DIR}")
-    return RACCOON_DIR
+def raccoon_dir(tmp_path_factory) -> str:
+    """The packaged raccoon set in the layout of the original dataset: images/, data/*_labels.csv (the
+    packaged CSVs), and, written from those CSVs, Pascal VOC annotations/*.xml and COCO coco/instances_*.json."""
+    import csv
+    import json
+    import shutil
+    from xml.sax.saxutils import escape
+
+    root = tmp_path_factory.mktemp("raccoon")
+    os.symlink(os.path.join(PACKAGED_RACCOON, "images"), root / "images")
+    for folder in ("data", "annotations", "coco"):
+        (root / folder).mkdir()
+    for split in ("train", "test"):
+        source = os.path.join(PACKAGED_RACCOON, f"{split}_labels.csv")
+        shutil.copy(source, root / "data" / f"{split}_labels.csv")
+        with open(source, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        images: dict[str, dict] = {}
+        for row in rows:
+            image = images.setdefault(row["filename"], {"id": len(images) + 1, "file_name": row["filename"],
+                                                        "width": int(row["width"]), "height": int(row["height"]),
+                                                        "boxes": []})
+            image["boxes"].append((row["class"], *(int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))))
+        annotations = []
+        for image in images.values():
+            objects = "".join(
+                f"<object><name>{escape(name)}</name><pose>Unspecified</pose><truncated>0</truncated>"
+                f"<difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                f"<ymax>{y2}</ymax></bndbox></object>" for name, x1, y1, x2, y2 in image["boxes"])
+            xml = (f"<annotation><folder>images</folder><filename>{image['file_name']}</filename><size>"
+                   f"<width>{image['width']}</width><height>{image['height']}</height><depth>3</depth></size>"
+                   f"<segmented>0</segmented>{objects}</annotation>\n")
+            (root / "annotations" / (os.path.splitext(image["file_name"])[0] + ".xml")).write_text(xml)
+            for _, x1, y1, x2, y2 in image["boxes"]:
+                annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": 1,
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                    "iscrowd": 0})
+        coco = {"images": [{k: v for k, v in image.items() if k != "boxes"} for image in images.values()],
+                "annotations": annotations, "categories": [{"id": 1, "name": "raccoon"}]}
+        (root / "coco" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return str(root)
 
 
 @pytest.fixture
@@ -97,7 +135,7 @@ def zoo_home(tiny_run, tmp_path, monkeypatch) -> str:
     import json
     import shutil
 
-    from detkit.pretrained.importer import IMPORT_RECORD
+    from detkit.runs.layout import IMPORT_RECORD_FILE as IMPORT_RECORD
 
     home = tmp_path / "detkit-home"
     run_dir = home / "models" / "fast"

@@ -3,19 +3,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from typing import Optional
 
 import click
 
 from detkit import runs
+from detkit.runs.lock import check_not_training
 from detkit.runs.info import checkpoint_rows, directory_size, human_size, metrics_summary, run_summary
 from detkit.cli.common import tensorflow
+from detkit.config.schema import TrainConfig
 from detkit.errors import CheckpointError, DetkitError
-
-DEFAULT_JOB_DIR = "jobs"
-
 
 @click.group("checkpoint")
 def checkpoint_group() -> None:
@@ -32,7 +30,7 @@ def list_command(job_dir: Optional[str], as_json: bool) -> None:
     from detkit.pretrained import zoo
 
     explicit = job_dir is not None
-    job_dir = job_dir or DEFAULT_JOB_DIR
+    job_dir = job_dir or TrainConfig.job_dir
     run_dirs = runs.find_runs(job_dir) if explicit or os.path.isdir(job_dir) else []
     models = [] if explicit else zoo.downloaded()
     if as_json:
@@ -98,7 +96,7 @@ def info_command(path: str, as_json: bool) -> None:
         tr = cfg["train"]
         steps = f"{tr['num_steps']} steps" if tr["num_steps"] else f"{tr['num_epochs']:g} epochs"
         lines += [
-            f"model        {cfg['backbone']} (weights {cfg['weights']}), "
+            f"model        {cfg['architecture']}, {cfg['backbone']} (weights {cfg['weights']}), "
             f"{'two-stage' if cfg['rcnn'] else 'RPN only'}, anchors {cfg['anchors']['sizes']} x {cfg['anchors']['ratios']}",
             f"images       min side {cfg['image']['min_size']}, max side {cfg['image']['max_size']}",
             f"dataset      {cfg['dataset']['dir']} (split {cfg['dataset']['split']})",
@@ -127,8 +125,10 @@ def delete_command(path: str, yes: bool) -> None:
     """Delete a whole run directory, or one checkpoint of a run (its files, state entry and metrics)."""
     target = runs.resolve_run_path(path)
     if target.checkpoint is not None:
+        check_not_training(target.run_dir)  # before asking
         what = f"checkpoint {target.checkpoint.prefix} ({human_size(target.checkpoint.size)})"
     else:
+        runs.check_deletable_run(target.run_dir)  # before asking: refuse what is not exactly a run
         count = len(runs.list_checkpoints(target.run_dir))
         what = (f"run {target.run_dir} ({count} checkpoint(s), "
                 f"{human_size(directory_size(target.run_dir))})")
@@ -140,7 +140,7 @@ def delete_command(path: str, yes: bool) -> None:
         if target.checkpoint is not None:
             runs.delete_checkpoint(target.checkpoint)
         else:
-            shutil.rmtree(target.run_dir)
+            runs.delete_run(target.run_dir)
     except OSError as exc:
         raise DetkitError(f"{path}: cannot delete ({exc.strerror or exc})") from None
     click.echo(f"deleted {what}", err=True)
@@ -152,7 +152,7 @@ def delete_command(path: str, yes: bool) -> None:
               help="Directory for the SavedModel.")
 @click.option("--min-prob", type=click.FloatRange(0.0, 1.0), help="Score threshold (default predict.min_prob).")
 @click.option("--max-detections", type=click.IntRange(min=1), help="Cap (default predict.max_detections).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory (only an earlier export).")
 @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a value of the run's config, e.g. -o predict.min_prob=0.3 (repeatable).")
 def export_command(path: str, output: str, min_prob: Optional[float], max_detections: Optional[int],
@@ -180,9 +180,10 @@ def export_command(path: str, output: str, min_prob: Optional[float], max_detect
               help="The .tar (or .tar.gz) file to write.")
 @click.option("--checkpoint", "checkpoint", metavar="ckpt-N|N",
               help="Which checkpoint of the run (default: the newest, or the one PATH names).")
-def pack_command(path: str, output: str, checkpoint: Optional[str]) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file (only an earlier pack).")
+def pack_command(path: str, output: str, checkpoint: Optional[str], overwrite: bool) -> None:
     """Pack one checkpoint with its config and class map into a single file (for `predict --checkpoint`)."""
-    info = runs.pack(path, output, checkpoint)
+    info = runs.pack(path, output, checkpoint, overwrite=overwrite)
     click.echo(f"packed {info.checkpoint} (step {info.step}) into {info.output} ({human_size(info.size)})",
                err=True)
     click.echo(info.output)
@@ -192,7 +193,8 @@ def pack_command(path: str, output: str, checkpoint: Optional[str]) -> None:
 @click.argument("file", metavar="FILE.tar")
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False),
               help="The run directory to create.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing non-empty output directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing non-empty output directory (only an earlier run directory).")
 def unpack_command(file: str, output: str, overwrite: bool) -> None:
     """Unpack a packed checkpoint into a run directory usable by predict, eval and export."""
     if not os.path.isfile(file):
@@ -223,6 +225,7 @@ downloaded model (accurate, else mobile, else fast). Prints the run directory.""
 @click.option("--progress/--no-progress", "show_progress", default=True, show_default=True,
               help="Progress bar (bytes, rate, ETA) on stderr.")
 def download_command(name: str, show_progress: bool) -> None:
+    """Download a COCO detector and import it as a run (the help text is built from the model registry)."""
     from detkit.pretrained import zoo
 
     run_dir = zoo.download(name, show_progress=show_progress, log=lambda m: click.echo(f"detkit: {m}", err=True))

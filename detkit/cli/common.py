@@ -42,13 +42,17 @@ def run_overrides(config_files: Sequence[str], overrides: Sequence[str], section
     return out + list(overrides)
 
 
+def is_verbose(ctx: click.Context | None = None) -> bool:
+    """Whether the top-level --verbose flag was given."""
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+
+
 def tensorflow(ctx: click.Context | None = None):
     """Import TensorFlow quietly unless the top-level --verbose flag was given."""
     from detkit.utils.tf_quiet import import_tensorflow
 
-    ctx = ctx or click.get_current_context(silent=True)
-    verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
-    return import_tensorflow(verbose)
+    return import_tensorflow(is_verbose(ctx))
 
 
 def checkpoint_or_default(checkpoint: Optional[str], config_files: Sequence[str]) -> Optional[str]:

@@ -48,9 +48,10 @@ def main() -> None:
     verbose = "-v" in sys.argv[1:2] or "--verbose" in sys.argv[1:2]
     try:
         cli.main(standalone_mode=False, prog_name="detkit")
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
         click.echo("detkit: aborted", err=True)
-        sys.exit(130)
+        # click turns KeyboardInterrupt into Abort; errors.Terminated (SIGTERM) keeps its own code, 143.
+        sys.exit(getattr(exc.__cause__, "exit_code", 130))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -69,9 +70,9 @@ def main() -> None:
         hint = "" if verbose else " (run with --verbose for the traceback)"
         click.echo(f"detkit: error: {where}{exc.strerror or exc}{hint}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo("detkit: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(getattr(exc, "exit_code", 130))  # 143 after SIGTERM (errors.Terminated)
     except Exception as exc:  # a failure no command anticipated (a bug, or TensorFlow refusing a graph)
         if verbose:
             traceback.print_exc()

@@ -41,8 +41,12 @@ def predict_overrides(config_files: Sequence[str], overrides: Sequence[str]) -> 
 @config_options
 @click.option("-f", "--output-file", type=click.Path(dir_okay=False),
               help="Write the JSON lines to this file (atomically) instead of stdout.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing -f file (only one written by detkit predict).")
 @click.option("-d", "--save-drawn", "drawn_dir", type=click.Path(file_okay=False),
-              help="Folder for copies of the images (and videos) with boxes, labels and scores drawn.")
+              help="Folder for copies of the images (and videos) with boxes, labels and scores drawn. A "
+                   "drawn copy never replaces an input or a file detkit predict did not draw there: it gets "
+                   "a free name instead (photo-1.jpg), said on stderr.")
 @click.option("--min-prob", type=click.FloatRange(0.0, 1.0), help="Score threshold (default predict.min_prob).")
 @click.option("--max-detections", type=click.IntRange(min=1),
               help="At most this many objects per image (default predict.max_detections).")
@@ -52,7 +56,7 @@ def predict_overrides(config_files: Sequence[str], overrides: Sequence[str]) -> 
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: when there are more than a few inputs).")
 def predict(paths: tuple[str, ...], checkpoint: Optional[str], config_files: tuple[str, ...],
-            overrides: tuple[str, ...], output_file: Optional[str], drawn_dir: Optional[str],
+            overrides: tuple[str, ...], output_file: Optional[str], overwrite: bool, drawn_dir: Optional[str],
             min_prob: Optional[float], max_detections: Optional[int], only_classes: Optional[str],
             ignore_classes: Optional[str], batch_size: Optional[int], show_progress: Optional[bool]) -> None:
     """Detect objects in images, folders (recursively), globs and videos.
@@ -63,6 +67,10 @@ def predict(paths: tuple[str, ...], checkpoint: Optional[str], config_files: tup
     "frame" (index) and "time" (seconds). Unreadable files are reported on stderr and skipped; the exit
     code is 1 only if nothing could be read.
     """
+    from detkit.inference.predict import check_output_file
+
+    if output_file:
+        check_output_file(output_file, overwrite)
     expansion = inputs.expand_paths(paths)
     for arg in expansion.missing:
         click.echo(f"detkit: warning: {arg}: no such file, or no images/videos in it", err=True)

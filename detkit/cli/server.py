@@ -8,7 +8,7 @@ import click
 
 from detkit.cli.common import checkpoint_or_default, config_options, echo_err, run_overrides, tensorflow
 from detkit.runs import checkpoint_source
-from detkit.server.serve import bind_socket, is_loopback, require_web_extra, serve
+from detkit.server.serve import DEFAULT_READ_TIMEOUT, allowed_hosts, bind_socket, is_loopback, require_web_extra, serve
 
 
 @click.group("server")
@@ -40,11 +40,19 @@ def server_group() -> None:
               help="Largest image (width x height) accepted; bigger ones get 413 before being decoded.")
 @click.option("--max-queue", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images waiting for the model before new ones get 503 (server busy).")
+@click.option("--read-timeout", default=DEFAULT_READ_TIMEOUT, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a client has to send a request (its headers, then its whole upload); a slower "
+                   "upload gets 408 and its connection is closed, so slow clients cannot crowd out others.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="On a loopback --host, also answer requests whose Host/Origin header is NAME (repeatable). "
+                   "Others (a web page reaching 127.0.0.1 through DNS rebinding) get 403. "
+                   "On another --host, answer only the NAMEs given, when any.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One stderr line per request.")
 def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tuple[str, ...], host: str,
         port: int, min_prob: Optional[float], max_detections: Optional[int], workers: int,
-        max_upload_mb: float, max_megapixels: float, max_queue: int, access_log: bool) -> None:
+        max_upload_mb: float, max_megapixels: float, max_queue: int, read_timeout: float,
+        allow_hosts: tuple[str, ...], access_log: bool) -> None:
     """Serve a detector: a web page at / and a JSON API.
 
     \b
@@ -62,6 +70,7 @@ def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tup
             tensorflow()
             serve(sock, source, os.path.basename(os.path.normpath(checkpoint)) if checkpoint else None,
                   run_overrides(config_files, overrides, "predict"), min_prob, max_detections, workers,
-                  max_upload_mb, max_megapixels, max_queue, access_log, echo_err)
+                  max_upload_mb, max_megapixels, max_queue, access_log, echo_err, read_timeout,
+                  allowed_hosts(host, allow_hosts))
     finally:
         sock.close()

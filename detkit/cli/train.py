@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import config_options, tensorflow
+from detkit.cli.common import config_options, is_verbose, tensorflow
 
 
 @click.command("train")
@@ -31,10 +31,8 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
     if local_workers is not None:
         from detkit.train.launcher import train_with_local_workers
 
-        ctx = click.get_current_context(silent=True)
-        verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
         train_with_local_workers(local_workers, config_files, tuple(option_overrides(dataset_dir, minutes)) + overrides,
-                                 cfg.train.run_name, cfg.train.local_workers_kill_grace_seconds, verbose)
+                                 cfg.train.run_name, cfg.train.local_workers_kill_grace_seconds, is_verbose())
         return
     if cfg.train.mixed_precision == "mixed_bfloat16":
         from detkit.utils.cpu import prepare_bf16_environment

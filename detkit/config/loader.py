@@ -212,13 +212,7 @@ def parse_override(item: str) -> dict:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    out: dict = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    return nested({key: value})
 
 
 def merged_dict(config_files: Iterable[str] = (), overrides: Iterable[str] = (), base: Optional[dict] = None) -> dict:
@@ -229,14 +223,6 @@ def merged_dict(config_files: Iterable[str] = (), overrides: Iterable[str] = (),
     for item in overrides:
         data = _merge(data, parse_override(item))
     return data
-
-
-def over_defaults(data: dict, overrides: Iterable[str] = ()) -> dict:
-    """The package defaults, then a mapping (such as a run's saved config.yml), then each override."""
-    merged = _merge(default_dict(), data)
-    for item in overrides:
-        merged = _merge(merged, parse_override(item))
-    return merged
 
 
 def from_dict(data: dict, check_ranges: bool = True) -> Config:

@@ -6,10 +6,12 @@ import re
 import shutil
 from typing import Any, Mapping, Optional, Sequence
 
-from detkit.datasets.classes import CLASSES_FILE, classes_path, read_classes, write_classes
+from detkit.datasets.classes import CLASSES_FILE, classes_path, write_classes
 from detkit.datasets.tfrecord import SHARD_PATTERN, shard_name
 from detkit.errors import DatasetError
-from detkit.utils.atomic import make_temp_dir, remove_stale_temp, remove_stale_temp_files, write_json
+from detkit.utils.atomic import (ensure_parent, make_temp_dir, remove_stale_temp, remove_stale_temp_files,
+                                 replace_dir, write_json)
+from detkit.utils.pause import pause_point
 
 SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -50,65 +52,80 @@ def check_writable(out_dir: str, splits: Sequence[str], overwrite: bool) -> None
 
 
 class Staging:
-    """A hidden directory inside the output directory where a run writes before publishing.
+    """The next version of the output directory, built beside it and swapped in as one step.
 
-    On error or interrupt it is removed, and so is the output directory if this run created it
-    and it is empty: nothing half-written is left behind.
+    The new directory (a hidden sibling of the output directory) receives the new splits' shards and
+    summaries, `classes.json`, and hard links to everything else the old one held (other splits, any other
+    file); `publish` then exchanges the two directories in one rename, so a reader, or a kill at any moment,
+    sees the whole old dataset or the whole new one. On error or interrupt the sibling is removed; one left by
+    a killed run is removed by the next.
     """
 
     def __init__(self, out_dir: str, prefix: str):
-        """Stage into a hidden `.prefix-*` directory of `out_dir` once entered."""
-        self.out_dir = out_dir
-        self.prefix = prefix
-        self.created_out = False
+        """Stage the next version of `out_dir` once entered; `prefix` names the command (transform, merge)."""
+        self.out_dir = os.path.realpath(out_dir)  # a symlinked output: its target is replaced, not the link
+        self.given = out_dir
+        self.command = prefix
+        self.prefix = f"{os.path.basename(self.out_dir)}.{prefix}"
+        self.root = ""
         self.dir = ""
 
     def __enter__(self) -> "Staging":
-        """Create the staging directory (and the output directory if needed)."""
-        self.created_out = not os.path.exists(self.out_dir)
-        # A run killed before publishing leaves its staging dir, one killed while publishing a half-written
-        # temporary file: reclaim them (the outputs themselves are whole, old or new).
-        remove_stale_temp(self.out_dir, self.prefix)
-        remove_stale_temp_files(self.out_dir)
+        """Create the sibling directory and, inside it, the directory where records are written."""
+        parent = os.path.dirname(self.out_dir)
         try:
-            self.dir = make_temp_dir(self.out_dir, self.prefix)
+            ensure_parent(self.out_dir)
+            # A run killed before (or just after) publishing leaves its sibling: the output itself is whole.
+            remove_stale_temp(parent, self.prefix)
+            # Temporary files of writers killed inside the output (before this layout): never carried over.
+            remove_stale_temp_files(self.out_dir)
+            self.root = make_temp_dir(parent, self.prefix)
+            self.dir = os.path.join(self.root, ".records")
+            os.mkdir(self.dir)
         except OSError as exc:
-            raise DatasetError(f"output directory {self.out_dir}: cannot write ({exc.strerror or exc}); "
+            raise DatasetError(f"output directory {self.given}: cannot write ({exc.strerror or exc}); "
                                "choose a writable --output-dir") from None
         return self
 
     def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: Any) -> None:
-        """Remove the staging directory, and on failure an output directory this run created."""
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        if exc_type is not None and self.created_out:
-            try:
-                os.rmdir(self.out_dir)  # only succeeds if empty
-            except OSError:
-                pass
+        """Remove the sibling directory (after publishing it holds the old output)."""
+        if self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def publish(self, shards: Mapping[str, Sequence[str]], summaries: Mapping[str, dict],
                 classes: Sequence[str]) -> None:
-        """Move staged shards and summaries to their final names; classes.json is written last.
-
-        Renames within one filesystem are atomic and quick; should a run die between them, the
-        split's shard set is incomplete (k of N), which `tfrecord.find_shards` refuses.
-        """
-        cls_path = classes_path(self.out_dir)
-        if os.path.exists(cls_path) and _read_or_none(self.out_dir) != list(classes):
-            os.remove(cls_path)  # the old map no longer matches: the directory is incomplete until the end
+        """Name the staged shards and summaries, add classes.json and the old directory's other files, swap."""
         for split, paths in shards.items():
-            for name in split_files(self.out_dir, split):
-                os.remove(os.path.join(self.out_dir, name))
             for i, path in enumerate(paths):
-                os.replace(path, os.path.join(self.out_dir, shard_name(split, i, len(paths))))
-            write_json(os.path.join(self.out_dir, summary_name(split)), summaries[split])
-        write_classes(cls_path, classes)
+                os.replace(path, os.path.join(self.root, shard_name(split, i, len(paths))))
+            write_json(os.path.join(self.root, summary_name(split)), summaries[split])
+        shutil.rmtree(self.dir)
+        write_classes(classes_path(self.root), classes)
+        if os.path.isdir(self.out_dir):
+            replaced = {CLASSES_FILE, *(n for split in shards for n in split_files(self.out_dir, split))}
+            _link_tree(self.out_dir, self.root, skip=replaced)
+            shutil.copymode(self.out_dir, self.root)
+        pause_point(f"{self.command}.swap")
+        replace_dir(self.root, self.out_dir)
+        pause_point(f"{self.command}.swapped")
+        self.root = ""
 
 
-def _read_or_none(out_dir: str) -> list[str] | None:
-    """The existing class map, or None if unreadable."""
-    try:
-        return read_classes(out_dir)
-    except DatasetError:
-        return None
+def _link_tree(src: str, dst: str, skip: set) -> None:
+    """Hard-link (copy where links are impossible) every entry of `src` except `skip` names into `dst`."""
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    for name in os.listdir(src):
+        if name in skip:
+            continue
+        a, b = os.path.join(src, name), os.path.join(dst, name)
+        if os.path.islink(a):
+            os.symlink(os.readlink(a), b)
+        elif os.path.isdir(a):
+            shutil.copytree(a, b, symlinks=True, copy_function=link_or_copy)
+        else:
+            link_or_copy(a, b)

@@ -16,6 +16,7 @@ from detkit.datasets.parallel import ordered_map
 from detkit.datasets.readers import FORMATS, Reader, Source, get_reader
 from detkit.datasets.tfrecord import ShardWriter, encode_example, list_splits, shard_name
 from detkit.errors import DatasetError, first_line, is_disk_full
+from detkit.utils.pause import pause_point
 from detkit.utils.progress import progress
 
 
@@ -215,6 +216,8 @@ def _write_split(split: str, data: SplitInput, classes: list[str], staging_dir: 
                 continue
             writer.write(encode_example(example, labels))
             stats.add(example)
+            if stats.images == 1:
+                pause_point("transform.records")
             if opts.limit_examples and stats.images >= opts.limit_examples:
                 break
     finally:

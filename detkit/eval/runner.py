@@ -1,7 +1,7 @@
 """Run a model over a TFRecord split and score its detections (VOC mAP + COCO metrics)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +11,9 @@ from detkit.datasets import pipeline
 from detkit.eval.metrics import Detections, GroundTruth, evaluate
 from detkit.inference.transform import box_scale
 from detkit.utils.progress import progress
+
+if TYPE_CHECKING:
+    from detkit.models.faster_rcnn import DetectorModel
 
 
 def collect(model: tf.keras.Model | object, cfg: Config, dataset_dir: str, split: str,
@@ -76,7 +79,7 @@ def _score_one(infer, batch: dict, i: int) -> tuple[GroundTruth, Detections]:
     return gt, det
 
 
-def evaluate_model(model, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
+def evaluate_model(model: DetectorModel, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
                    show_progress: bool = True) -> dict:
     """VOC and COCO metrics of `model` on a split."""
     gts, dets = collect(model, cfg, dataset_dir, split, show_progress)

@@ -6,9 +6,6 @@
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -18,8 +15,8 @@ from detkit.config import Config
 from detkit.inference import transform
 from detkit.inference.detections import Detection, filter_detections
 from detkit.models.faster_rcnn import FasterRCNN, build_detector
-from detkit.runs import ResolvedCheckpoint, load_class_names, load_run_config, resolve
-from detkit.runs.pack import is_packed, read_manifest, unpack
+from detkit.runs import ResolvedCheckpoint, checkpoint_source, load_class_names, load_run_config, resolve
+from detkit.runs.pack import is_packed, read_manifest
 from detkit.runs.restore import restore_model
 
 Image = Union[np.ndarray, "PIL.Image.Image"]  # noqa: F821
@@ -70,11 +67,8 @@ class Detector:
         """
         if is_packed(path):
             manifest = read_manifest(path)
-            tmp = tempfile.mkdtemp(prefix="detkit-unpacked-")
-            try:
-                detector = cls.from_checkpoint(unpack(path, os.path.join(tmp, "run"), overwrite=True), overrides)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            with checkpoint_source(path) as unpacked:
+                detector = cls.from_checkpoint(unpacked, overrides)
             detector.checkpoint = ResolvedCheckpoint(run_dir=path, prefix=f"{path}:{manifest.get('checkpoint')}",
                                                      step=int(manifest.get("step", 0)))
             return detector

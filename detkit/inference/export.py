@@ -30,6 +30,7 @@ from detkit.errors import DetkitError
 from detkit.pretrained.classes import UNUSED_CLASS
 from detkit.runs import layout
 from detkit.utils import atomic
+from detkit.utils.pause import pause_point
 
 SIGNATURE = "serving_default"
 
@@ -87,6 +88,22 @@ class DetectorModule(tf.Module):
         }
 
 
+# What tf.saved_model.save writes; an earlier export also has assets/export.json.
+EXPORT_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb"})
+
+
+def foreign_export_entries(path: str) -> Optional[str]:
+    """None if `path` is exactly an earlier export, else why not (for a one-line refusal)."""
+    if not os.path.isdir(path):
+        return "it is a file"
+    other = sorted(set(os.listdir(path)) - EXPORT_ENTRIES)
+    if other:
+        return f"it holds {', '.join(other[:3])}{', ...' if len(other) > 3 else ''}"
+    if not os.path.isfile(os.path.join(path, "assets", "export.json")):
+        return "it has no assets/export.json"
+    return None
+
+
 def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] = None,
                        max_detections: Optional[int] = None, overwrite: bool = False,
                        overrides: tuple[str, ...] = ()) -> ExportInfo:
@@ -96,8 +113,13 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
     """
     from detkit.inference.detector import Detector
 
-    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)) and not overwrite:
-        raise DetkitError(f"{output_dir}: already exists and is not empty (use --overwrite to replace it)")
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        if not overwrite:
+            raise DetkitError(f"{output_dir}: already exists and is not empty (use --overwrite to replace it)")
+        foreign = foreign_export_entries(output_dir)
+        if foreign is not None:
+            raise DetkitError(f"{output_dir}: not replacing it: {foreign}, so not an earlier "
+                              "`detkit checkpoint export`; choose another --output")
     detector = Detector.from_checkpoint(source, overrides)
     cfg = detector.config
     min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
@@ -146,6 +168,7 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
             tf.saved_model.save(module, export_dir, signatures={SIGNATURE: signature})
         except (OSError, tf.errors.OpError) as exc:
             raise DetkitError(f"{output_dir}: cannot write the SavedModel ({str(exc).splitlines()[0][:200]})") from None
+        pause_point("export.swap")
         atomic.replace_dir(export_dir, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ from detkit.errors import DetkitError
 PROGRESS_MIN_ITEMS = 3
 # Images decoded ahead of the model, per batch slot.
 READ_AHEAD = 4
+# In a -d folder: the files detkit predict drew there, one name per line (only those are ever replaced).
+DRAWN_MARKER = ".detkit-drawn"
 
 
 def _warn(message: str) -> None:
@@ -66,23 +69,50 @@ def _read_ahead(items: list, read, workers: int, window: int) -> Iterator[tuple]
 
 
 class DrawnNames:
-    """Output paths for drawn copies: the input's path relative to its folder/glob, made unique."""
+    """Output paths for drawn copies: the input's path relative to its folder/glob, made unique.
 
-    def __init__(self, directory: str):
+    A drawn copy never replaces an input image, nor a file this command did not write: the folder's
+    `.detkit-drawn` lists the files earlier runs drew there (those are replaced); any other existing file
+    keeps its name and the drawn copy gets a free one (`photo-1.jpg`), counted in `renamed`.
+    """
+
+    def __init__(self, directory: str, inputs_paths: Iterable[str] = ()):
         self.directory = directory
         self.used: set[str] = set()
+        self.inputs = {os.path.realpath(p) for p in inputs_paths}
+        self.marker = os.path.join(directory, DRAWN_MARKER)
+        try:
+            with open(self.marker, encoding="utf-8") as fh:
+                self.made = {line.rstrip("\n") for line in fh if line.strip()}
+        except OSError:
+            self.made = set()
+        self.renamed: list[str] = []
+
+    def _free(self, name: str) -> bool:
+        path = os.path.join(self.directory, name)
+        if name in self.used or os.path.realpath(path) in self.inputs:
+            return False
+        return not os.path.lexists(path) or name in self.made
 
     def path_for(self, item: inputs.InputItem, ext: Optional[str] = None) -> str:
+        """The path for `item`'s drawn copy, recorded in the folder's list of drawn files before it is written."""
         rel = os.path.normpath(item.relpath)
         if rel.startswith(".."):
             rel = os.path.basename(rel)
         stem, orig_ext = os.path.splitext(rel)
         ext = ext or (orig_ext.lower() if orig_ext.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else ".jpg")
         candidate, n = stem + ext, 1
-        while candidate in self.used:
+        while not self._free(candidate):
             candidate = f"{stem}-{n}{ext}"
             n += 1
+        if candidate != stem + ext and os.path.lexists(os.path.join(self.directory, stem + ext)):
+            self.renamed.append(candidate)
         self.used.add(candidate)
+        if candidate not in self.made:
+            os.makedirs(self.directory, exist_ok=True)
+            with open(self.marker, "a", encoding="utf-8") as fh:  # before the file: a kill never hides one
+                fh.write(candidate + "\n")
+            self.made.add(candidate)
         return os.path.join(self.directory, candidate)
 
 
@@ -117,7 +147,7 @@ class Counters:
         self.failed = 0
 
 
-def predict_images(items: list, predictor: BatchPredictor, emit, drawn: Optional[DrawnNames],
+def predict_images(items: list, predictor: BatchPredictor, emit: Callable[[dict], None], drawn: Optional[DrawnNames],
                    counters: Counters, show_progress: bool) -> None:
     """Run the model over image items in order, emitting one record per readable image."""
     from detkit.utils.progress import progress
@@ -157,8 +187,8 @@ def predict_images(items: list, predictor: BatchPredictor, emit, drawn: Optional
         bar.close()
 
 
-def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit, drawn: Optional[DrawnNames],
-                  counters: Counters, show_progress: bool) -> None:
+def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit: Callable[[dict], None],
+                  drawn: Optional[DrawnNames], counters: Counters, show_progress: bool) -> None:
     """One record per frame (with "frame" and "time"); with a drawn dir, the video re-encoded with boxes."""
     from PIL import Image
 
@@ -236,6 +266,25 @@ def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit, drawn
             os.remove(tmp_path)
 
 
+def check_output_file(path: str, overwrite: bool) -> None:
+    """Refuse an existing -f file unless `overwrite`, and even then one not written by `detkit predict`."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path):
+        raise DetkitError(f"{path}: is a directory; -f/--output-file names the JSON-lines file to write")
+    if not overwrite:
+        raise DetkitError(f"{path}: already exists; pass --overwrite to replace it, or choose another -f")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+        record = json.loads(first) if first.strip() else {"file": "", "objects": []}
+    except (OSError, UnicodeDecodeError, ValueError):
+        record = None
+    if not (isinstance(record, dict) and "file" in record and "objects" in record):
+        raise DetkitError(f"{path}: not replacing it: it is not JSON lines written by `detkit predict`; "
+                          "choose another -f")
+
+
 def predict_items(items: list, predictor: BatchPredictor, emit: Callable[[dict], None],
                   drawn_dir: Optional[str] = None, show_progress: Optional[bool] = None) -> Counters:
     """Predict on image and video items (from `inputs.expand_paths`), emitting one record per image or frame."""
@@ -243,10 +292,14 @@ def predict_items(items: list, predictor: BatchPredictor, emit: Callable[[dict],
     videos = [i for i in items if i.kind == "video"]
     if show_progress is None:
         show_progress = len(images) > PROGRESS_MIN_ITEMS or bool(videos)
-    drawn = DrawnNames(drawn_dir) if drawn_dir else None
+    drawn = DrawnNames(drawn_dir, [i.path for i in items]) if drawn_dir else None
     counters = Counters()
     if images:
         predict_images(images, predictor, emit, drawn, counters, show_progress)
     for video in videos:
         predict_video(video, predictor, emit, drawn, counters, show_progress)
+    if drawn is not None and drawn.renamed:
+        _warn(f"{len(drawn.renamed)} drawn cop{'y' if len(drawn.renamed) == 1 else 'ies'} got a new name (e.g. "
+              f"{drawn.renamed[0]}): a file of the same name in {drawn_dir} is an input or was not drawn by "
+              "detkit predict, and is kept")
     return counters

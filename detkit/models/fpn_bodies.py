@@ -9,7 +9,11 @@ import tensorflow as tf
 
 from detkit.config.schema import BaseNetworkConfig
 from detkit.errors import ConfigError
+from detkit.models import tv_mobilenet_v3, tv_resnet
 from detkit.models.base_networks import TORCH_BODY_PREFIX, build_tv_body, small_resnet
+
+# small_resnet's last three stages.
+SMALL_RESNET_STRIDES = [4, 8, 16]
 
 
 @dataclass
@@ -33,7 +37,24 @@ def _small_resnet_body(cfg: BaseNetworkConfig) -> PyramidBody:
         name = f"stage{stage}_block{blocks}_out" if blocks > 0 else f"stage{stage}_down_relu"
         outputs.append(full.get_layer(name).output)
     model = keras.Model(full.input, outputs, name="small_resnet_pyramid")
-    return PyramidBody(model, [4, 8, 16], lambda images: images / 127.5 - 1.0)
+    return PyramidBody(model, list(SMALL_RESNET_STRIDES), lambda images: images / 127.5 - 1.0)
+
+
+def pyramid_levels(name: str) -> int:
+    """The pyramid levels the fpn model builds on body `name`: one per body output, plus the max-pooled one."""
+    if name == "small_resnet":
+        return len(SMALL_RESNET_STRIDES) + 1
+    if name == "mobilenet_v3_large_tv":
+        return len(tv_mobilenet_v3.STRIDES) + 1
+    if name in ("resnet50_tv", "resnet101_tv"):
+        return len(tv_resnet.STRIDES) + 1
+    raise _no_body(name)
+
+
+def _no_body(name: str) -> ConfigError:
+    """The error for a base network the fpn model cannot use."""
+    return ConfigError(f"config key model.base_network.name: {name} has no fpn body; use resnet50_tv, "
+                       "resnet101_tv, mobilenet_v3_large_tv or small_resnet (or model.architecture: single_level)")
 
 
 def build_pyramid_body(cfg: BaseNetworkConfig) -> PyramidBody:
@@ -44,5 +65,4 @@ def build_pyramid_body(cfg: BaseNetworkConfig) -> PyramidBody:
         body = build_tv_body(cfg)
         body.model.torch_prefix = TORCH_BODY_PREFIX
         return PyramidBody(body.model, list(body.strides), body.preprocess)
-    raise ConfigError(f"config key model.base_network.name: {cfg.name} has no fpn body; use resnet50_tv, "
-                      "resnet101_tv, mobilenet_v3_large_tv or small_resnet (or model.architecture: single_level)")
+    raise _no_body(cfg.name)

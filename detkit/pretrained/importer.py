@@ -14,11 +14,9 @@ from detkit.errors import CheckpointError
 from detkit.pretrained.classes import resolve_class_names
 from detkit.pretrained.pth import read_state_dict
 from detkit.runs import layout
+from detkit.runs.lock import check_not_training
 from detkit.utils import atomic
 
-# Written beside config.yml by an import: what was imported, and the proof that this command made the run
-# (so that --overwrite replaces only an imported run, never a trained one).
-IMPORT_RECORD = "imported.json"
 STAGING_PREFIX = "import"
 # Keys of torchvision before 0.13 (see upgrade_old_torchvision_keys).
 _OLD_FPN_KEY = re.compile(r"^(.*fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
@@ -57,11 +55,12 @@ def _check_output(output_dir: str, overwrite: bool) -> None:
         raise CheckpointError(f"--output {output_dir}: is a file; choose a directory for the run")
     if not os.listdir(output_dir):
         return
-    if not os.path.isfile(os.path.join(output_dir, IMPORT_RECORD)):
+    if not os.path.isfile(os.path.join(output_dir, layout.IMPORT_RECORD_FILE)):
         raise CheckpointError(f"--output {output_dir}: already exists and is not a run made by `detkit checkpoint "
                               "import`; choose a new directory")
     if not overwrite:
         raise CheckpointError(f"--output {output_dir}: already holds an imported run; pass --overwrite to replace it")
+    check_not_training(output_dir, doing="replacing")
 
 
 def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None, classes: Optional[str] = None,
@@ -102,7 +101,7 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
         atomic.write_json(layout.classes_path(staging), names)
         tf.train.CheckpointManager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(staging),
                                    max_to_keep=1).save(checkpoint_number=0)
-        atomic.write_json(os.path.join(staging, IMPORT_RECORD), {
+        atomic.write_json(os.path.join(staging, layout.IMPORT_RECORD_FILE), {
             "source": os.path.basename(pth_path),
             "sha256": sha256_of(pth_path),
             "arch": arch,

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
 
 from detkit.errors import StateDictError
 from detkit.pretrained.torch_layers import TorchParam, load_torch_state
+
+if TYPE_CHECKING:
+    from detkit.models.fpn_rcnn import FPNFasterRCNN
 
 ARCHS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn")
 
@@ -141,14 +144,14 @@ def _bbox_pred_params(layer, suffix: str) -> TorchParam:
     return TorchParam("bias", layer.bias, lambda b: b[4:], lambda b: np.concatenate([np.zeros(4, b.dtype), b]))
 
 
-def _tag_box_predictor(model) -> None:
+def _tag_box_predictor(model: FPNFasterRCNN) -> None:
     """Give the class-specific box layer its background-free conversion."""
     box = model.rcnn_head.box
     if not hasattr(box, "torch_params"):
         box.torch_params = lambda: [_bbox_pred_params(box, "weight"), _bbox_pred_params(box, "bias")]
 
 
-def assign_state_dict(model, state: Mapping[str, np.ndarray], arch: str) -> None:
+def assign_state_dict(model: FPNFasterRCNN, state: Mapping[str, np.ndarray], arch: str) -> None:
     """Set every variable of a built fpn model of `arch` from a torchvision state dict, using every key."""
     _check_arch(arch)
     body = model.cfg.base_network.name if getattr(model, "cfg", None) is not None else None
@@ -165,7 +168,7 @@ def assign_state_dict(model, state: Mapping[str, np.ndarray], arch: str) -> None
     load_torch_state(model, state)
 
 
-def export_state_dict(model) -> dict[str, np.ndarray]:
+def export_state_dict(model: FPNFasterRCNN) -> dict[str, np.ndarray]:
     """The model's weights as a torchvision state dict (the background's box rows are zeros)."""
     from detkit.pretrained.torch_layers import torch_state
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from detkit.errors import CheckpointError, DetkitError
-from detkit.runs import layout
+from detkit.runs import latest_checkpoint, layout
 from detkit.utils import atomic
 
 HOME_VARIABLE = "DETKIT_HOME"
@@ -75,12 +75,9 @@ def get_model(name: str) -> ZooModel:
 
 def is_downloaded(name: str) -> bool:
     """Whether model NAME is in the cache with a complete checkpoint."""
-    from detkit.pretrained.importer import IMPORT_RECORD
-
     directory = model_dir(name)
-    checkpoints = layout.checkpoint_dir(directory)
-    return (os.path.isfile(os.path.join(directory, IMPORT_RECORD)) and os.path.isdir(checkpoints)
-            and any(n.endswith(".index") for n in os.listdir(checkpoints)))
+    return (os.path.isfile(os.path.join(directory, layout.IMPORT_RECORD_FILE))
+            and latest_checkpoint(directory) is not None)
 
 
 def downloaded() -> list[ZooModel]:

@@ -5,10 +5,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from detkit.config import Config, from_dict, load_config
-from detkit.config.loader import flat_keys, merged_dict, nested
+from detkit.config import Config, from_dict, load_config, to_dict
+from detkit.config.loader import _merge, flat_keys, merged_dict, nested, over_defaults
 from detkit.datasets.statistics import SplitStatistics, split_statistics
-from detkit.recipe.rules import Recipe, RecipeOptions, make_recipe
+from detkit.recipe.rules import FROM_SCRATCH, Recipe, RecipeOptions, make_recipe
 
 
 @dataclass
@@ -23,6 +23,7 @@ class TrainingConfig:
     images: int = 0
     boxes: int = 0
     resuming: str = ""  # the run directory whose saved config filled the unset keys, when resuming
+    init_from: str = ""  # the run of train.init_from whose model.* and dataset.image.* are the base, if any
 
     def describe(self) -> str:
         """The recipe as text for the log ("" when there is none to show)."""
@@ -38,6 +39,7 @@ class TrainingConfig:
             yours = {k: _get(self.config, k) for k in c.values if k in self.user_keys}
             choices.append({"name": c.name, "reason": c.reason, "applied": applied, "yours": yours})
         return {"dataset": self.directory, "split": self.split, "images": self.images, "boxes": self.boxes,
+                **({"init_from": self.init_from} if self.init_from else {}),
                 "choices": choices, "notes": list(self.recipe.notes)}
 
 
@@ -49,13 +51,22 @@ def _get(cfg: Any, key: str) -> Any:
 
 
 def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
-    """What the user's own keys decide: a chosen backbone (name or weights) keeps its own training; a step or epoch
-    bound keeps its own schedule; a max_minutes is the time budget."""
+    """What the user's own keys decide: a chosen backbone (name or weights) or train.init_from keeps its own
+    training; train.init_from also keeps the weights' shapes (no input size or anchors chosen); a step or epoch
+    bound keeps its own schedule; a max_minutes is the time budget; model.architecture=fpn gets per-level anchors."""
     minutes = cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None
-    from_scratch = not ({"model.base_network.name", "model.base_network.weights"} & user_keys)
+    initialised = bool(cfg.train.init_from)
+    from_scratch = not ({"model.base_network.name", "model.base_network.weights"} & user_keys) and not initialised
     # A chosen backbone with no time budget keeps its epochs (a GPU run is not bounded by the CPU default).
     schedule = not ({"train.num_steps", "train.num_epochs"} & user_keys) and (from_scratch or minutes is not None)
-    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule)
+    fpn_levels = 0
+    if cfg.model.architecture == "fpn":
+        from detkit.models.fpn_bodies import pyramid_levels
+
+        fpn_levels = pyramid_levels(FROM_SCRATCH["model.base_network.name"] if from_scratch
+                                    else cfg.model.base_network.name)
+    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule, fpn_levels=fpn_levels,
+                         shapes=not initialised, side=cfg.dataset.image.max_size)
 
 
 def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config) -> Recipe:
@@ -81,9 +92,22 @@ def requested_config(config_files: Sequence[str] = (), overrides: Sequence[str] 
     return from_dict(merged_dict(config_files, overrides), check_ranges=False)
 
 
+def init_from_base(init_from: str) -> tuple[dict, str]:
+    """(the model.* and dataset.image.* values of train.init_from's run, nested; its run dir): the shapes its
+    weights were trained with."""
+    from detkit.runs import load_run_config, resolve
+
+    run_dir = resolve(init_from).run_dir
+    source = to_dict(load_run_config(run_dir))
+    return {"model": source["model"], "dataset": {"image": source["dataset"]["image"]}}, run_dir
+
+
 def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
                     dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainingConfig:
-    """Defaults + recipe (from dataset.dir's training split) + -c files + -o values; `detkit train`'s config."""
+    """Defaults + recipe (from dataset.dir's training split) + -c files + -o values; `detkit train`'s config.
+
+    With train.init_from, that run's model.* and dataset.image.* lie under the recipe instead of the defaults.
+    """
     cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     overrides = option_overrides(dataset_dir, minutes) + list(overrides)
     user_keys = flat_keys(merged_dict(config_files, overrides, base={}))
@@ -94,6 +118,9 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
         # Resuming: the run's own values (its recipe included) fill the keys left unset, so the same command resumes
         # even if the data changed since; keys the user sets are still compared with the run's by the trainer.
         return TrainingConfig(load_config(config_files, overrides, under=saved), None, user_keys, resuming=run_dir)
+    base, source_dir = init_from_base(cfg.train.init_from) if cfg.train.init_from else ({}, "")
+    if base:
+        cfg = from_dict(merged_dict(config_files, overrides, over_defaults(base)), check_ranges=False)
     from detkit.datasets.sources import check_training_sources
     from detkit.errors import DetkitError
 
@@ -105,31 +132,27 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
         # strategy's and the run's own checks).
         return TrainingConfig(load_config(config_files, overrides), None, user_keys)
     recipe = recipe_for(stats, user_keys, cfg)
-    final = load_config(config_files, overrides, under=nested(recipe.values()))
+    if source_dir:
+        recipe.notes.insert(0, f"train.init_from {cfg.train.init_from}: model.* and dataset.image.* are that run's "
+                               f"({source_dir}/config.yml), the shapes its weights need; the recipe chooses only "
+                               "what keeps them (sampling, proposals, detections, class balance, schedule)")
+    final = load_config(config_files, overrides, under=_merge(base, nested(recipe.values())))
     return TrainingConfig(final, recipe, user_keys, cfg.dataset.dir, cfg.dataset.split, stats.num_images,
-                          stats.num_boxes)
+                          stats.num_boxes, init_from=source_dir)
 
 
 def _saved_run_config(cfg: Config) -> tuple[Optional[dict], str]:
     """(the saved config of the named run when it has a checkpoint to resume from, its run dir) or (None, "")."""
     import os
 
-    import yaml
-
-    from detkit.runs import layout
-    from detkit.runs.checkpoints import latest_checkpoint
+    from detkit.runs import latest_checkpoint, load_run_config
 
     if not cfg.train.run_name:
         return None, ""
     run_dir = os.path.join(cfg.train.job_dir, cfg.train.run_name)
     if not latest_checkpoint(run_dir):
         return None, ""
-    try:
-        with open(layout.config_path(run_dir), encoding="utf-8") as fh:
-            saved = yaml.safe_load(fh)
-    except (OSError, ValueError, yaml.YAMLError):
-        return None, ""  # the trainer names the unreadable file when it resumes
-    return (saved, run_dir) if isinstance(saved, dict) else (None, "")
+    return to_dict(load_run_config(run_dir)), run_dir
 
 
 def split_recipe(directory: str, split: str, minutes: Optional[float] = None,

@@ -76,7 +76,7 @@ class Choice:
 
 @dataclass
 class Recipe:
-    """The choices, in the order they were made, and choices described but not applied (e.g. FPN)."""
+    """The choices, in the order they were made, and notes on what the data suggests but the recipe leaves."""
 
     choices: list[Choice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -92,8 +92,10 @@ class RecipeOptions:
 
     minutes: Optional[float] = None          # time budget; None = DEFAULT_MINUTES
     images_per_second: Optional[float] = None  # measured training speed; None = estimated from the pixel count
-    allow_fpn: bool = False                  # the multi-level model may be chosen (when detkit has it)
     from_scratch: bool = True                # apply FROM_SCRATCH (False when the user chose a backbone)
+    fpn_levels: int = 0                      # pyramid levels of the fpn model; 0 = the single-level model
+    shapes: bool = True                      # choose input size and anchors (False when weights fix the model)
+    side: int = 0                            # the input side when `shapes` is False (for the schedule's estimate)
     schedule: bool = True                    # choose steps and schedule (False when the user bounded the run)
 
 
@@ -173,25 +175,25 @@ def choose_anchors(st: SplitStatistics, side: int) -> tuple[float, Choice]:
     return float(hi / max(lo, 1e-6)), Choice("anchors", {"model.anchors.sizes": sizes, "model.anchors.ratios": ratios}, why)
 
 
-def choose_architecture(scale_range: float, sizes: list[float], allow_fpn: bool) -> Optional[Choice]:
-    """The multi-level (FPN) model when box scales span more than FPN_SCALE_RANGE and it is allowed; else None."""
-    if scale_range < FPN_SCALE_RANGE or not allow_fpn:
-        return None
-    why = (f"box sizes span {scale_range:.0f}x (over {FPN_SCALE_RANGE:g}x): one stride-16 level cannot serve both ends; "
-           f"the multi-level (FPN) model, one anchor size per level ({', '.join(f'{s:g}' for s in sizes)})")
-    return Choice("architecture", {"model.architecture": "fpn", "model.anchors.sizes": list(sizes)}, why)
+def fpn_anchors(st: SplitStatistics, side: int, levels: int, ratios: list[float]) -> Choice:
+    """One anchor size per pyramid level of the fpn model, an octave apart from the small boxes, with `ratios`."""
+    w, h = resized_boxes(st, side)
+    size = np.sqrt(w * h)[(w > 0) & (h > 0)]
+    lo, hi = np.quantile(size, [0.02, 0.98])
+    k_lo = max(int(math.floor(math.log2(max(lo, 1.0)))), int(math.log2(STRIDE)))
+    sizes = [[float(2 ** (k_lo + i))] for i in range(levels)]
+    why = (f"the fpn model has {levels} pyramid levels: one anchor size per level, an octave apart from "
+           f"{sizes[0][0]:g} (boxes after resize are {lo:.0f}-{hi:.0f} px, 2nd-98th percentile; not below {STRIDE}) "
+           f"to {sizes[-1][0]:g}")
+    why += f", ratios {', '.join(f'{r:g}' for r in ratios)} (as for one level)"
+    return Choice("anchors", {"model.fpn.anchor_sizes": sizes, "model.anchors.ratios": ratios}, why)
 
 
-def fpn_note(scale_range: float) -> Optional[str]:
-    """What the FPN rule would do, when the model cannot be chosen yet."""
-    if scale_range < FPN_SCALE_RANGE:
-        return None
-    return (f"box sizes span {scale_range:.0f}x (over {FPN_SCALE_RANGE:g}x): the multi-level (FPN) model would suit "
-            "this data; not chosen (RecipeOptions.allow_fpn is off), single level with the anchors above")
+def choose_sampling(st: SplitStatistics, fpn_levels: int = 0) -> list[Choice]:
+    """RPN and R-CNN minibatches, proposals and detections from the boxes per image.
 
-
-def choose_sampling(st: SplitStatistics) -> list[Choice]:
-    """RPN and R-CNN minibatches, proposals and detections from the boxes per image."""
+    fpn_levels > 0: the fpn model, whose pre_nms_top_n counts per level: the same total is split over the levels.
+    """
     per_image = st.boxes_per_image
     n90 = float(np.quantile(per_image, 0.9)) if len(per_image) else 0.0
     n_max = int(per_image.max()) if len(per_image) else 0
@@ -201,16 +203,22 @@ def choose_sampling(st: SplitStatistics) -> list[Choice]:
     train_post = max(300, 2 * rcnn)
     test_post = min(1000, max(100, _round_up(10 * n_max, 100)))
     detections = max(100, _round_up(2 * n_max, 50))
+    train_pre, test_pre = max(2000, 4 * train_post), max(1000, 5 * test_post)
+    pre_why = ""
+    if fpn_levels:
+        train_pre, test_pre = _round_up(train_pre / fpn_levels, 100), _round_up(test_pre / fpn_levels, 100)
+        pre_why = (f"; the fpn model keeps the top {train_pre} (training) and {test_pre} (test) per level before NMS, "
+                   f"about 4x and 5x the proposals over its {fpn_levels} levels")
     return [
         Choice("samples", {"model.rpn.target.minibatch_size": rpn, "model.rcnn.target.minibatch_size": rcnn},
                f"90% of images have <= {n90:g} boxes: {rcnn} RoIs (25% foreground, ~4 per box, at most "
                f"{MAX_RCNN_SAMPLES} on a CPU) and {rpn} anchors (50% foreground) sampled per image"),
-        Choice("proposals", {"model.rpn.train_proposals.pre_nms_top_n": max(2000, 4 * train_post),
+        Choice("proposals", {"model.rpn.train_proposals.pre_nms_top_n": train_pre,
                              "model.rpn.train_proposals.post_nms_top_n": train_post,
-                             "model.rpn.test_proposals.pre_nms_top_n": max(1000, 5 * test_post),
+                             "model.rpn.test_proposals.pre_nms_top_n": test_pre,
                              "model.rpn.test_proposals.post_nms_top_n": test_post},
                f"{train_post} proposals in training (twice the RoI sample); {test_post} at test time, 10x the most "
-               f"boxes in one image ({n_max})"),
+               f"boxes in one image ({n_max}){pre_why}"),
         Choice("detections", {"model.postprocess.max_total": detections, "model.postprocess.max_per_class": detections},
                f"up to {detections} detections per image: at least twice the most boxes in one training image ({n_max})"),
     ]
@@ -256,6 +264,15 @@ def choose_schedule(st: SplitStatistics, side: int, rois: int, opts: RecipeOptio
                   f"{warmup} warm-up steps, cosine on the clock; num_steps {4 * steps} only as a ceiling")
 
 
+def fpn_note(scale_range: float) -> Optional[str]:
+    """The multi-level (fpn) model as a suggestion when box scales span more than FPN_SCALE_RANGE."""
+    if scale_range < FPN_SCALE_RANGE:
+        return None
+    return (f"box sizes span {scale_range:.0f}x (over {FPN_SCALE_RANGE:g}x): the multi-level model "
+            "(-o model.architecture=fpn) may suit this data; the recipe keeps the single-level one, which is what "
+            "has been measured training from scratch on a CPU")
+
+
 def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> Recipe:
     """Every rule applied to one split's statistics."""
     if st.num_boxes == 0:
@@ -266,17 +283,20 @@ def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> R
             "backbone", dict(FROM_SCRATCH),
             "no pretrained weights assumed (none set): small_resnet, a light residual net that trains from scratch "
             "on a CPU, batch 4 for BatchNorm, Adam + cosine, heavy augmentation against memorising few images"))
-    side, size_choice = choose_input_size(st)
-    recipe.choices.append(size_choice)
-    scale_range, anchor_choice = choose_anchors(st, side)
-    fpn = choose_architecture(scale_range, anchor_choice.values["model.anchors.sizes"], opts.allow_fpn)
-    if fpn:
-        fpn.values["model.anchors.ratios"] = anchor_choice.values["model.anchors.ratios"]
-    recipe.choices.append(fpn or anchor_choice)
-    note = None if fpn else fpn_note(scale_range)
-    if note:
-        recipe.notes.append(note)
-    sampling = choose_sampling(st)
+    side = opts.side
+    if opts.shapes:
+        side, size_choice = choose_input_size(st)
+        recipe.choices.append(size_choice)
+        scale_range, anchor_choice = choose_anchors(st, side)
+        if opts.fpn_levels:
+            # The fpn model reads one size per level from model.fpn.anchor_sizes (never model.anchors.sizes).
+            recipe.choices.append(fpn_anchors(st, side, opts.fpn_levels, anchor_choice.values["model.anchors.ratios"]))
+        else:
+            recipe.choices.append(anchor_choice)
+            note = fpn_note(scale_range)
+            if note:
+                recipe.notes.append(note)
+    sampling = choose_sampling(st, opts.fpn_levels)
     recipe.choices += sampling
     recipe.choices.append(choose_class_balance(st))
     if opts.schedule:

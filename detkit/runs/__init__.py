@@ -5,7 +5,9 @@ which is not imported by this package.
 """
 from detkit.runs.checkpoints import (
     CheckpointEntry,
+    check_deletable_run,
     delete_checkpoint,
+    delete_run,
     latest_checkpoint,
     latest_entry,
     list_checkpoints,
@@ -26,7 +28,8 @@ from detkit.runs.resolve import (
 )
 
 __all__ = [
-    "CheckpointEntry", "ResolvedCheckpoint", "RunPath", "checkpoint_source", "delete_checkpoint", "find_runs",
+    "CheckpointEntry", "ResolvedCheckpoint", "RunPath", "check_deletable_run", "checkpoint_source",
+    "delete_checkpoint", "delete_run", "find_runs",
     "latest_checkpoint", "latest_entry", "list_checkpoints", "load_class_names", "load_run_config", "pack",
     "read_manifest", "read_metrics", "ready_checkpoints", "record_metrics", "resolve", "resolve_run_path",
     "run_from_config", "step_of", "unpack",

@@ -7,10 +7,13 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from typing import Optional
 
+from detkit.errors import CheckpointError
 from detkit.runs import layout
+from detkit.runs.lock import check_not_training
 from detkit.runs.metrics import forget_metrics
 from detkit.utils import atomic
 
@@ -162,6 +165,7 @@ def delete_checkpoint(entry: CheckpointEntry) -> None:
     """Remove one checkpoint's files, drop it from the state file and from metrics.json."""
     directory = os.path.dirname(entry.prefix)
     run_dir = os.path.dirname(directory)
+    check_not_training(run_dir)
     state = read_state(directory)
     for path in entry.files:
         try:
@@ -178,3 +182,27 @@ def delete_checkpoint(entry: CheckpointEntry) -> None:
         stamps = None
     write_state(directory, names, stamps, state["last_preserved"])
     forget_metrics(run_dir, [entry.name])
+
+
+def check_deletable_run(run_dir: str, doing: str = "deleting") -> None:
+    """CheckpointError unless `run_dir` is exactly a run directory (its layout proves it) and not the cwd."""
+    real = os.path.realpath(run_dir)
+    cwd = os.path.realpath(os.getcwd())
+    if cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
+        raise CheckpointError(f"{run_dir}: not {doing} the current directory (or one holding it); "
+                              "name the run directory from outside it")
+    check_not_training(run_dir, doing)
+    if not layout.is_run_dir(run_dir):
+        raise CheckpointError(f"{run_dir}: not {doing}: no {layout.CONFIG_FILE}, so not a run directory "
+                              "written by `detkit train`")
+    foreign = layout.foreign_entries(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise CheckpointError(f"{run_dir}: not {doing}: it holds {shown}, which detkit does not write in a run "
+                              "directory; remove those yourself first if the run should go")
+
+
+def delete_run(run_dir: str) -> None:
+    """Delete a whole run directory, once its layout proves it is one (check_deletable_run)."""
+    check_deletable_run(run_dir)
+    shutil.rmtree(run_dir)

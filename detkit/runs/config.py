@@ -6,7 +6,7 @@ from typing import Iterable
 
 import yaml
 
-from detkit.config import Config, from_dict, over_defaults
+from detkit.config import Config, load_config
 from detkit.errors import CheckpointError
 from detkit.runs import layout
 
@@ -28,7 +28,7 @@ def load_run_config(run_dir: str, overrides: Iterable[str] = ()) -> Config:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: cannot read run config (expected a mapping of sections); restore the "
                               "config.yml the run was trained with")
-    return from_dict(over_defaults(data, overrides))
+    return load_config((), overrides, under=data)
 
 
 def load_class_names(run_dir: str) -> list[str]:

@@ -63,7 +63,10 @@ def run_summary(run_dir: str) -> dict:
             "backbone": m.base_network.name,
             "weights": m.base_network.weights,
             "rcnn": m.rcnn.enabled,
-            "anchors": {"sizes": m.anchors.sizes, "ratios": m.anchors.ratios},
+            "architecture": m.architecture,
+            # An fpn model sizes its anchors per pyramid level (model.fpn.anchor_sizes), not with model.anchors.sizes.
+            "anchors": {"sizes": m.fpn.anchor_sizes if m.architecture == "fpn" else m.anchors.sizes,
+                        "ratios": m.anchors.ratios},
             "image": {"min_size": cfg.dataset.image.min_size, "max_size": cfg.dataset.image.max_size},
             "dataset": {"dir": cfg.dataset.dir, "split": cfg.dataset.split},
             "train": {"num_steps": t.num_steps, "num_epochs": t.num_epochs, "batch_size": t.batch_size,

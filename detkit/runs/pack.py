@@ -16,19 +16,18 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
 
 from detkit.errors import CheckpointError
-from detkit.runs.checkpoints import checkpoint_files, latest_entry, list_checkpoints, state_text
-from detkit.runs.layout import CHECKPOINT_DIR, CLASSES_FILE, CONFIG_FILE, METRICS_FILE, STATE_FILE
+from detkit.runs.checkpoints import check_deletable_run, checkpoint_files, latest_entry, list_checkpoints, state_text
+from detkit.runs.layout import CHECKPOINT_DIR, CLASSES_FILE, CONFIG_FILE, METRICS_FILE, PACK_MANIFEST_FILE, STATE_FILE
 from detkit.runs.metrics import read_metrics
 from detkit.runs.resolve import resolve_run_path
 from detkit.utils import atomic
 
-MANIFEST_FILE = "detkit-pack.json"
+STAGING_PREFIX = "unpack"
 PACK_FORMAT = 1
 
 
@@ -53,8 +52,22 @@ class PackInfo:
     size: int
 
 
-def pack(path: str, output: str, checkpoint: Optional[str] = None) -> PackInfo:
-    """Write the newest (or the named) checkpoint of a run, with its config and class map, to a tar file."""
+def pack(path: str, output: str, checkpoint: Optional[str] = None, overwrite: bool = False) -> PackInfo:
+    """Write the newest (or the named) checkpoint of a run, with its config and class map, to a tar file.
+
+    An existing `output` is replaced only with `overwrite`, and only if it is an earlier pack.
+    """
+    if os.path.lexists(output):
+        if os.path.isdir(output):
+            raise CheckpointError(f"{output}: is a directory; --output names the .tar file to write")
+        if not overwrite:
+            raise CheckpointError(f"{output}: already exists; pass --overwrite to replace it, or choose another "
+                                  "--output")
+        try:
+            read_manifest(output)
+        except CheckpointError:
+            raise CheckpointError(f"{output}: not replacing it: it is not a `detkit checkpoint pack` file; "
+                                  "choose another --output") from None
     target = resolve_run_path(path)
     run_dir = target.run_dir
     entry = target.checkpoint
@@ -95,7 +108,7 @@ def pack(path: str, output: str, checkpoint: Optional[str] = None) -> PackInfo:
     try:
         with atomic.atomic_path(output) as tmp:
             with tarfile.open(tmp, mode) as tar:
-                add_bytes(tar, MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+                add_bytes(tar, PACK_MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
                 tar.add(os.path.join(run_dir, CONFIG_FILE), CONFIG_FILE)
                 tar.add(os.path.join(run_dir, CLASSES_FILE), CLASSES_FILE)
                 add_bytes(tar, f"{CHECKPOINT_DIR}/{STATE_FILE}", state_text([entry.name]).encode())
@@ -128,11 +141,11 @@ def read_manifest(tar_path: str) -> dict:
     try:
         with tarfile.open(tar_path) as tar:
             try:
-                fh = tar.extractfile(MANIFEST_FILE)
+                fh = tar.extractfile(PACK_MANIFEST_FILE)
             except KeyError:
                 fh = None
             if fh is None:
-                raise CheckpointError(f"{tar_path}: not a packed detkit checkpoint (no {MANIFEST_FILE}; "
+                raise CheckpointError(f"{tar_path}: not a packed detkit checkpoint (no {PACK_MANIFEST_FILE}; "
                                       "make one with `detkit checkpoint pack RUN --output FILE.tar`)")
             manifest = json.loads(fh.read().decode("utf-8"))
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
@@ -148,9 +161,12 @@ def unpack(tar_path: str, output_dir: str, overwrite: bool = False) -> str:
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         if not overwrite:
             raise CheckpointError(f"{output_dir}: already exists and is not empty (use --overwrite to replace it)")
+        if not os.path.isdir(output_dir):
+            raise CheckpointError(f"{output_dir}: is a file; --overwrite replaces only an earlier run directory")
+        check_deletable_run(output_dir, doing="replacing")
     parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".unpack-", dir=parent)
+    atomic.remove_stale_temp(parent, STAGING_PREFIX)
+    staging = atomic.make_temp_dir(parent, STAGING_PREFIX)
     try:
         with tarfile.open(tar_path) as tar:
             members = _safe_members(tar, tar_path)

@@ -5,12 +5,15 @@ Failures are one clear CheckpointError: a damaged checkpoint, a class map that d
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import tensorflow as tf
 
 from detkit.errors import CheckpointError
 from detkit.runs import layout
+
+if TYPE_CHECKING:
+    from detkit.models.faster_rcnn import DetectorModel
 
 
 def is_damaged(exc: BaseException) -> bool:
@@ -57,7 +60,7 @@ def restore_model(model: tf.Module, prefix: str) -> None:
         ) from None
 
 
-def restore_for_finetuning(model, prefix: str, same_classes: bool) -> None:
+def restore_for_finetuning(model: DetectorModel, prefix: str, same_classes: bool) -> None:
     """Initialise from another run: everything if the class count matches, else all but the class heads."""
     if same_classes:
         restore_model(model, prefix)

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detkit import __version__
 from detkit.server.engine import DEFAULT_MAX_QUEUE, DetectorLike, InferenceQueue, QueueFull
+from detkit.server.guards import HostCheck, QueueGate, ReadDeadline
+from detkit.server.serve import DEFAULT_READ_TIMEOUT
 from detkit.server.uploads import Limits, UploadError, check_size, decode_image, human_bytes
 
 log = logging.getLogger("detkit.server")
@@ -52,6 +54,9 @@ class ServerSettings:
     workers: int = 2  # threads decoding uploads at once; inference always runs on one thread
     max_queue: int = DEFAULT_MAX_QUEUE
     model_name: str = "model"
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # seconds for a request body to arrive, then 408
+    # Host names the server answers to (Host and Origin headers); None answers any (see guards.HostCheck).
+    allowed_hosts: Optional[tuple[str, ...]] = None
 
 
 # ------------------------------------------------------------------------------------------- schemas
@@ -87,6 +92,8 @@ class ClassesResponse(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "missing field, not an image, truncated file, bad parameter"},
+    403: {"model": ErrorResponse, "description": "Host or Origin header naming another machine (loopback server)"},
+    408: {"model": ErrorResponse, "description": "the upload did not arrive within the read timeout"},
     413: {"model": ErrorResponse, "description": "upload over the byte or megapixel limit"},
     503: {"model": ErrorResponse, "description": "too many images already waiting for the model"},
 }
@@ -186,7 +193,12 @@ def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None
     )
     app.state.engine = engine
     app.state.settings = settings
+    # Innermost first: the last added sees a request first.
     app.add_middleware(BodyLimit, max_body=settings.limits.max_bytes + MULTIPART_SLACK)
+    app.add_middleware(ReadDeadline, timeout=settings.read_timeout)
+    app.add_middleware(QueueGate, paths=(PREDICT_ROUTE, PREDICT_ROUTE.rstrip("/")), is_full=lambda: engine.full)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     _install_error_handlers(app)
 
     async def predict(
@@ -201,22 +213,27 @@ def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None
         """Detect objects in one uploaded image."""
         start = time.perf_counter()
         try:
-            data = await image.read(settings.limits.max_bytes + 1)
-        finally:
+            # The place in the queue is taken before decoding: at most max_queue decoded images exist.
+            slot = engine.reserve()
+        except QueueFull as exc:
             await image.close()
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         try:
+            try:
+                data = await image.read(settings.limits.max_bytes + 1)
+            finally:
+                await image.close()
             # UploadFile.size is the whole file; `data` stops one byte past the limit.
             check_size(max(len(data), getattr(image, "size", None) or 0), settings.limits)
             loop = asyncio.get_running_loop()
             pixels = await loop.run_in_executor(decoders, decode_image, data, settings.limits)
+            del data
+            limit = max_detections or total or settings.max_detections  # `total`: Luminoth's query parameter
+            future = slot.submit(pixels, settings.min_prob if min_prob is None else min_prob, limit)
         except UploadError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        del data
-        limit = max_detections or total or settings.max_detections  # `total`: Luminoth's query parameter
-        try:
-            future = engine.submit(pixels, settings.min_prob if min_prob is None else min_prob, limit)
-        except QueueFull as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        finally:
+            slot.release()  # a no-op once the image is queued: the inference thread frees the place
         height, width = pixels.shape[:2]
         del pixels
         try:
@@ -251,6 +268,8 @@ def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None
             "max_detections": settings.max_detections,
             "max_upload_bytes": settings.limits.max_bytes,
             "max_pixels": settings.limits.max_pixels,
+            "max_queue": settings.max_queue,
+            "read_timeout": settings.read_timeout,
         }
 
     @app.get("/api/classes", response_model=ClassesResponse, tags=["info"], summary="The model's class names")

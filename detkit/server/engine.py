@@ -60,15 +60,26 @@ class InferenceQueue:
         """Images queued or being predicted right now."""
         return self._pending
 
-    def submit(self, image: np.ndarray, min_prob: float, max_detections: int) -> Future:
-        """Queue one image; the future's result is the detector's list of detections."""
+    @property
+    def full(self) -> bool:
+        """No room for one more image: a new request is refused before its upload is read."""
+        return self._pending >= self.max_queue
+
+    def reserve(self) -> "Slot":
+        """Hold a place in the queue before decoding an upload; QueueFull when none is left."""
         with self._lock:
             if self._pending >= self.max_queue:
                 raise QueueFull(f"server busy: {self._pending} images already waiting for the model")
             self._pending += 1
-        future: Future = Future()
-        self._jobs.put(_Job(image, min_prob, max_detections, future))
-        return future
+        return Slot(self)
+
+    def submit(self, image: np.ndarray, min_prob: float, max_detections: int) -> Future:
+        """Queue one image; the future's result is the detector's list of detections."""
+        return self.reserve().submit(image, min_prob, max_detections)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def _run(self) -> None:
         while True:
@@ -87,10 +98,32 @@ class InferenceQueue:
             finally:
                 job.image = None  # let the pixels go before waiting for the next job
                 with self._lock:
-                    self._pending -= 1
                     self.served += 1
+                    self._pending -= 1
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the queued images, then stop the thread."""
         self._jobs.put(None)
         self._thread.join(timeout)
+
+
+class Slot:
+    """One reserved place in an InferenceQueue: submitted once, or released unused."""
+
+    def __init__(self, engine: InferenceQueue):
+        self._engine: Optional[InferenceQueue] = engine
+
+    def submit(self, image: np.ndarray, min_prob: float, max_detections: int) -> Future:
+        """Queue the image in this place; the inference thread frees it when done."""
+        engine, self._engine = self._engine, None
+        if engine is None:
+            raise RuntimeError("queue slot already used")
+        future: Future = Future()
+        engine._jobs.put(_Job(image, min_prob, max_detections, future))
+        return future
+
+    def release(self) -> None:
+        """Give the place back if no image was submitted in it (a refused upload)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine._release()

@@ -5,7 +5,7 @@ import ipaddress
 import os
 import socket
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from detkit.errors import DetkitError
 
@@ -13,6 +13,8 @@ WEB_EXTRA_HELP = "`detkit server web` needs the web extra: pip install 'detkit[w
 # Connections and tasks uvicorn serves at once before answering 503 itself: bounds memory under a flood.
 CONCURRENCY_PER_QUEUED_IMAGE = 2
 CONCURRENCY_FLOOR = 32
+KEEP_ALIVE_SECONDS = 5
+DEFAULT_READ_TIMEOUT = 30.0  # seconds for a request head, then its body, to arrive (--read-timeout)
 
 
 def require_web_extra() -> None:
@@ -61,6 +63,15 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+def allowed_hosts(host: str, extra: tuple[str, ...]) -> Optional[tuple[str, ...]]:
+    """Host names the server answers to: this machine's on loopback (plus `extra`), else `extra` or any."""
+    from detkit.server.guards import host_name, loopback_hosts
+
+    if is_loopback(host):
+        return loopback_hosts(host, extra)
+    return tuple(host_name(h) for h in extra) or None
+
+
 def log_config(access_log: bool) -> dict:
     """uvicorn's logging with every line, access lines included, on stderr (stdout stays clean)."""
     import copy
@@ -75,16 +86,34 @@ def log_config(access_log: bool) -> dict:
     return config
 
 
+def make_server(app: Any, access_log: bool = True, **overrides: Any) -> Any:
+    """A uvicorn.Server for `app` (a detkit.server.app.create_app result) with detkit's limits."""
+    import uvicorn
+
+    from detkit.server.guards import timed_h11_protocol
+
+    settings = app.state.settings
+    options = dict(
+        log_config=log_config(access_log), access_log=access_log, workers=1,
+        limit_concurrency=max(CONCURRENCY_FLOOR, CONCURRENCY_PER_QUEUED_IMAGE * settings.max_queue),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # A client must send its request head within the read timeout too, not only its body.
+        http=timed_h11_protocol(settings.read_timeout),
+    )
+    options.update(overrides)
+    return uvicorn.Server(uvicorn.Config(app, **options))
+
+
 def serve(sock: socket.socket, source: str, name: Optional[str], run_overrides: list[str],
           min_prob: Optional[float] = None, max_detections: Optional[int] = None, workers: int = 2,
           max_upload_mb: float = 20.0, max_megapixels: float = 50.0, max_queue: int = 64,
-          access_log: bool = True, log: Callable[[str], None] = lambda message: None) -> None:
+          access_log: bool = True, log: Callable[[str], None] = lambda message: None,
+          read_timeout: float = DEFAULT_READ_TIMEOUT, hosts: Optional[tuple[str, ...]] = None) -> None:
     """Load the model of `source` once, warm it up, and run uvicorn on the bound socket until interrupted.
 
     `name` is what the page and the API call the model (default: the run directory's name).
     """
     import numpy as np
-    import uvicorn
 
     from detkit.inference import Detector
     from detkit.server.app import ServerSettings, create_app
@@ -103,14 +132,11 @@ def serve(sock: socket.socket, source: str, name: Optional[str], run_overrides: 
         workers=workers,
         max_queue=max_queue,
         model_name=f"{name or os.path.basename(resolved.run_dir)} (step {resolved.step})",
+        read_timeout=read_timeout,
+        allowed_hosts=hosts,
     )
     app = create_app(detector, settings)
     log(f"detkit: loaded {settings.model_name}, {len(detector.class_names)} class(es), in "
         f"{time.perf_counter() - start:.1f} s")
     log(f"detkit: serving on {url_of(sock)} (API: POST {url_of(sock)}api/fasterrcnn/predict/); Ctrl+C stops")
-    config = uvicorn.Config(
-        app, log_config=log_config(access_log), access_log=access_log, workers=1,
-        limit_concurrency=max(CONCURRENCY_FLOOR, CONCURRENCY_PER_QUEUED_IMAGE * max_queue),
-        timeout_keep_alive=5,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    make_server(app, access_log).run(sockets=[sock])

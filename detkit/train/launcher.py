@@ -15,7 +15,9 @@ import threading
 import time
 from typing import IO, Optional, Sequence
 
-from detkit.errors import ConfigError, DetkitError
+from detkit.errors import ConfigError, DetkitError, Terminated
+
+STOP_GRACE_SECONDS = 18.0  # schedulers give 30 s or so between SIGTERM and SIGKILL
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -81,6 +83,7 @@ def run_local_workers(num_workers: int, worker_args: Sequence[str], kill_grace_s
     lasts: list[list] = []
     stdout = sys.stdout.buffer
     stderr = sys.stderr.buffer
+    previous = _terminate_on_sigterm()
     try:
         for index, tf_config in enumerate(configs):
             env = dict(base_env, TF_CONFIG=tf_config)
@@ -112,13 +115,30 @@ def run_local_workers(num_workers: int, worker_args: Sequence[str], kill_grace_s
         for t in threads:
             t.join(timeout=5)
         return 0
-    except KeyboardInterrupt:
-        # The workers run in their own sessions (so a failure can stop them as a group): pass Ctrl-C on, so
-        # each saves its checkpoint at the same step as in a single-process run, before anything harsher.
-        _stop(procs, kill_grace_seconds, first=signal.SIGINT)
+    except KeyboardInterrupt as exc:
+        # The workers run in their own sessions (so a failure can stop them as a group): pass Ctrl-C or
+        # SIGTERM on, so each saves its checkpoint at the same step as in a single-process run.
+        if isinstance(exc, Terminated):  # preempted: the workers finish their step and save, within 20 s
+            _stop(procs, max(kill_grace_seconds, STOP_GRACE_SECONDS), first=signal.SIGTERM)
+        else:
+            _stop(procs, kill_grace_seconds, first=signal.SIGINT)
         for t in threads:
             t.join(timeout=2)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_on_sigterm():  # noqa: ANN202 - a signal handler or None
+    """Turn SIGTERM into errors.Terminated in the main thread; the previous handler, or None elsewhere."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, on_term)
 
 
 def train_with_local_workers(num_workers: int, config_files: Sequence[str], overrides: Sequence[str], run_name: str,

@@ -1,7 +1,12 @@
 """TensorBoard summaries: loss scalars and images with ground truth, proposals and detections."""
 from __future__ import annotations
 
+import glob
+import os
+
 import tensorflow as tf
+
+from detkit.utils import atomic
 
 GT_COLOR = [0.0, 1.0, 0.0, 1.0]
 PROPOSAL_COLOR = [0.2, 0.6, 1.0, 1.0]
@@ -38,3 +43,43 @@ def write_detection_image(writer: tf.summary.SummaryWriter, step: int, image: tf
     with writer.as_default(step=step):
         tf.summary.image("detections", image, max_outputs=1,
                          description="green: ground truth, blue: top proposals, red: detections")
+
+
+def drop_steps_after(log_dir: str, step: int) -> list[str]:
+    """Remove events past `step` from the event files of `log_dir` (each rewritten atomically); the files changed.
+
+    A run killed after its last checkpoint logged steps it will log again once resumed from that checkpoint:
+    without this, TensorBoard would show those steps twice.
+    """
+    changed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(log_dir), "events.out.tfevents.*"))):
+        try:
+            records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+        except tf.errors.DataLossError:
+            # A kill can leave the last record half-written: keep the whole ones.
+            records = _whole_records(path)
+        kept = [r for r in records if tf.compat.v1.Event.FromString(r).step <= step]
+        if len(kept) == len(records) and os.path.getsize(path) == _size_of(records):
+            continue
+        with atomic.atomic_path(path) as tmp:
+            with tf.io.TFRecordWriter(tmp) as writer:
+                for record in kept:
+                    writer.write(record)
+        changed.append(path)
+    return changed
+
+
+def _whole_records(path: str) -> list[bytes]:
+    """The records of a TFRecord file up to the first damaged one."""
+    out = []
+    iterator = iter(tf.data.TFRecordDataset(path))
+    while True:
+        try:
+            out.append(next(iterator).numpy())
+        except (StopIteration, tf.errors.DataLossError, tf.errors.OutOfRangeError):
+            return out
+
+
+def _size_of(records: list[bytes]) -> int:
+    """Bytes of a TFRecord file holding `records` (8 length + 4 CRC + data + 4 CRC each)."""
+    return sum(16 + len(r) for r in records)

@@ -7,16 +7,20 @@ precision.py, summaries.py) and run directories in detkit/runs/.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import keras
 import numpy as np
@@ -26,11 +30,12 @@ from detkit.config import Config, dump_yaml, to_dict
 from detkit.datasets import pipeline
 from detkit.datasets.sources import check_training_sources
 from detkit.datasets.tfrecord import data_loss_error
-from detkit.errors import CheckpointError, ConfigError, DetkitError, first_line, is_disk_full
+from detkit.errors import CheckpointError, ConfigError, DetkitError, Terminated, first_line, is_disk_full
 from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit import runs
 from detkit.recipe.config import TrainingConfig
 from detkit.runs import layout
+from detkit.runs.lock import RunLock, holder_alive, read_holder
 from detkit.runs.restore import is_damaged, restore_for_finetuning
 from detkit.train import precision, summaries
 from detkit.train import strategy as strategies
@@ -38,11 +43,12 @@ from detkit.train.optimizers import build_optimizer
 from detkit.train.schedules import learning_rate
 from detkit.train.step import make_replica_step
 from detkit.utils import atomic, cpu
+from detkit.utils.pause import pause_point, wake
 from detkit.utils.progress import progress
 
 
 class NonFiniteLossError(DetkitError):
-    """The loss became NaN or Inf."""
+    """The loss, or the weights after an update, became NaN or Inf."""
 
 
 @dataclass
@@ -65,10 +71,82 @@ def _log(message: str) -> None:
     print(f"detkit: {message}", file=sys.stderr, flush=True)
 
 
-def _run_dir(cfg: Config) -> str:
-    """job_dir/run_name, with a generated name when none is configured."""
-    name = cfg.train.run_name or datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    return os.path.join(cfg.train.job_dir, name)
+GENERATED_RUN_NAME = re.compile(r"^run-\d{8}-\d{6}$")
+
+
+def _run_dir(cfg: Config, total_steps: int, log: Callable[[str], None]) -> str:
+    """job_dir/run_name; without a run name, the newest unfinished run of this same config, else a new name."""
+    if cfg.train.run_name:
+        return os.path.join(cfg.train.job_dir, cfg.train.run_name)
+    unfinished = _newest_unfinished_run(cfg, total_steps)
+    if unfinished:
+        log(f"resuming {unfinished}: the newest unfinished run of this config (train.run_name is empty; "
+            "set it to start another run)")
+        return unfinished
+    return os.path.join(cfg.train.job_dir, datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+
+
+def _newest_unfinished_run(cfg: Config, total_steps: int) -> Optional[str]:
+    """The newest run-YYYYmmdd-HHMMSS of job_dir saved with this exact config, not finished and not running."""
+    try:
+        names = sorted((n for n in os.listdir(cfg.train.job_dir) if GENERATED_RUN_NAME.match(n)), reverse=True)
+    except OSError:
+        return None
+    wanted = dump_yaml(cfg)
+    for name in names:
+        run_dir = os.path.join(cfg.train.job_dir, name)
+        try:
+            with open(layout.config_path(run_dir), encoding="utf-8") as fh:
+                if fh.read() != wanted:
+                    continue
+        except OSError:
+            continue
+        holder = read_holder(run_dir)
+        if holder is not None and holder_alive(holder):
+            continue  # being trained right now
+        if not _finished(run_dir, cfg, total_steps):
+            return run_dir
+    return None
+
+
+def _finished(run_dir: str, cfg: Config, total_steps: int) -> bool:
+    """Whether a run's newest checkpoint reached its step count or its time budget."""
+    latest = runs.latest_checkpoint(run_dir)
+    if latest is None:
+        return False
+    if runs.step_of(latest) >= total_steps:
+        return True
+    if cfg.train.max_minutes:
+        try:
+            seconds = float(tf.train.load_checkpoint(latest).get_tensor("elapsed/.ATTRIBUTES/VARIABLE_VALUE"))
+        except (tf.errors.OpError, ValueError):
+            return False
+        return seconds >= cfg.train.max_minutes * 60.0
+    return False
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """An event set by SIGTERM (how schedulers preempt), so the loop saves a checkpoint and stops."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested  # signal handlers can only be set from the main thread
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        requested.set()
+        wake()  # a test's pause point, if the process is paused at one
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _all_finite(variables: list) -> bool:
+    """Whether every value of every variable is finite."""
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in variables]))
 
 
 def _check_resumable(run_dir: str, cfg: Config, class_names: list[str]) -> None:
@@ -169,15 +247,37 @@ def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strateg
     log = _log if chief else (lambda message: None)
     if recipe is not None and recipe.describe():
         log(recipe.describe())
-    replicas = strategy.num_replicas_in_sync
     class_names = check_training_sources(cfg.dataset)
     num_images = pipeline.count_records(cfg.dataset.dir, cfg.dataset.split)
     if num_images == 0:
         raise ConfigError(f"config key dataset.split: split {cfg.dataset.split!r} of {cfg.dataset.dir} is empty")
-    run_dir = _run_dir(cfg)
     if cluster is not None and not cfg.train.run_name:
         raise ConfigError("config key train.run_name: required for multi-worker training "
                           "(every worker must name the same run directory)")
+    run_dir = _run_dir(cfg, _total_steps(cfg, num_images), log)
+    if not chief:
+        return _train_in(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, log,
+                         class_names, num_images, run_dir, recipe)
+    lock = RunLock(run_dir, log)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        fix = ("free some space or set train.job_dir to another disk" if is_disk_full(exc)
+               else "set train.job_dir to a writable directory")
+        raise DetkitError(f"{run_dir}: cannot write the run directory ({first_line(exc)}); {fix}") from None
+    try:
+        return _train_in(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, log,
+                         class_names, num_images, run_dir, recipe)
+    finally:
+        lock.release()
+
+
+def _train_in(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,
+              cluster: Optional[strategies.ClusterSpec], chief: bool, log: Callable[[str], None],
+              class_names: list[str], num_images: int, run_dir: str,
+              recipe: Optional[TrainingConfig] = None) -> TrainResult:
+    """_train once the run directory is chosen (and, on the chief, locked)."""
+    replicas = strategy.num_replicas_in_sync
     resume_from = runs.latest_checkpoint(run_dir)
     if resume_from:
         _check_resumable(run_dir, cfg, class_names)
@@ -273,6 +373,10 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
         per_replica = strategy.run(replica_step, args=(batch,))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
+    if chief:
+        # Steps past the checkpoint (past 0 when there is none) were logged by a killed run and are about to be
+        # trained, and logged, again.
+        summaries.drop_steps_after(os.path.join(run_dir, "train"), start_step)
     writer = (tf.summary.create_file_writer(os.path.join(run_dir, "train")) if chief
               else tf.summary.create_noop_writer())
     max_seconds = cfg.train.max_minutes * 60.0
@@ -289,8 +393,16 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
         return time.time() - timer_start
 
     def save() -> str:
+        # The loss of a step is computed before its update: only the weights tell whether the update was finite.
+        if not _all_finite(model.trainable_variables + list(optimizer.variables)):
+            kept = manager.latest_checkpoint or "none written yet"
+            raise NonFiniteLossError(
+                f"weights became non-finite by step {step} (the update of a step whose loss was finite); not "
+                f"saved. Last finite checkpoint: {kept}. Lower train.learning_rate.base or set "
+                "train.optimizer.clip_norm")
         step_var.assign(step)
         elapsed_var.assign(elapsed())
+        writer.flush()  # every step up to a checkpoint is on disk with it: a resumed run logs from there on
         try:
             path = manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as exc:
@@ -304,8 +416,16 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
     bar = progress(total=total_steps, desc="train", unit="step", disable=not chief)
     bar.update(start_step)
     iterator = iter(dataset)
+    stop_requests = _stop_requests()
+    stop_requested = stop_requests.__enter__()
+    terminated = False
     try:
-        while step < total_steps and not _agree(strategy, workers, [bool(max_seconds and elapsed() >= max_seconds)])[0]:
+        while step < total_steps:
+            # One agreement for both: every worker stops at the same step (see _agree).
+            time_up, terminated = _agree(strategy, workers, [bool(max_seconds and elapsed() >= max_seconds),
+                                                             stop_requested.is_set()])
+            if time_up or terminated:
+                break
             frac = step / total_steps
             if max_seconds:
                 frac = max(frac, elapsed() / max_seconds)
@@ -348,6 +468,14 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
             if step % cfg.train.checkpoint_every_steps == 0 or by_clock:
                 save()
                 last_save_time = time.time()
+            pause_point(f"train.step-{step}")
+        if terminated:
+            bar.close()
+            path = save()
+            log(f"stopped by SIGTERM at step {step}; checkpoint saved to {path}; run the same command to resume")
+            raise Terminated()
+    except Terminated:
+        raise
     except KeyboardInterrupt:
         bar.close()
         path = save()
@@ -357,6 +485,8 @@ def _loop(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy
         # An open bar would leave the CLI's `detkit: error:` line glued to the bar's line.
         bar.close()
         raise
+    finally:
+        stop_requests.__exit__(None, None, None)
     bar.close()
     path = manager.latest_checkpoint
     if path is None or runs.step_of(path) != step:

@@ -120,7 +120,7 @@ def make_temp_dir(parent: str, prefix: str) -> str:
     return tempfile.mkdtemp(prefix=f".{prefix}-{os.getpid()}-", dir=parent)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (one of another user counts)."""
     try:
         os.kill(pid, 0)
@@ -141,7 +141,7 @@ def _remove_if_dead(parent: str, pattern: "re.Pattern[str]", is_kind, remove) ->
     for name in names:
         match = pattern.match(name)
         path = os.path.join(parent, name)
-        if match and is_kind(path) and not _alive(int(match.group(1))):
+        if match and is_kind(path) and not pid_alive(int(match.group(1))):
             with contextlib.suppress(OSError):
                 remove(path)
                 removed.append(path)

@@ -54,7 +54,7 @@ def test_list_and_info(job_copy):
     assert all(c["size"] > 0 and c["date"] for c in listed["checkpoints"])
 
     text = ok(invoke("checkpoint", "info", run)).stdout
-    for expected in ("classes      1: raccoon", "small_resnet", "min side 160, max side 224", "6 steps, batch 2",
+    for expected in ("classes      1: raccoon", "model        single_level, small_resnet", "min side 160, max side 224", "6 steps, batch 2",
                      "checkpoints  2 (steps 3, 6)", "test mAP@0.5 0.125"):
         assert expected in text, expected
     info = json.loads(ok(invoke("checkpoint", "info", os.path.join(run, "checkpoints", "ckpt-3"), "--json")).stdout)
@@ -63,6 +63,16 @@ def test_list_and_info(job_copy):
 
     result = invoke("checkpoint", "info", os.path.join(job_copy, "nothing"))
     assert isinstance(result.exception, DetkitError)
+
+
+def test_info_of_an_fpn_run_shows_its_pyramid_anchors(tmp_path):
+    run = tmp_path / "fpn"
+    run.mkdir()
+    (run / "config.yml").write_text("model:\n  architecture: fpn\n  fpn:\n    anchor_sizes: [[16], [32], [64], [128], [256]]\n")
+    info = json.loads(ok(invoke("checkpoint", "info", run, "--json")).stdout)
+    assert info["config"]["architecture"] == "fpn"
+    assert info["config"]["anchors"]["sizes"] == [[16.0], [32.0], [64.0], [128.0], [256.0]]
+    assert "model        fpn, " in ok(invoke("checkpoint", "info", run)).stdout
 
 
 def test_list_names_the_map_by_its_iou_threshold(job_copy):
@@ -210,7 +220,8 @@ def test_export_saved_model_round_trip(tiny_run, raccoon_dir, tmp_path):
         exact = detector.predict(read_image_array(path), min_prob=0.2)
         np.testing.assert_allclose(got["boxes"], [d.bbox for d in exact], atol=1e-3)
         np.testing.assert_allclose(got["scores"], [d.prob for d in exact], atol=1e-3)
-    assert served[rotated]["image_size"] == [650, 417]  # upright, as detkit predict reads it
+    width, height = Image.open(plain).size
+    assert served[rotated]["image_size"] == [width, height]  # upright (turned a quarter), as detkit predict reads it
 
     result = invoke("checkpoint", "export", tiny_run["run_dir"], "--output", export_dir)
     assert isinstance(result.exception, DetkitError) and "--overwrite" in str(result.exception)

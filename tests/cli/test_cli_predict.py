@@ -53,7 +53,7 @@ def test_json_lines_in_original_image_pixels(tiny_run, raccoon_dir, tmp_path):
     from detkit import Detector
 
     # A landscape photo and a portrait (non-square, different aspect) copy of another one.
-    landscape = _raccoon(raccoon_dir, 1)  # 650 x 417
+    landscape = _raccoon(raccoon_dir, 1)  # 400 x 257
     portrait = str(tmp_path / "portrait.png")
     Image.open(_raccoon(raccoon_dir, 2)).convert("RGB").resize((301, 517)).save(portrait)
     result = invoke("predict", landscape, portrait, "--checkpoint", tiny_run["run_dir"], "--min-prob", "0.1")
@@ -81,7 +81,9 @@ def test_json_lines_in_original_image_pixels(tiny_run, raccoon_dir, tmp_path):
 
 
 def test_exif_rotated_photo_gives_boxes_in_the_upright_frame(tiny_run, raccoon_dir, tmp_path):
-    source = Image.open(_raccoon(raccoon_dir, 1)).convert("RGB")  # stored 650 x 417
+    source = Image.open(_raccoon(raccoon_dir, 1)).convert("RGB")  # stored 400 x 257 (landscape)
+    width, height = source.size
+    assert width > height
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     rotated_by_exif = str(tmp_path / "exif6.jpg")
@@ -93,11 +95,11 @@ def test_exif_rotated_photo_gives_boxes_in_the_upright_frame(tiny_run, raccoon_d
     upright.save(by_hand)
     out = records(invoke("predict", rotated_by_exif, by_hand, "--checkpoint", tiny_run["run_dir"], "--min-prob", "0"))
     exif_record, hand_record = out
-    assert (exif_record["width"], exif_record["height"]) == (417, 650)  # swapped relative to the stored pixels
+    assert (exif_record["width"], exif_record["height"]) == (height, width)  # swapped relative to the stored pixels
     assert exif_record["objects"] == hand_record["objects"]
     boxes = np.array([o["bbox"] for o in exif_record["objects"]])
-    assert boxes[:, 2].max() <= 417 and boxes[:, 3].max() <= 650
-    assert boxes[:, 3].max() > 417  # boxes reach below the stored height: they are in the rotated frame
+    assert boxes[:, 2].max() <= height and boxes[:, 3].max() <= width
+    assert boxes[:, 3].max() > height  # boxes reach below the stored height: they are in the rotated frame
 
 
 def test_folder_glob_output_file_and_drawn_images(tiny_run, raccoon_dir, tmp_path):

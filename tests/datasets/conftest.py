@@ -10,16 +10,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-RACCOON = REPO / ".." / "shared" / "datasets" / "raccoon"
-
-
 @pytest.fixture(scope="session")
-def raccoon() -> Path:
-    """The shared raccoon dataset (VOC XML, CSV and COCO of the same 200 photos)."""
-    if not (RACCOON / "images").is_dir():
-        pytest.skip(f"shared dataset not found at {RACCOON}")
-    return RACCOON
+def raccoon(raccoon_dir) -> Path:
+    """The packaged raccoon photos with VOC XML, CSV and COCO labels of the same boxes (tests/conftest.py)."""
+    return Path(raccoon_dir)
 
 
 @pytest.fixture(scope="session", autouse=True)

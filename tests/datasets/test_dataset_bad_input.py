@@ -253,3 +253,33 @@ def test_adding_a_split_later_keeps_the_existing_class_map(tmp_path, cli, helper
               "--split", "test", "--output-dir", out, "--overwrite", error=DatasetError)
     assert "new data also has ['yak']" in str(err)
     assert helpers.records(out, "test")[0]["labels"].tolist() == [2]  # refused before touching anything
+
+
+def test_overwrite_swaps_the_whole_directory_keeping_other_splits_and_files(tmp_path, cli, helpers, monkeypatch):
+    import detkit.utils.atomic as atomic
+
+    for i in range(3):
+        helpers.make_image(tmp_path / "im" / f"{i}.jpg")
+    rows = [(f"{i}.jpg", 64, 48, "cat", 1, 1, 9, 9) for i in range(3)]
+    out = tmp_path / "out"
+    for split in ("s", "t"):
+        csv = helpers.write_csv(tmp_path / f"{split}.csv", rows)
+        cli("dataset", "transform", "--type", "csv", "--annotations", csv, "--images-dir", tmp_path / "im",
+            "--split", split, "--output-dir", out, *(["--overwrite"] if split == "t" else []))
+    (out / "notes.txt").write_text("mine")
+    (out / "check").mkdir()
+    (out / "check" / "a.jpg").write_bytes(b"drawn")
+    kept = {n: (out / n).read_bytes() for n in ("t-00000-of-00001.tfrecord", "t-summary.json")}
+    swaps = []
+    real = atomic.replace_dir
+    monkeypatch.setattr("detkit.datasets.output.replace_dir", lambda a, b: (swaps.append((a, b)), real(a, b)))
+    _convert_csv(cli, helpers, tmp_path, rows[:1], "--overwrite", "--num-shards", "2")
+    # One directory swap published everything: shards, summary and classes.json of the new split together.
+    assert len(swaps) == 1 and os.path.realpath(swaps[0][1]) == os.path.realpath(out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "check", "classes.json", "notes.txt", "s-00000-of-00001.tfrecord", "s-summary.json",
+        "t-00000-of-00001.tfrecord", "t-summary.json"]
+    assert len(helpers.records(out, "s")) == 1 and len(helpers.records(out, "t")) == 3
+    assert {n: (out / n).read_bytes() for n in kept} == kept
+    assert (out / "notes.txt").read_text() == "mine" and (out / "check" / "a.jpg").read_bytes() == b"drawn"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []

@@ -223,3 +223,14 @@ def test_csv_with_bom_crlf_matches_plain_csv(tmp_path, cli, helpers):
     assert helpers.classes(tmp_path / "w") == ["cat"]
     np.testing.assert_allclose(p[0]["boxes"], w[0]["boxes"])
     np.testing.assert_allclose(w[0]["boxes"], [[1 / 64, 2 / 48, 30 / 64, 40 / 48]], atol=1e-6)
+
+
+def test_raccoon_fixture_is_the_packaged_copy_so_a_fresh_clone_runs_every_test(raccoon_dir):
+    """No test depends on a dataset outside the repository (../shared): the package ships the photos."""
+    import detkit
+
+    packaged = os.path.join(os.path.dirname(os.path.abspath(detkit.__file__)), "data", "raccoon")
+    assert os.path.realpath(os.path.join(raccoon_dir, "images")) == os.path.realpath(os.path.join(packaged, "images"))
+    for name in ("data/train_labels.csv", "data/test_labels.csv", "coco/instances_train.json",
+                 "coco/instances_test.json", "annotations/raccoon-1.xml", "images/raccoon-200.jpg"):
+        assert os.path.isfile(os.path.join(raccoon_dir, name)), name

@@ -21,12 +21,13 @@ TINY = [
 
 
 def _raccoon_example(raccoon_dir):
-    # raccoon-1.jpg is 650x417 with one box (81, 88, 522, 408); resized so the longer side is 256.
+    # The packaged raccoon-1.jpg is 400x257 with one box (50, 54, 321, 251); resized so the longer side is 256.
     image = Image.open(os.path.join(raccoon_dir, "images", "raccoon-1.jpg")).convert("RGB")
-    scale = 256 / 650
-    size = (256, round(417 * scale))
+    assert image.size == (400, 257)
+    scale = 256 / 400
+    size = (256, round(257 * scale))
     image = np.asarray(image.resize(size), np.float32)
-    box = np.array([81, 88, 522, 408], np.float32) * scale
+    box = np.array([50, 54, 321, 251], np.float32) * scale
     return image, box
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,7 +13,9 @@ from pretrained.pth_writer import write_pth
 
 from detkit.errors import CheckpointError
 from detkit.pretrained.classes import COCO_CLASSES, UNUSED_CLASS, resolve_class_names
-from detkit.pretrained.importer import IMPORT_RECORD, import_checkpoint, upgrade_old_torchvision_keys
+from detkit.pretrained.importer import import_checkpoint, upgrade_old_torchvision_keys
+from detkit.runs.layout import IMPORT_RECORD_FILE as IMPORT_RECORD
+from detkit.runs.lock import RunLocked
 
 
 @pytest.fixture
@@ -101,6 +105,16 @@ def test_import_refuses_outputs_it_did_not_make(tmp_path, tiny):
     import_checkpoint(pth, out)
     with pytest.raises(CheckpointError, match="already holds an imported run; pass --overwrite"):
         import_checkpoint(pth, out)
+    training = subprocess.Popen(["sleep", "60"])  # a live `detkit train` holding the imported run
+    try:
+        with open(os.path.join(out, "train.lock"), "w") as fh:
+            json.dump({"pid": training.pid, "host": socket.gethostname()}, fh)
+        with pytest.raises(RunLocked, match=f"not replacing: `detkit train` pid {training.pid} on host"):
+            import_checkpoint(pth, out, overwrite=True)
+    finally:
+        training.kill()
+        training.wait()
+    assert os.path.isfile(os.path.join(out, IMPORT_RECORD))
     write_pth(pth, {**tiny_torchvision.tiny_state(90), "cls.bias": np.ones(91, np.float32)})
     import_checkpoint(pth, out, overwrite=True)
     assert os.listdir(os.path.join(out, "checkpoints"))  # the new run replaced the old one

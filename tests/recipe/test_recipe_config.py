@@ -123,7 +123,7 @@ def test_zero_config_training_from_the_command_line(dataset_dir, tmp_path, run_d
     assert err.index("recipe for") < err.index("finished at step")
     saved = yaml.safe_load((run_dir / "config.yml").read_text())
     recipe = json.loads((run_dir / "recipe.json").read_text())
-    assert saved["dataset"]["image"] == {"min_size": 320, "max_size": 320}
+    assert (saved["dataset"]["image"]["min_size"], saved["dataset"]["image"]["max_size"]) == (320, 320)
     assert saved["model"]["base_network"]["small_widths"] == [8, 16, 16, 32]
     assert saved["model"]["base_network"]["name"] == "small_resnet" and saved["train"]["optimizer"]["type"] == "adam"
     assert saved["train"]["max_minutes"] == 0.05
@@ -142,8 +142,7 @@ def test_resuming_keeps_the_runs_values_for_unset_keys(dataset_dir, tmp_path):
     (run_dir / "checkpoints").mkdir(parents=True)
     for suffix in (".index", ".data-00000-of-00001"):
         (run_dir / "checkpoints" / f"ckpt-5{suffix}").write_bytes(b"x")
-    saved = training_config([], ["train.job_dir=" + str(tmp_path / "jobs"), "train.run_name=r"],
-                            dataset_dir=dataset_dir).config
+    saved = training_config(dataset_dir=dataset_dir).config
     saved.model.anchors.sizes = [48.0]  # as if the data had changed since the run started
     from detkit.config import dump_yaml
 
@@ -153,3 +152,78 @@ def test_resuming_keeps_the_runs_values_for_unset_keys(dataset_dir, tmp_path):
     assert tc.resuming == str(run_dir) and tc.record() == {}
     assert tc.config.model.anchors.sizes == [48.0] and tc.config.train.max_minutes == 3
     assert "resuming" in format_recipe(tc)
+
+
+def test_fpn_architecture_gets_anchors_per_level_of_its_body(dataset_dir):
+    from detkit.models.fpn_rcnn import FPNFasterRCNN
+
+    tc = training_config([], ["model.architecture=fpn"], dataset_dir=dataset_dir)
+    cfg = tc.config
+    # Boxes of 80x60 px after the x2 resize (sqrt 69.3): 64, then one octave per level of small_resnet's 3 outputs
+    # and the pooled level.
+    assert cfg.model.base_network.name == "small_resnet"
+    assert cfg.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0], [512.0]]
+    # At most 2 boxes per image: 2000 / 1000 proposals before NMS in total, 500 / 250 -> 300 per level.
+    assert (cfg.model.rpn.train_proposals.pre_nms_top_n, cfg.model.rpn.test_proposals.pre_nms_top_n) == (500, 300)
+    FPNFasterRCNN(cfg.model, 2)  # the level count matches the body's (a mismatch is a ConfigError here)
+    tc = training_config([], ["model.architecture=fpn", "model.base_network.name=resnet50_tv"], dataset_dir=dataset_dir)
+    assert tc.config.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0], [512.0], [1024.0]]
+
+
+def source_run(tmp_path, dataset_dir):
+    """A run as `detkit train` leaves it (config.yml and a checkpoint) with shapes the recipe would not choose."""
+    from detkit.config import dump_yaml
+
+    run_dir = tmp_path / "source"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for suffix in (".index", ".data-00000-of-00001"):
+        (run_dir / "checkpoints" / f"ckpt-7{suffix}").write_bytes(b"x")
+    saved = training_config(dataset_dir=dataset_dir).config
+    saved.model.anchors.sizes = [24.0, 48.0]
+    saved.model.base_network.small_widths = [8, 16, 16, 32]
+    saved.model.rcnn.target.minibatch_size = 32
+    saved.dataset.image.min_size = saved.dataset.image.max_size = 256
+    (run_dir / "config.yml").write_text(dump_yaml(saved))
+    return run_dir
+
+
+def test_init_from_keeps_the_source_runs_shapes(dataset_dir, tmp_path):
+    src = source_run(tmp_path, dataset_dir)
+    tc = training_config([], [f"train.init_from={src}", "model.rcnn.fc_sizes=[128]"], dataset_dir=dataset_dir)
+    cfg = tc.config
+    assert (cfg.dataset.image.min_size, cfg.dataset.image.max_size) == (256, 256)
+    assert cfg.model.anchors.sizes == [24.0, 48.0] and cfg.model.base_network.small_widths == [8, 16, 16, 32]
+    assert cfg.model.base_network.name == "small_resnet" and cfg.model.rcnn.fc_sizes == [128]
+    # The recipe still chooses what keeps the weights' shapes: 64 sampled RoIs (the run had 32); no schedule without
+    # a budget, and the from-scratch training group (Adam) is not applied.
+    assert cfg.model.rcnn.target.minibatch_size == 64 and cfg.train.optimizer.type == "sgd"
+    assert [c.name for c in tc.recipe.choices] == ["samples", "proposals", "detections", "class balance"]
+    assert tc.record()["init_from"] == str(src)
+    assert "train.init_from" in format_recipe(tc) and "shapes its weights need" in format_recipe(tc)
+    tc = training_config([], [f"train.init_from={src}"], dataset_dir=dataset_dir, minutes=1)
+    assert tc.recipe.choices[-1].name == "schedule" and tc.config.train.max_minutes == 1
+
+
+def test_init_from_or_resume_with_an_unreadable_run_is_an_error(dataset_dir, tmp_path):
+    from detkit.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        training_config([], [f"train.init_from={tmp_path / 'nothing'}"], dataset_dir=dataset_dir)
+    src = source_run(tmp_path, dataset_dir)
+    (src / "config.yml").write_text("model: [\n")
+    with pytest.raises(CheckpointError, match="config.yml line"):
+        training_config([], [f"train.job_dir={tmp_path}", "train.run_name=source"], dataset_dir=dataset_dir)
+
+
+@pytest.mark.slow
+def test_fpn_training_from_the_command_line(dataset_dir, tmp_path, run_detkit):
+    from detkit.config.tiny import tiny_model_overrides
+
+    tiny = [o for o in tiny_model_overrides() if not o.startswith(("model.base_network.name", "model.base_network.weights"))]
+    code, _, err = run_detkit(
+        "train", "--dataset-dir", dataset_dir, "--minutes", "0.05", "-o", f"train.job_dir={tmp_path / 'jobs'}",
+        "-o", "train.run_name=fpn", "-o", "model.architecture=fpn", "-o", "model.fpn.channels=16",
+        *[a for o in tiny for a in ("-o", o)])
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "jobs" / "fpn" / "config.yml").read_text())
+    assert saved["model"]["fpn"]["anchor_sizes"] == [[64.0], [128.0], [256.0], [512.0]]

@@ -1,7 +1,6 @@
 """Statistics -> recipe rules on small synthetic splits, with the expected values computed by hand."""
 from __future__ import annotations
 
-import math
 from importlib import resources
 
 import numpy as np
@@ -155,18 +154,46 @@ def test_schedule_fits_the_budget_at_the_estimated_or_measured_speed():
     assert c.values["train.max_minutes"] == 15.0 and "no budget given" in c.reason
 
 
-def test_wide_scale_range_describes_fpn_and_chooses_it_only_when_allowed():
-    # 16 px and 300 px boxes in 640x480 images: sizes span far more than 8x.
-    recs = [record(640, 480, [(0, 0, 16, 16), (300, 100, 600, 400)], [1, 1]) for _ in range(4)]
-    st = stats(recs, ["x"])
-    r = make_recipe(st)
-    assert "model.architecture" not in values(r)
-    assert len(r.notes) == 1 and "FPN" in r.notes[0]
-    r = make_recipe(st, RecipeOptions(allow_fpn=True))
+def wide_scale_split():
+    # 16 px and 300 px boxes in 640x480 images (4 images): sizes span 300 / 16 = 18.75x.
+    return stats([record(640, 480, [(0, 0, 16, 16), (300, 100, 600, 400)], [1, 1]) for _ in range(4)], ["x"])
+
+
+def test_wide_scale_range_keeps_one_level_and_notes_fpn():
+    r = make_recipe(wide_scale_split())
     v = values(r)
-    assert v["model.architecture"] == "fpn" and v["model.anchors.sizes"][0] == 16.0
-    assert v["model.anchors.ratios"] == [0.5, 1.0, 2.0] and r.notes == []
-    assert math.log2(v["model.anchors.sizes"][-1] / v["model.anchors.sizes"][0]) == len(v["model.anchors.sizes"]) - 1
+    assert "model.architecture" not in v and "model.fpn.anchor_sizes" not in v
+    # 10% of boxes are 16 / 640 of the longer side: 24 px wants 960, the 640x480 budget caps the side at 640 (x1).
+    assert v["dataset.image.max_size"] == 640
+    # 2nd percentile 16 px -> 16; 98th 300 px -> 256 (log2 300 = 8.23).
+    assert v["model.anchors.sizes"] == [16.0, 32.0, 64.0, 128.0, 256.0]
+    assert len(r.notes) == 1 and "19x" in r.notes[0] and "model.architecture=fpn" in r.notes[0]
+    assert "RecipeOptions" not in r.notes[0]
+
+
+def test_fpn_gets_one_anchor_size_per_level_and_per_level_proposals():
+    r = make_recipe(wide_scale_split(), RecipeOptions(fpn_levels=4))
+    v = values(r)
+    # From the 2nd percentile (16 px) one octave per level: small_resnet's 3 outputs + the pooled level.
+    assert v["model.fpn.anchor_sizes"] == [[16.0], [32.0], [64.0], [128.0]]
+    assert "model.anchors.sizes" not in v and v["model.anchors.ratios"] == [0.5, 1.0, 2.0]
+    # 2 boxes per image: 64 RoIs, 300 / 100 proposals after NMS as for one level; before NMS the single level's
+    # 2000 / 1000 in total are split over 4 levels: 500 and 250 -> 300 (rounded up to 100) per level.
+    assert v["model.rpn.train_proposals.post_nms_top_n"] == 300 and v["model.rpn.test_proposals.post_nms_top_n"] == 100
+    assert v["model.rpn.train_proposals.pre_nms_top_n"] == 500 and v["model.rpn.test_proposals.pre_nms_top_n"] == 300
+    assert "per level" in reasons(r)["proposals"] and "4 pyramid levels" in reasons(r)["anchors"]
+    assert r.notes == []
+    v = values(make_recipe(wide_scale_split(), RecipeOptions(fpn_levels=5, from_scratch=False)))
+    assert v["model.fpn.anchor_sizes"] == [[16.0], [32.0], [64.0], [128.0], [256.0]]
+    assert v["model.rpn.train_proposals.pre_nms_top_n"] == 400 and v["model.rpn.test_proposals.pre_nms_top_n"] == 200
+
+
+def test_fixed_shapes_choose_no_input_size_nor_anchors_and_schedule_at_the_given_side():
+    r = make_recipe(wide_scale_split(), RecipeOptions(from_scratch=False, shapes=False, side=320, minutes=10))
+    assert [c.name for c in r.choices] == ["samples", "proposals", "detections", "class balance", "schedule"]
+    assert not [k for k in values(r) if k.startswith(("dataset.image", "model.anchors", "model.fpn", "model.base"))]
+    # 640x480 at side 320: 320x240 = 76.8k px and 64 RoIs: 15.534 images/s as in the schedule test: 2330 steps.
+    assert values(r)["train.num_steps"] == 4 * 2330
 
 
 def test_no_boxes_is_refused():

@@ -254,7 +254,8 @@ def test_output_dir_under_a_regular_file(tmp_path, detkit, helpers):
     out = tmp_path / "blocker" / "out"
     line = _transform(detkit, "csv", "--annotations", ann, "--images-dir", tmp_path / "im",
                       "--output-dir", out).error_line()
-    assert line == f"output directory {out}: cannot write (Not a directory); choose a writable --output-dir"
+    assert line == (f"output directory {out}: cannot write ({tmp_path / 'blocker'} is a file, not a directory); "
+                    "choose a writable --output-dir")
 
 
 def test_disk_full_while_writing_shards_keeps_the_old_output(tmp_path, detkit, helpers, monkeypatch):

@@ -156,3 +156,58 @@ def running_server(args: list, log_path: str, timeout: float = 180.0) -> Iterato
 def _tail(path: str, n: int = 4000) -> str:
     with open(path, "rb") as fh:
         return fh.read().decode("utf-8", "replace")[-n:]
+
+
+@contextlib.contextmanager
+def threaded_server(detector, **settings) -> Iterator[tuple[str, int, object]]:
+    """The real uvicorn server (detkit's protocol and limits) around `detector` on 127.0.0.1 in a thread.
+
+    Yields (host, port, app); the server is stopped on exit.
+    """
+    import socket
+
+    from detkit.server.app import ServerSettings, create_app
+    from detkit.server.serve import make_server
+
+    app = create_app(detector, ServerSettings(**settings))
+    server = make_server(app, access_log=False, log_config=None, log_level="warning")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield "127.0.0.1", sock.getsockname()[1], app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def multipart_body(data: bytes, field: str = "image", filename: str = "photo.jpg") -> tuple[bytes, str]:
+    """A multipart/form-data body holding one file, and its content type."""
+    boundary = "detkitboundary0123456789"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def read_response(sock, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection or `timeout` s pass."""
+    sock.settimeout(timeout)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -142,6 +142,56 @@ def test_ctrl_c_is_passed_on_to_every_worker(tmp_path, capfd):
     assert "[worker 0] worker 0 saved its checkpoint" in err and "[worker 1] worker 1 saved its checkpoint" in err
 
 
+TERMINABLE_WORKER = textwrap.dedent("""
+    import json, os, signal, sys, time
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    def on_term(*_):
+        time.sleep(1)  # finishing a step and writing the checkpoint takes a moment
+        print(f"worker {index} saved its checkpoint", file=sys.stderr, flush=True)
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, on_term)
+    print("ready", file=sys.stderr, flush=True)
+    time.sleep(120)
+""")
+
+LAUNCHER = textwrap.dedent("""
+    import sys
+    from detkit.cli.main import main
+    from detkit.train import launcher
+    try:
+        launcher.run_local_workers(2, [], kill_grace_seconds=1, command=[sys.executable, sys.argv[1]])
+    except KeyboardInterrupt as exc:
+        print(f"launcher stopped: {type(exc).__name__}", file=sys.stderr, flush=True)
+        sys.exit(getattr(exc, "exit_code", 130))
+""")
+
+
+def test_sigterm_is_passed_on_to_every_worker_with_time_to_save(tmp_path):
+    """A scheduler preempting `detkit train --local-workers N` signals the launcher; each worker must save."""
+    import signal
+    import subprocess
+
+    (tmp_path / "worker.py").write_text(TERMINABLE_WORKER)
+    (tmp_path / "launcher.py").write_text(LAUNCHER)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path / "worker.py")],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    while sum("ready" in line for line in lines) < 2:  # both workers have set their handlers
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=60)
+    err = "".join(lines) + rest
+    assert proc.returncode == 143 and time.time() - start < 20, err
+    # kill_grace_seconds is 1 but a worker needs 1 s to save: the launcher gives stopping workers longer.
+    assert "[worker 0] worker 0 saved its checkpoint" in err and "[worker 1] worker 1 saved its checkpoint" in err
+    assert "launcher stopped: Terminated" in err
+
+
 @pytest.mark.parametrize("args, env, message", [
     (["--local-workers", "0"], {}, "detkit: error: option --local-workers: must be >= 1, got 0\n"),
     (["--local-workers", "2", "-o", "train.run_name="], {},

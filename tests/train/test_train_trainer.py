@@ -75,7 +75,7 @@ def write_config(directory: Path, dataset_dir: str, name: str = "cfg.yml") -> st
 
 
 def read_scalars(run_dir: str) -> dict[str, dict[int, float]]:
-    """tag -> {step: value} from every event file in RUN/train (later files win)."""
+    """tag -> {step: value} from every event file in RUN/train; a step logged twice (in any file) fails."""
     import tensorflow as tf
 
     out: dict[str, dict[int, float]] = {}
@@ -83,8 +83,39 @@ def read_scalars(run_dir: str) -> dict[str, dict[int, float]]:
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
-                out.setdefault(value.tag, {})[int(event.step)] = number
+                steps = out.setdefault(value.tag, {})
+                assert int(event.step) not in steps, f"{value.tag} logged twice at step {event.step} ({path})"
+                steps[int(event.step)] = number
     return out
+
+
+def test_scalar_reader_refuses_a_step_logged_twice(tmp_path):
+    import tensorflow as tf
+
+    for run in range(2):  # two runs of one directory, the second repeating step 2
+        writer = tf.summary.create_file_writer(str(tmp_path / "train"), filename_suffix=f".{run}")
+        with writer.as_default():
+            for step in ((1, 2) if run == 0 else (2, 3)):
+                tf.summary.scalar("losses/total", float(step), step=step)
+        writer.close()
+    with pytest.raises(AssertionError, match="logged twice at step 2"):
+        read_scalars(str(tmp_path))
+
+
+def test_resume_drops_the_steps_logged_after_the_checkpoint(tmp_path):
+    """A killed run logged steps 1-5 but checkpointed at 3: the resumed run will log 4 and 5 again."""
+    import tensorflow as tf
+
+    from detkit.train.summaries import drop_steps_after
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    with writer.as_default():
+        for step in range(1, 6):
+            tf.summary.scalar("losses/total", float(step), step=step)
+    writer.close()
+    assert len(drop_steps_after(str(tmp_path / "train"), 3)) == 1
+    assert read_scalars(str(tmp_path)) == {"losses/total": {1: 1.0, 2: 2.0, 3: 3.0}}
+    assert drop_steps_after(str(tmp_path / "train"), 3) == []  # nothing left to drop: untouched
 
 
 def the_error_line(stderr: str) -> str:
