@@ -21,7 +21,7 @@ def pad_ground_truth(gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
 
 
 class DetectorModel(keras.Model):
-    """What every detkit architecture shares: which weights L2 decay applies to, and its value."""
+    """What every detkit architecture shares: L2 decay and the training losses over its `rpn_stage`."""
 
     def decayed_variables(self) -> list:
         """The trainable conv/dense kernels, which L2 weight decay applies to (biases and norms are not decayed)."""
@@ -33,6 +33,44 @@ class DetectorModel(keras.Model):
         if not kernels:
             return tf.constant(0.0)
         return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
+
+    def rpn_stage(self, images: tf.Tensor, image_hw: tf.Tensor, training: bool) -> tuple:
+        """(features for the R-CNN head, RPN logits, RPN deltas, anchors), as `_proposals` and `_rcnn` take them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def flat_rpn(logits, deltas, anchors) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """RPN outputs and anchors as single tensors over all anchors (a pyramid's levels are lists)."""
+        if isinstance(anchors, (list, tuple)):
+            return tf.concat(logits, 1), tf.concat(deltas, 1), tf.concat(anchors, 0)
+        return logits, deltas, anchors
+
+    def compute_losses(self, images: tf.Tensor, image_hw: tf.Tensor, gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
+                       gt_valid: tf.Tensor, training: bool = True, include_l2: bool = True) -> dict[str, tf.Tensor]:
+        """The four weighted losses, L2 (unless `include_l2` is false) and their total for a padded batch."""
+        image_hw = tf.cast(image_hw, tf.float32)
+        gt_boxes, gt_labels, gt_valid = pad_ground_truth(gt_boxes, gt_labels, gt_valid)
+        w = self.cfg.loss_weights
+        features, logits, deltas, anchors = self.rpn_stage(images, image_hw, training=training)
+        # torchvision matches and samples over all levels' anchors at once.
+        all_logits, all_deltas, all_anchors = self.flat_rpn(logits, deltas, anchors)
+        targets = rpn.rpn_targets(all_anchors, image_hw, gt_boxes, gt_valid, self.cfg.rpn)
+        rpn_cls, rpn_box = rpn.rpn_loss(all_logits, all_deltas, targets, self.cfg.rpn.smooth_l1_beta)
+        losses = {"rpn_class": w.rpn_class * rpn_cls, "rpn_box": w.rpn_box * rpn_box}
+        if self.rcnn_head is not None:
+            boxes, _, valid = self._proposals(logits, deltas, anchors, image_hw, training=True)
+            t = rcnn.rcnn_targets(boxes, valid, gt_boxes, gt_labels, gt_valid, self.cfg.rcnn)
+            cls_logits, box_deltas = self._rcnn(features, tf.stop_gradient(t["boxes"]), training=training)
+            r_cls, r_box = rcnn.rcnn_loss(
+                tf.reshape(cls_logits, [-1, self.num_classes + 1]), tf.reshape(box_deltas, [-1, self.num_classes, 4]),
+                tf.reshape(t["labels"], [-1]), tf.reshape(t["box_targets"], [-1, 4]), self.cfg.rcnn.smooth_l1_beta,
+            )
+            losses["rcnn_class"] = w.rcnn_class * r_cls
+            losses["rcnn_box"] = w.rcnn_box * r_box
+        if include_l2:
+            losses["l2"] = w.l2 * self.l2_penalty()
+        losses["total"] = tf.add_n(list(losses.values()))
+        return losses
 
 
 class FasterRCNN(DetectorModel):
@@ -106,30 +144,10 @@ class FasterRCNN(DetectorModel):
         return out
 
     # ------------------------------------------------------------ training
-    def compute_losses(self, images: tf.Tensor, image_hw: tf.Tensor, gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
-                       gt_valid: tf.Tensor, training: bool = True, include_l2: bool = True) -> dict[str, tf.Tensor]:
-        """The four weighted losses, L2 (unless `include_l2` is false) and their total for a padded batch."""
-        image_hw = tf.cast(image_hw, tf.float32)
-        gt_boxes, gt_labels, gt_valid = pad_ground_truth(gt_boxes, gt_labels, gt_valid)
-        w = self.cfg.loss_weights
-        features, logits, deltas, anchors = self._backbone_and_rpn(images, training=training)
-        targets = rpn.rpn_targets(anchors, image_hw, gt_boxes, gt_valid, self.cfg.rpn)
-        rpn_cls, rpn_box = rpn.rpn_loss(logits, deltas, targets, self.cfg.rpn.smooth_l1_beta)
-        losses = {"rpn_class": w.rpn_class * rpn_cls, "rpn_box": w.rpn_box * rpn_box}
-        if self.rcnn_head is not None:
-            boxes, _, valid = self._proposals(logits, deltas, anchors, image_hw, training=True)
-            t = rcnn.rcnn_targets(boxes, valid, gt_boxes, gt_labels, gt_valid, self.cfg.rcnn)
-            cls_logits, box_deltas = self._rcnn(features, tf.stop_gradient(t["boxes"]), training=training)
-            r_cls, r_box = rcnn.rcnn_loss(
-                tf.reshape(cls_logits, [-1, self.num_classes + 1]), tf.reshape(box_deltas, [-1, self.num_classes, 4]),
-                tf.reshape(t["labels"], [-1]), tf.reshape(t["box_targets"], [-1, 4]), self.cfg.rcnn.smooth_l1_beta,
-            )
-            losses["rcnn_class"] = w.rcnn_class * r_cls
-            losses["rcnn_box"] = w.rcnn_box * r_box
-        if include_l2:
-            losses["l2"] = w.l2 * self.l2_penalty()
-        losses["total"] = tf.add_n(list(losses.values()))
-        return losses
+    def rpn_stage(self, images: tf.Tensor, image_hw: tf.Tensor, training: bool) -> tuple:
+        """(features for the R-CNN head, RPN logits, RPN deltas, anchors), as `_proposals` and `_rcnn` take them."""
+        del image_hw  # one stride-16 map needs no padded size
+        return self._backbone_and_rpn(images, training=training)
 
     def build_for_inference(self) -> None:
         """Create every variable by running one tiny image through the network."""

@@ -8,7 +8,7 @@ from detkit.config.schema import ModelConfig
 from detkit.errors import ConfigError
 from detkit.models import anchors as anchor_ops
 from detkit.models import postprocess, proposals, rcnn, roi_align, rpn
-from detkit.models.faster_rcnn import DetectorModel, pad_ground_truth
+from detkit.models.faster_rcnn import DetectorModel
 from detkit.models.fpn import FPN
 from detkit.models.fpn_bodies import build_pyramid_body
 
@@ -136,33 +136,11 @@ class FPNFasterRCNN(DetectorModel):
         return {k: out[k] for k in keep}
 
     # ------------------------------------------------------------ training
-    def compute_losses(self, images: tf.Tensor, image_hw: tf.Tensor, gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
-                       gt_valid: tf.Tensor, training: bool = True, include_l2: bool = True) -> dict[str, tf.Tensor]:
-        """The four weighted losses, L2 (unless `include_l2` is false) and their total for a padded batch."""
-        image_hw = tf.cast(image_hw, tf.float32)
-        gt_boxes, gt_labels, gt_valid = pad_ground_truth(gt_boxes, gt_labels, gt_valid)
-        w = self.cfg.loss_weights
+    def rpn_stage(self, images: tf.Tensor, image_hw: tf.Tensor, training: bool) -> tuple:
+        """(pyramid levels, per-level RPN logits, deltas and anchors), as `_proposals` and `_rcnn` take them."""
         levels, padded_hw = self.pyramid(images, image_hw, training=training)
         logits, deltas, anchors = self.rpn_outputs(levels, padded_hw)
-        # torchvision matches and samples over all levels' anchors at once.
-        targets = rpn.rpn_targets(tf.concat(anchors, 0), image_hw, gt_boxes, gt_valid, self.cfg.rpn)
-        rpn_cls, rpn_box = rpn.rpn_loss(tf.concat(logits, 1), tf.concat(deltas, 1), targets,
-                                        self.cfg.rpn.smooth_l1_beta)
-        losses = {"rpn_class": w.rpn_class * rpn_cls, "rpn_box": w.rpn_box * rpn_box}
-        if self.rcnn_head is not None:
-            boxes, _, valid = self._proposals(logits, deltas, anchors, image_hw, training=True)
-            t = rcnn.rcnn_targets(boxes, valid, gt_boxes, gt_labels, gt_valid, self.cfg.rcnn)
-            cls_logits, box_deltas = self._rcnn(levels, tf.stop_gradient(t["boxes"]), training=training)
-            r_cls, r_box = rcnn.rcnn_loss(
-                tf.reshape(cls_logits, [-1, self.num_classes + 1]), tf.reshape(box_deltas, [-1, self.num_classes, 4]),
-                tf.reshape(t["labels"], [-1]), tf.reshape(t["box_targets"], [-1, 4]), self.cfg.rcnn.smooth_l1_beta,
-            )
-            losses["rcnn_class"] = w.rcnn_class * r_cls
-            losses["rcnn_box"] = w.rcnn_box * r_box
-        if include_l2:
-            losses["l2"] = w.l2 * self.l2_penalty()
-        losses["total"] = tf.add_n(list(losses.values()))
-        return losses
+        return levels, logits, deltas, anchors
 
     def build_for_inference(self) -> None:
         """Create every variable by running one small image through the network."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from detkit.config import Config, from_dict, load_config, to_dict
-from detkit.config.loader import _merge, flat_keys, merged_dict, nested, over_defaults
+from detkit.config.loader import _merge, default_dict, flat_keys, merged_dict, nested
 from detkit.datasets.statistics import SplitStatistics, split_statistics
 from detkit.recipe.rules import FROM_SCRATCH, Recipe, RecipeOptions, make_recipe
 
@@ -120,7 +120,7 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
         return TrainingConfig(load_config(config_files, overrides, under=saved), None, user_keys, resuming=run_dir)
     base, source_dir = init_from_base(cfg.train.init_from) if cfg.train.init_from else ({}, "")
     if base:
-        cfg = from_dict(merged_dict(config_files, overrides, over_defaults(base)), check_ranges=False)
+        cfg = from_dict(merged_dict(config_files, overrides, _merge(default_dict(), base)), check_ranges=False)
     from detkit.datasets.sources import check_training_sources
     from detkit.errors import DetkitError
 
