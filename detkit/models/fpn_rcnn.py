@@ -117,8 +117,12 @@ class FPNFasterRCNN(DetectorModel):
         if self.rcnn_head is None:
             out = postprocess.detections_from_rpn(boxes, scores, valid, self.cfg.postprocess)
         else:
-            cls_logits, box_deltas = self._rcnn(levels, boxes, training=False)
-            out = postprocess.detections_from_rcnn(boxes, valid, cls_logits, box_deltas, image_hw,
+            # Valid proposals come first: the head runs only on as many rows as the fullest image has,
+            # as torchvision runs it only on the proposals it kept.
+            count = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)), 1)
+            rois, rois_valid = boxes[:, :count], valid[:, :count]
+            cls_logits, box_deltas = self._rcnn(levels, rois, training=False)
+            out = postprocess.detections_from_rcnn(rois, rois_valid, cls_logits, box_deltas, image_hw,
                                                    self.cfg.rcnn.box_weights, self.cfg.postprocess)
         out.update(features=levels, objectness=logits, proposals=boxes, proposal_scores=scores,
                    proposal_valid=valid)
