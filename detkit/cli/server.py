@@ -40,6 +40,10 @@ def server_group() -> None:
               help="Largest image (width x height) accepted; bigger ones get 413 before being decoded.")
 @click.option("--max-queue", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images waiting for the model before new ones get 503 (server busy).")
+@click.option("--max-queued-megapixels", default=256.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Decoded pixels of all images waiting for the model (3 bytes each); an upload that would go "
+                   "over gets 503 after its header is read, before it is decoded. One image is always let in.")
 @click.option("--read-timeout", default=DEFAULT_READ_TIMEOUT, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds a client has to send a request (its headers, then its whole upload); a slower "
                    "upload gets 408 and its connection is closed, so slow clients cannot crowd out others.")
@@ -51,7 +55,8 @@ def server_group() -> None:
               help="One stderr line per request.")
 def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tuple[str, ...], host: str,
         port: int, min_prob: Optional[float], max_detections: Optional[int], workers: int,
-        max_upload_mb: float, max_megapixels: float, max_queue: int, read_timeout: float,
+        max_upload_mb: float, max_megapixels: float, max_queue: int, max_queued_megapixels: float,
+        read_timeout: float,
         allow_hosts: tuple[str, ...], access_log: bool) -> None:
     """Serve a detector: a web page at / and a JSON API.
 
@@ -71,6 +76,6 @@ def web(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tup
             serve(sock, source, os.path.basename(os.path.normpath(checkpoint)) if checkpoint else None,
                   run_overrides(config_files, overrides, "predict"), min_prob, max_detections, workers,
                   max_upload_mb, max_megapixels, max_queue, access_log, echo_err, read_timeout,
-                  allowed_hosts(host, allow_hosts))
+                  allowed_hosts(host, allow_hosts), max_queued_megapixels)
     finally:
         sock.close()

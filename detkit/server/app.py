@@ -23,10 +23,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detkit import __version__
-from detkit.server.engine import DEFAULT_MAX_QUEUE, DetectorLike, InferenceQueue, QueueFull
+from detkit.server.engine import (DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_PIXELS, DetectorLike, InferenceQueue,
+                                  QueueFull)
 from detkit.server.guards import HostCheck, QueueGate, ReadDeadline
 from detkit.server.serve import DEFAULT_READ_TIMEOUT
-from detkit.server.uploads import Limits, UploadError, check_size, decode_image, human_bytes
+from detkit.server.uploads import Limits, UploadError, check_size, decode_image, human_bytes, pixel_count
 
 log = logging.getLogger("detkit.server")
 
@@ -53,6 +54,7 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     workers: int = 2  # threads decoding uploads at once; inference always runs on one thread
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_queued_pixels: int = DEFAULT_MAX_QUEUED_PIXELS  # decoded pixels of the images waiting, at most
     model_name: str = "model"
     read_timeout: float = DEFAULT_READ_TIMEOUT  # seconds for a request body to arrive, then 408
     # Host names the server answers to (Host and Origin headers); None answers any (see guards.HostCheck).
@@ -170,7 +172,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None) -> FastAPI:
     """The web app around an already loaded detector; one inference thread is started for it."""
     settings = settings or ServerSettings()
-    engine = InferenceQueue(detector, max_queue=settings.max_queue)
+    engine = InferenceQueue(detector, max_queue=settings.max_queue, max_pixels=settings.max_queued_pixels)
     decoders = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="detkit-decode")
     class_names = list(detector.class_names)
 
@@ -213,7 +215,8 @@ def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None
         """Detect objects in one uploaded image."""
         start = time.perf_counter()
         try:
-            # The place in the queue is taken before decoding: at most max_queue decoded images exist.
+            # The place in the queue is taken before decoding: at most max_queue decoded images exist, holding
+            # at most max_queued_pixels (see hold_pixels below).
             slot = engine.reserve()
         except QueueFull as exc:
             await image.close()
@@ -225,6 +228,8 @@ def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None
                 await image.close()
             # UploadFile.size is the whole file; `data` stops one byte past the limit.
             check_size(max(len(data), getattr(image, "size", None) or 0), settings.limits)
+            # The header's size counts against the queue's pixel budget before the pixels are decoded.
+            slot.hold_pixels(pixel_count(data, settings.limits))
             loop = asyncio.get_running_loop()
             pixels = await loop.run_in_executor(decoders, decode_image, data, settings.limits)
             del data
@@ -232,6 +237,8 @@ def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None
             future = slot.submit(pixels, settings.min_prob if min_prob is None else min_prob, limit)
         except UploadError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except QueueFull as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         finally:
             slot.release()  # a no-op once the image is queued: the inference thread frees the place
         height, width = pixels.shape[:2]
@@ -269,6 +276,7 @@ def create_app(detector: DetectorLike, settings: Optional[ServerSettings] = None
             "max_upload_bytes": settings.limits.max_bytes,
             "max_pixels": settings.limits.max_pixels,
             "max_queue": settings.max_queue,
+            "max_queued_megapixels": settings.max_queued_pixels / 1e6,
             "read_timeout": settings.read_timeout,
         }
 

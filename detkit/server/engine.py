@@ -19,6 +19,8 @@ import numpy as np
 log = logging.getLogger("detkit.server")
 
 DEFAULT_MAX_QUEUE = 64
+# Decoded RGB pixels held by queued images at most (3 bytes each: 256 MP is 768 MB).
+DEFAULT_MAX_QUEUED_PIXELS = 256_000_000
 
 
 class DetectorLike(Protocol):
@@ -40,14 +42,18 @@ class _Job:
     min_prob: float
     max_detections: int
     future: Future
+    pixels: int = 0  # held against the queue's pixel budget until the job is done
 
 
 class InferenceQueue:
     """Runs `detector.predict` for queued images on one background thread, in arrival order."""
 
-    def __init__(self, detector: DetectorLike, max_queue: int = DEFAULT_MAX_QUEUE):
+    def __init__(self, detector: DetectorLike, max_queue: int = DEFAULT_MAX_QUEUE,
+                 max_pixels: int = DEFAULT_MAX_QUEUED_PIXELS):
         self.detector = detector
         self.max_queue = max_queue
+        self.max_pixels = max_pixels
+        self._pixels = 0
         self._jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
@@ -77,9 +83,10 @@ class InferenceQueue:
         """Queue one image; the future's result is the detector's list of detections."""
         return self.reserve().submit(image, min_prob, max_detections)
 
-    def _release(self) -> None:
+    def _release(self, pixels: int) -> None:
         with self._lock:
             self._pending -= 1
+            self._pixels -= pixels
 
     def _run(self) -> None:
         while True:
@@ -100,6 +107,7 @@ class InferenceQueue:
                 with self._lock:
                     self.served += 1
                     self._pending -= 1
+                    self._pixels -= job.pixels
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the queued images, then stop the thread."""
@@ -112,6 +120,20 @@ class Slot:
 
     def __init__(self, engine: InferenceQueue):
         self._engine: Optional[InferenceQueue] = engine
+        self._pixels = 0
+
+    def hold_pixels(self, pixels: int) -> None:
+        """Count an image's pixels (from its header) against the queue's budget before decoding it; QueueFull
+        when the images already waiting hold too many (one image alone is always let through)."""
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("queue slot already used")
+        with engine._lock:
+            if engine._pixels > 0 and engine._pixels + pixels > engine.max_pixels:
+                raise QueueFull(f"server busy: images of {engine._pixels / 1e6:.0f} megapixels already waiting "
+                                "for the model")
+            engine._pixels += pixels
+            self._pixels += pixels
 
     def submit(self, image: np.ndarray, min_prob: float, max_detections: int) -> Future:
         """Queue the image in this place; the inference thread frees it when done."""
@@ -119,11 +141,11 @@ class Slot:
         if engine is None:
             raise RuntimeError("queue slot already used")
         future: Future = Future()
-        engine._jobs.put(_Job(image, min_prob, max_detections, future))
+        engine._jobs.put(_Job(image, min_prob, max_detections, future, self._pixels))
         return future
 
     def release(self) -> None:
         """Give the place back if no image was submitted in it (a refused upload)."""
         engine, self._engine = self._engine, None
         if engine is not None:
-            engine._release()
+            engine._release(self._pixels)

@@ -108,7 +108,8 @@ def serve(sock: socket.socket, source: str, name: Optional[str], run_overrides: 
           min_prob: Optional[float] = None, max_detections: Optional[int] = None, workers: int = 2,
           max_upload_mb: float = 20.0, max_megapixels: float = 50.0, max_queue: int = 64,
           access_log: bool = True, log: Callable[[str], None] = lambda message: None,
-          read_timeout: float = DEFAULT_READ_TIMEOUT, hosts: Optional[tuple[str, ...]] = None) -> None:
+          read_timeout: float = DEFAULT_READ_TIMEOUT, hosts: Optional[tuple[str, ...]] = None,
+          max_queued_megapixels: float = 256.0) -> None:
     """Load the model of `source` once, warm it up, and run uvicorn on the bound socket until interrupted.
 
     `name` is what the page and the API call the model (default: the run directory's name).
@@ -131,6 +132,7 @@ def serve(sock: socket.socket, source: str, name: Optional[str], run_overrides: 
         limits=Limits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1e6)),
         workers=workers,
         max_queue=max_queue,
+        max_queued_pixels=int(max_queued_megapixels * 1e6),
         model_name=f"{name or os.path.basename(resolved.run_dir)} (step {resolved.step})",
         read_timeout=read_timeout,
         allowed_hosts=hosts,

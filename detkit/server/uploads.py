@@ -4,8 +4,10 @@ No web framework here, so the rules are testable (and reusable) on their own.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -50,22 +52,11 @@ def check_size(n_bytes: int, limits: Limits) -> None:
         raise UploadTooLarge(f"image too large: {human_bytes(n_bytes)} (limit {human_bytes(limits.max_bytes)})")
 
 
-def decode_image(data: bytes, limits: Limits) -> np.ndarray:
-    """The upright RGB uint8 pixels [H, W, 3] of an uploaded file, or UploadError saying why not."""
-    if not data:
-        raise UploadError("empty file: the 'image' field holds no bytes")
-    check_size(len(data), limits)
+@contextlib.contextmanager
+def _decoder_errors() -> Iterator[None]:
+    """Any failure of Pillow on untrusted bytes as the UploadError that names it."""
     try:
-        # Image.open reads only the header, so the pixel limit is checked before any pixel is decoded.
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise UploadTooLarge(f"image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels "
-                                     f"(limit {limits.max_pixels / 1e6:.3g})")
-            if width < 1 or height < 1:
-                raise UploadError(f"image has no pixels ({width}x{height})")
-            image.load()
-            array = np.asarray(to_rgb(image), dtype=np.uint8)
+        yield
     except UploadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -73,8 +64,30 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise UploadError("not an image file (expected JPEG, PNG, BMP, GIF, TIFF or WebP)") from None
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any decoder failure is the file's fault
-        # Truncated or corrupt files fail here, during the full decode; Pillow's plugins raise OSError or
-        # ValueError mostly, but struct.error, IndexError and others on some malformed headers.
+        # Truncated or corrupt files fail during the full decode; Pillow's plugins raise OSError or ValueError
+        # mostly, but struct.error, IndexError and others on some malformed headers.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UploadError(f"cannot decode image: {reason}") from None
-    return array
+
+
+def pixel_count(data: bytes, limits: Limits) -> int:
+    """Width x height from the file's header alone, or UploadError (empty, not an image, over a limit)."""
+    if not data:
+        raise UploadError("empty file: the 'image' field holds no bytes")
+    check_size(len(data), limits)
+    with _decoder_errors(), Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    if width * height > limits.max_pixels:
+        raise UploadTooLarge(f"image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels "
+                             f"(limit {limits.max_pixels / 1e6:.3g})")
+    if width < 1 or height < 1:
+        raise UploadError(f"image has no pixels ({width}x{height})")
+    return width * height
+
+
+def decode_image(data: bytes, limits: Limits) -> np.ndarray:
+    """The upright RGB uint8 pixels [H, W, 3] of an uploaded file, or UploadError saying why not."""
+    pixel_count(data, limits)  # the header's checks, before any pixel is decoded
+    with _decoder_errors(), Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return np.asarray(to_rgb(image), dtype=np.uint8)

@@ -122,3 +122,27 @@ def test_loopback_server_refuses_other_hosts_and_origins(make_client, fake_detec
     same_origin = client.post(PREDICT, files=files, headers={"Host": "localhost:5000",
                                                              "Origin": "http://localhost:5000"})
     assert same_origin.status_code == 200
+
+
+def test_queued_images_hold_at_most_the_pixel_budget_refused_from_the_header():
+    detector = FakeDetector()
+    detector.release = threading.Event()
+    first_body, kind = multipart_body(jpeg_bytes(200, 100))  # 20,000 pixels: over the budget alone, let in
+    with threaded_server(detector, max_queue=8, max_queued_pixels=25_000) as (host, port, app):
+        with socket.create_connection((host, port)) as first:
+            first.sendall(request_head(len(first_body), kind) + first_body)
+            assert detector.entered.wait(10)
+            # 100x100 more would hold 30,000 decoded pixels: refused once its header is read, never decoded.
+            body, kind = multipart_body(jpeg_bytes(100, 100))
+            with socket.create_connection((host, port)) as second:
+                second.sendall(request_head(len(body), kind) + body)
+                answer = read_response(second, timeout=10)
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+            assert b"megapixels already waiting" in answer
+            detector.release.set()
+            assert read_response(first, timeout=10).startswith(b"HTTP/1.1 200")
+        assert len(detector.calls) == 1
+        # With the first image done, its pixels are given back: the same upload now goes through.
+        with socket.create_connection((host, port)) as third:
+            third.sendall(request_head(len(body), kind) + body)
+            assert read_response(third, timeout=10).startswith(b"HTTP/1.1 200")
