@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
+import numpy as np
+
 from detkit import runs
+from detkit.eval.class_map import label_map
 from detkit.errors import CheckpointError, ConfigError, DatasetError
 from detkit.eval.report import clean, write_summaries
 from detkit.runs import CheckpointEntry, layout
@@ -66,7 +69,7 @@ class Evaluator:
         self.config = self.detector.config
         self.class_names = self.detector.class_names
         self.loaded_prefix = self.detector.checkpoint.prefix
-        self._checked: set[str] = set()
+        self._label_maps: dict[str, tuple[list[str], Optional[np.ndarray]]] = {}
 
     def first_entry(self) -> CheckpointEntry:
         """The checkpoint loaded at construction."""
@@ -84,28 +87,37 @@ class Evaluator:
         restore_model(self.detector.model, prefix)
         self.loaded_prefix = prefix
 
-    def check_classes(self, dataset_dir: str) -> None:
-        """DatasetError unless the dataset has the run's class map."""
-        if dataset_dir in self._checked:
-            return
+    def check_classes(self, dataset_dir: str,
+                      log: Callable[[str], None] = lambda message: None) -> tuple[list[str], Optional[np.ndarray]]:
+        """The dataset's class names and the run's label -> dataset label map (None: the same classes).
+
+        DatasetError when the dataset has a class the run does not detect.
+        """
+        if dataset_dir in self._label_maps:
+            return self._label_maps[dataset_dir]
         from detkit.datasets.pipeline import read_class_names
 
         names = read_class_names(dataset_dir)
-        if names != self.class_names:
-            raise DatasetError(
-                f"{dataset_dir}: its classes {names} differ from the run's classes {self.class_names}; "
-                "evaluate on a dataset made with the same class map"
-            )
-        self._checked.add(dataset_dir)
+        try:
+            mapping = label_map(self.class_names, names)
+        except ValueError as exc:
+            raise DatasetError(f"{dataset_dir}: its classes differ from the run's classes ({exc}); evaluate on a "
+                               "dataset whose classes the run detects") from None
+        if mapping is not None:
+            log(f"{dataset_dir}: matching its {len(names)} classes to the run's by name; detections of the run's "
+                f"other {int((mapping[1:] == 0).sum())} label slots are not scored")
+        self._label_maps[dataset_dir] = (names, mapping)
+        return names, mapping
 
-    def evaluate(self, prefix: str, target: Target, show_progress: bool = True) -> dict:
-        """The metrics of one checkpoint on one target."""
+    def evaluate(self, prefix: str, target: Target, show_progress: bool = True,
+                 log: Callable[[str], None] = lambda message: None) -> dict:
+        """The metrics of one checkpoint on one target (classes matched by name when the dataset's differ)."""
         from detkit.eval.runner import evaluate_model
 
         self.load(prefix)
-        self.check_classes(target.dataset_dir)
+        names, mapping = self.check_classes(target.dataset_dir, log)
         return evaluate_model(self.detector.model, self.config, target.dataset_dir, target.split,
-                              self.class_names, show_progress=show_progress)
+                              names, show_progress=show_progress, label_map=mapping)
 
     def evaluate_checkpoint(self, entry: CheckpointEntry, targets: list[Target], on_result: Callable[[dict], None],
                             show_progress: bool = True, record: bool = True,
@@ -113,7 +125,7 @@ class Evaluator:
         """Evaluate one checkpoint on every target; record to TensorBoard and metrics.json if asked."""
         results = []
         for target in targets:
-            metrics = clean(self.evaluate(entry.prefix, target, show_progress))
+            metrics = clean(self.evaluate(entry.prefix, target, show_progress, log))
             result = {"checkpoint": entry.prefix, "step": entry.step, "run_dir": self.run_dir,
                       "dataset_dir": target.dataset_dir, "split": target.split, "label": target.label}
             result.update(metrics)

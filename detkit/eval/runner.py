@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from detkit.config import Config
 from detkit.datasets import pipeline
+from detkit.eval.class_map import apply_label_map
 from detkit.eval.metrics import Detections, GroundTruth, evaluate
 from detkit.inference.transform import box_scale
 from detkit.utils.progress import progress
@@ -17,8 +18,12 @@ if TYPE_CHECKING:
 
 
 def collect(model: tf.keras.Model | object, cfg: Config, dataset_dir: str, split: str,
-            show_progress: bool = True, limit: Optional[int] = None) -> tuple[list[GroundTruth], list[Detections]]:
-    """Ground truth and detections of every image of a split, in original-image pixels."""
+            show_progress: bool = True, limit: Optional[int] = None,
+            label_map: Optional[np.ndarray] = None) -> tuple[list[GroundTruth], list[Detections]]:
+    """Ground truth and detections of every image of a split, in original-image pixels.
+
+    `label_map` (model label -> dataset label, see eval/class_map.py) relabels the detections.
+    """
     ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1)
     spec = ds.element_spec
 
@@ -35,7 +40,7 @@ def collect(model: tf.keras.Model | object, cfg: Config, dataset_dir: str, split
         for i, batch in enumerate(_batches(ds, dataset_dir, split)):
             if limit is not None and i >= limit:
                 break
-            gt, det = _score_one(infer, batch, i)
+            gt, det = _score_one(infer, batch, i, label_map)
             gts.append(gt)
             dets.append(det)
             bar.update(1)
@@ -59,7 +64,7 @@ def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
         yield batch
 
 
-def _score_one(infer, batch: dict, i: int) -> tuple[GroundTruth, Detections]:
+def _score_one(infer, batch: dict, i: int, label_map: Optional[np.ndarray]) -> tuple[GroundTruth, Detections]:
     """Ground truth and detections of one batch of one image, in original-image pixels."""
     out = infer(batch["image"], batch["image_hw"])
     orig = batch["original_hw"].numpy()[0]
@@ -74,13 +79,14 @@ def _score_one(infer, batch: dict, i: int) -> tuple[GroundTruth, Detections]:
         width=int(orig[1]), height=int(orig[0]),
     )
     n = int(out["num_detections"][0])
-    det = Detections(image_id=image_id, boxes=out["boxes"].numpy()[0][:n] * scale,
-                     labels=out["labels"].numpy()[0][:n], scores=out["scores"].numpy()[0][:n])
+    boxes, det_labels, scores = apply_label_map(label_map, out["boxes"].numpy()[0][:n] * scale,
+                                                out["labels"].numpy()[0][:n], out["scores"].numpy()[0][:n])
+    det = Detections(image_id=image_id, boxes=boxes, labels=det_labels, scores=scores)
     return gt, det
 
 
 def evaluate_model(model: DetectorModel, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
-                   show_progress: bool = True) -> dict:
-    """VOC and COCO metrics of `model` on a split."""
-    gts, dets = collect(model, cfg, dataset_dir, split, show_progress)
+                   show_progress: bool = True, label_map: Optional[np.ndarray] = None) -> dict:
+    """VOC and COCO metrics of `model` on a split whose classes are `class_names` (see `collect` for label_map)."""
+    gts, dets = collect(model, cfg, dataset_dir, split, show_progress, label_map=label_map)
     return evaluate(gts, dets, class_names, iou_threshold=cfg.eval.iou_threshold)
