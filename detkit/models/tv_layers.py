@@ -70,14 +70,21 @@ def torch_pad(x, padding: int, name: str):
 
 def conv(x, filters: int, kernel: int, stride: int, torch_name: str, *, padding: Optional[int] = None,
          use_bias: bool = False, depthwise: bool = False):
-    """torch.nn.Conv2d(kernel, stride, padding=(kernel - 1) // 2 unless given) as pad + 'valid' conv."""
+    """torch.nn.Conv2d(kernel, stride, padding=(kernel - 1) // 2 unless given).
+
+    At stride 1 with half-kernel padding TF's 'same' pads as torch does, with no extra copy of the input;
+    otherwise an explicit symmetric pad, then a 'valid' conv.
+    """
     pad = (kernel - 1) // 2 if padding is None else padding
-    x = torch_pad(x, pad, keras_name(torch_name) + "_pad")
+    same = stride == 1 and 2 * pad == kernel - 1
+    if not same:
+        x = torch_pad(x, pad, keras_name(torch_name) + "_pad")
+    mode = "same" if same else "valid"
     if depthwise:
-        layer = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="valid", use_bias=use_bias,
+        layer = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding=mode, use_bias=use_bias,
                                              depthwise_initializer=CONV_INIT, name=keras_name(torch_name))
     else:
-        layer = keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=use_bias,
+        layer = keras.layers.Conv2D(filters, kernel, strides=stride, padding=mode, use_bias=use_bias,
                                     kernel_initializer=CONV_INIT, name=keras_name(torch_name))
     return named(layer, torch_name)(x)
 
