@@ -62,21 +62,24 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _reproduced(src: dict, dst: dict, min_score: float = 0.1) -> tuple[int, int, list]:
+def _reproduced(src: dict, dst: dict, min_score: float = 0.1) -> tuple[int, int, list, list]:
     """How many of src's detections with score >= min_score dst has (same label, IoU >= 0.98, score +- 0.01),
-    and the (box diff, score diff) of each src detection's best same-label partner."""
+    the (box diff, score diff) of each src detection's best same-label partner, and the [w, h] (px) of each
+    src detection dst lacks."""
     keep = src["scores"] >= min_score
     boxes, labels, scores = src["boxes"][keep], src["labels"][keep], src["scores"][keep]
     iou = _iou(boxes, dst["boxes"])
-    hits, diffs = 0, []
+    hits, diffs, missed = 0, [], []
     for i in range(len(boxes)):
         same = (dst["labels"] == labels[i])
         ok = same & (iou[i] >= 0.98) & (np.abs(dst["scores"] - scores[i]) <= 0.01)
         hits += bool(ok.any())
+        if not ok.any():
+            missed.append([round(float(boxes[i][2] - boxes[i][0]), 2), round(float(boxes[i][3] - boxes[i][1]), 2)])
         if same.any():
             j = int(np.argmax(np.where(same, iou[i], -1)))
             diffs.append((float(np.abs(dst["boxes"][j] - boxes[i]).max()), float(abs(dst["scores"][j] - scores[i]))))
-    return hits, len(boxes), diffs
+    return hits, len(boxes), diffs, missed
 
 
 def run_torch_side(args, archs: list[str]) -> None:
@@ -168,6 +171,8 @@ def compare_arch(arch: str, args) -> dict:
         test_items = test_items[:args.limit_images]
     stats = {"resized_size_mismatches": 0, "proposals_total": 0, "proposals_matched": 0}
     t_hits = t_total = d_hits = d_total = 0
+    t_missed: list = []
+    d_missed: list = []
     box_diff = score_diff = 0.0
     gts, dets_tv, dets_dk = [], [], []
     images = []
@@ -182,12 +187,14 @@ def compare_arch(arch: str, args) -> dict:
                 "scores": np.asarray([d.prob for d in found], np.float32)}
         theirs = {"boxes": ref["boxes"].reshape(-1, 4), "labels": ref["labels"].astype(np.int64),
                   "scores": ref["scores"]}
-        h, n, diffs = _reproduced(theirs, mine)
+        h, n, diffs, missed = _reproduced(theirs, mine)
         t_hits, t_total = t_hits + h, t_total + n
+        t_missed += missed
         for b, s in diffs:
             box_diff, score_diff = max(box_diff, b), max(score_diff, s)
-        h, n, _ = _reproduced(mine, theirs)
+        h, n, _, missed = _reproduced(mine, theirs)
         d_hits, d_total = d_hits + h, d_total + n
+        d_missed += missed
         name = os.path.basename(path)
         gts.append(GroundTruth(name, gt_boxes, np.ones(len(gt_boxes), np.int64), width=image.shape[1],
                                height=image.shape[0]))
@@ -211,6 +218,9 @@ def compare_arch(arch: str, args) -> dict:
         "reproduced_by_detkit": round(t_hits / max(t_total, 1), 4),
         "detkit_detections": d_total,
         "reproduced_by_torchvision": round(d_hits / max(d_total, 1), 4),
+        # [w, h] in original-image pixels of each detection the other side lacks (e.g. sub-pixel slivers).
+        "torchvision_detections_missed_wh": t_missed,
+        "detkit_detections_missed_wh": d_missed,
         "coco_ap_torchvision": round(ap_tv, 4),
         "coco_ap_detkit": round(ap_dk, 4),
     }
