@@ -13,8 +13,8 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from detkit import runs
-from detkit.eval.class_map import label_map
 from detkit.errors import CheckpointError, ConfigError, DatasetError
+from detkit.eval.class_map import label_map
 from detkit.eval.report import clean, write_summaries
 from detkit.runs import CheckpointEntry, layout
 
