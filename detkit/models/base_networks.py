@@ -97,7 +97,7 @@ def _application(cfg: BaseNetworkConfig) -> keras.Model:
         raise ConfigError(f"config key model.base_network.weights: cannot load {weights}: {exc}") from None
 
 
-def _freeze(model: keras.Model, cfg: BaseNetworkConfig) -> None:
+def freeze_layers(model: keras.Model, cfg: BaseNetworkConfig) -> None:
     """Apply trainable / fine_tune_from / freeze_batchnorm."""
     if not cfg.trainable:
         model.trainable = False
@@ -182,7 +182,7 @@ def build_tv_body(cfg: BaseNetworkConfig) -> TvBody:
             _load_torch_npz(model, weights, cfg.name)
         else:
             model.load_weights(weights)
-    _freeze(model, cfg)
+    freeze_layers(model, cfg)
     return TvBody(model=model, strides=strides, channels=channels, preprocess=imagenet_preprocess)
 
 
@@ -204,11 +204,11 @@ def build_base_network(cfg: BaseNetworkConfig) -> BaseNetwork:
             model.load_weights(cfg.weights)
         elif cfg.weights == "imagenet":
             raise ConfigError("config key model.base_network.weights: small_resnet has no ImageNet weights; use none")
-        _freeze(model, cfg)
+        freeze_layers(model, cfg)
         return BaseNetwork(features=model, tail=None, preprocess=_preprocess_fn("tf"))
     _, cut, mode, has_tail = _APPLICATIONS[cfg.name]
     full = _application(cfg)
-    _freeze(full, cfg)
+    freeze_layers(full, cfg)
     cut_output = full.get_layer(cut).output
     features = keras.Model(full.input, cut_output, name=f"{cfg.name}_c4")
     tail = keras.Model(cut_output, full.output, name=f"{cfg.name}_c5") if has_tail else None

@@ -10,7 +10,7 @@ import tensorflow as tf
 from detkit.config.schema import BaseNetworkConfig
 from detkit.errors import ConfigError
 from detkit.models import tv_mobilenet_v3, tv_resnet
-from detkit.models.base_networks import TORCH_BODY_PREFIX, build_tv_body, small_resnet
+from detkit.models.base_networks import TORCH_BODY_PREFIX, build_tv_body, freeze_layers, small_resnet
 
 # small_resnet's last three stages.
 SMALL_RESNET_STRIDES = [4, 8, 16]
@@ -31,6 +31,7 @@ def _small_resnet_body(cfg: BaseNetworkConfig) -> PyramidBody:
         raise ConfigError("config key model.base_network.weights: small_resnet as an fpn body trains from scratch; "
                           "use none")
     full = small_resnet(cfg.small_widths, cfg.small_blocks)
+    freeze_layers(full, cfg)
     outputs = []
     for stage in (2, 3, 4):
         blocks = cfg.small_blocks[stage - 1]
