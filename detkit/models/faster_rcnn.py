@@ -60,6 +60,10 @@ class DetectorModel(keras.Model):
         if self.rcnn_head is not None:
             boxes, _, valid = self._proposals(logits, deltas, anchors, image_hw, training=True)
             t = rcnn.rcnn_targets(boxes, valid, gt_boxes, gt_labels, gt_valid, self.cfg.rcnn)
+            # Empty slots come last and add nothing to the loss: the head runs only on as many RoIs as the
+            # fullest image sampled, as torchvision samples only the proposals that exist.
+            count = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(t["labels"] >= 0, tf.int32), axis=1)), 1)
+            t = {k: v[:, :count] for k, v in t.items()}
             cls_logits, box_deltas = self._rcnn(features, tf.stop_gradient(t["boxes"]), training=training)
             r_cls, r_box = rcnn.rcnn_loss(
                 tf.reshape(cls_logits, [-1, self.num_classes + 1]), tf.reshape(box_deltas, [-1, self.num_classes, 4]),

@@ -56,6 +56,25 @@ def test_losses_are_finite_and_reach_every_trainable_variable():
     assert not missing
 
 
+def test_box_head_runs_only_on_the_sampled_rois():
+    # No proposal passes a threshold of 1.0, so each image samples only its ground-truth boxes (1 and 2).
+    model = _model(overrides=["model.fpn.rpn_score_threshold=1.0"])
+    seen = []
+    head_call = model.rcnn_head.call
+
+    def spy(pooled, training=False):
+        seen.append(pooled.shape[0])
+        return head_call(pooled, training=training)
+
+    model.rcnn_head.call = spy
+    boxes = tf.constant([[[10.0, 8.0, 50.0, 40.0], [0.0, 0.0, 0.0, 0.0]], [[5.0, 5.0, 30.0, 30.0], [40.0, 20.0, 90.0, 60.0]]])
+    labels = tf.constant([[1, 0], [2, 1]])
+    losses = model.compute_losses(tf.random.uniform([2, 64, 96, 3], 0, 255), tf.constant([[64, 96], [64, 96]]),
+                                  boxes, labels, labels > 0)
+    assert seen == [2 * 2]  # the fullest image's two RoIs per image, not minibatch_size (32)
+    assert np.isfinite(float(losses["rcnn_class"])) and float(losses["rcnn_class"]) > 0
+
+
 def test_checkpoint_round_trip_covers_the_pyramid(tmp_path):
     a, b = _model(1), _model(2)
     prefix = tf.train.Checkpoint(model=a).save(str(tmp_path / "ckpt"))
