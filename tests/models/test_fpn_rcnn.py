@@ -67,7 +67,8 @@ def test_box_head_runs_only_on_the_sampled_rois():
         return head_call(pooled, training=training)
 
     model.rcnn_head.call = spy
-    boxes = tf.constant([[[10.0, 8.0, 50.0, 40.0], [0.0, 0.0, 0.0, 0.0]], [[5.0, 5.0, 30.0, 30.0], [40.0, 20.0, 90.0, 60.0]]])
+    boxes = tf.constant([[[10.0, 8.0, 50.0, 40.0], [0.0, 0.0, 0.0, 0.0]],
+                         [[5.0, 5.0, 30.0, 30.0], [40.0, 20.0, 90.0, 60.0]]])
     labels = tf.constant([[1, 0], [2, 1]])
     losses = model.compute_losses(tf.random.uniform([2, 64, 96, 3], 0, 255), tf.constant([[64, 96], [64, 96]]),
                                   boxes, labels, labels > 0)
