@@ -111,45 +111,16 @@ def test_launcher_prefixes_output_and_stops_everyone_when_one_worker_fails(tmp_p
     assert time.time() - start < 60
 
 
-INTERRUPTIBLE_WORKER = textwrap.dedent("""
+STOPPABLE_WORKER = textwrap.dedent("""
     import json, os, signal, sys, time
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    def on_int(*_):
+    save_seconds = float(sys.argv[1])  # finishing a step and writing the checkpoint takes a moment
+    def on_signal(signum, _):
+        time.sleep(save_seconds)
         print(f"worker {index} saved its checkpoint", file=sys.stderr, flush=True)
-        sys.exit(130)
-    signal.signal(signal.SIGINT, on_int)
-    print("ready", file=sys.stderr, flush=True)
-    time.sleep(120)
-""")
-
-
-def test_ctrl_c_is_passed_on_to_every_worker(tmp_path, capfd):
-    """The workers run in their own sessions; Ctrl-C reaches them through the launcher, so each can save."""
-    import signal
-    import threading
-
-    script = tmp_path / "interruptible.py"
-    script.write_text(INTERRUPTIBLE_WORKER)
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            launcher.run_local_workers(2, [], kill_grace_seconds=20, environ=dict(os.environ),
-                                       command=[sys.executable, str(script)])
-    finally:
-        timer.cancel()
-    err = capfd.readouterr().err
-    assert "[worker 0] worker 0 saved its checkpoint" in err and "[worker 1] worker 1 saved its checkpoint" in err
-
-
-TERMINABLE_WORKER = textwrap.dedent("""
-    import json, os, signal, sys, time
-    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    def on_term(*_):
-        time.sleep(1)  # finishing a step and writing the checkpoint takes a moment
-        print(f"worker {index} saved its checkpoint", file=sys.stderr, flush=True)
-        sys.exit(143)
-    signal.signal(signal.SIGTERM, on_term)
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     print("ready", file=sys.stderr, flush=True)
     time.sleep(120)
 """)
@@ -158,38 +129,47 @@ LAUNCHER = textwrap.dedent("""
     import sys
     from detkit.cli.main import main
     from detkit.train import launcher
+    worker, grace, save_seconds = sys.argv[1:]
     try:
-        launcher.run_local_workers(2, [], kill_grace_seconds=1, command=[sys.executable, sys.argv[1]])
+        launcher.run_local_workers(2, [save_seconds], kill_grace_seconds=float(grace),
+                                   command=[sys.executable, worker])
     except KeyboardInterrupt as exc:
         print(f"launcher stopped: {type(exc).__name__}", file=sys.stderr, flush=True)
         sys.exit(getattr(exc, "exit_code", 130))
 """)
 
 
-def test_sigterm_is_passed_on_to_every_worker_with_time_to_save(tmp_path):
-    """A scheduler preempting `detkit train --local-workers N` signals the launcher; each worker must save."""
+@pytest.mark.parametrize("signame, grace, save_seconds, code, caught", [
+    # Ctrl-C: the workers run in their own sessions, so it reaches them only through the launcher.
+    ("SIGINT", 20, 0, 130, "KeyboardInterrupt"),
+    # A scheduler preempting the job: kill_grace_seconds is 1 but a worker needs 1 s to save, so the
+    # launcher gives stopping workers longer.
+    ("SIGTERM", 1, 1, 143, "Terminated"),
+])
+def test_a_stop_signal_is_passed_on_to_every_worker_with_time_to_save(signame, grace, save_seconds, code, caught,
+                                                                       tmp_path):
+    """Ctrl-C or SIGTERM to `detkit train --local-workers N` reaches every worker, and each saves."""
     import signal
     import subprocess
 
-    (tmp_path / "worker.py").write_text(TERMINABLE_WORKER)
+    (tmp_path / "worker.py").write_text(STOPPABLE_WORKER)
     (tmp_path / "launcher.py").write_text(LAUNCHER)
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path / "worker.py")],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path / "worker.py"),
+                             str(grace), str(save_seconds)], stderr=subprocess.PIPE, text=True, env=env)
     lines = []
     while sum("ready" in line for line in lines) < 2:  # both workers have set their handlers
         line = proc.stderr.readline()
         assert line, "".join(lines)
         lines.append(line)
     start = time.time()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     _, rest = proc.communicate(timeout=60)
     err = "".join(lines) + rest
-    assert proc.returncode == 143 and time.time() - start < 20, err
-    # kill_grace_seconds is 1 but a worker needs 1 s to save: the launcher gives stopping workers longer.
+    assert proc.returncode == code and time.time() - start < 20, err
     assert "[worker 0] worker 0 saved its checkpoint" in err and "[worker 1] worker 1 saved its checkpoint" in err
-    assert "launcher stopped: Terminated" in err
+    assert f"launcher stopped: {caught}" in err
 
 
 @pytest.mark.parametrize("args, env, message", [
