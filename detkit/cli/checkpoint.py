@@ -238,7 +238,8 @@ def download_command(name: str, show_progress: bool) -> None:
               help="The run directory to create.")
 @click.option("--arch", metavar="NAME",
               help="fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn or "
-                   "fasterrcnn_mobilenet_v3_large_320_fpn (default: recognised from the weights).")
+                   "fasterrcnn_mobilenet_v3_large_320_fpn (default: from the weights' keys and, as the two MobileNets "
+                   "share them, from the file name, which must then spell the arch as torchvision's files do).")
 @click.option("--classes", "classes", metavar="coco|A,B,...|FILE",
               help="Class names in label order, without background: coco (torchvision's 90 COCO slots; the "
                    "unused N/A slots are never reported), a comma-separated list, or a file (one name per line, "

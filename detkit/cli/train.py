@@ -25,7 +25,7 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
     Keys the config leaves unset come from a recipe read from the training data (train.recipe), printed with
     the reason for each choice and written to the run's config.yml and recipe.json.
     """
-    from detkit.recipe.config import option_overrides, requested_config, training_config
+    from detkit.recipe.config import option_overrides, requested_config
 
     cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     if local_workers is not None:
@@ -40,10 +40,8 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
         # Must happen before TensorFlow is imported: oneDNN reads it once.
         prepare_bf16_environment()
     tensorflow()
-    # Every worker computes the same recipe from the same data; the chief prints it and writes it in the run.
-    tc = training_config(config_files, overrides, dataset_dir, minutes)
-    from detkit.train.trainer import train as run_training
+    from detkit.train.trainer import train_from_options
 
-    result = run_training(tc.config, recipe=tc)
+    result = train_from_options(config_files, overrides, dataset_dir, minutes)
     if result.chief:  # one result line per cluster, not one per worker
         click.echo(result.run_dir)

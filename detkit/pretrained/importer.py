@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from detkit.errors import CheckpointError
+from detkit.errors import CheckpointError, StateDictError
 from detkit.pretrained.classes import resolve_class_names
 from detkit.pretrained.pth import read_state_dict
 from detkit.runs import layout
@@ -77,7 +77,10 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
     _check_output(output_dir, overwrite)
     state = upgrade_old_torchvision_keys(read_state_dict(pth_path))
     if arch is None:
-        arch = tv.detect_arch(list(state), filename=os.path.basename(pth_path))
+        try:
+            arch = tv.detect_arch(list(state), filename=os.path.basename(pth_path))
+        except StateDictError as exc:
+            raise StateDictError(f"{pth_path}: {exc}") from None
     elif arch not in tv.ARCHS:
         raise CheckpointError(f"--arch {arch}: unknown (choose from {', '.join(tv.ARCHS)})")
     names = resolve_class_names(classes, tv.num_classes_in(state), pth_path)

@@ -105,19 +105,38 @@ def _check_arch(arch: str) -> None:
         raise StateDictError(f"unknown torchvision arch {arch!r}; choose from {', '.join(ARCHS)}")
 
 
+def arch_in_file_name(filename: str) -> str | None:
+    """The arch a file name spells, as torchvision's published files do (`..._320_fpn-907ea3f9.pth`); None if none."""
+    base = os.path.basename(filename)
+    # Longest first: "..._large_fpn" is not a part of "..._large_320_fpn", but keep the rule independent of that.
+    for arch in sorted(ARCHS, key=len, reverse=True):
+        if arch in base:
+            return arch
+    return None
+
+
 def detect_arch(keys: Iterable[str], filename: str = "") -> str:
-    """The arch whose keys these are; the two MobileNet variants share keys, so "320" in the file name picks it."""
+    """The arch whose keys these are; the two MobileNet variants share every key, so the file name must say which."""
     keys = set(keys)
     if _CLS_SCORE not in keys:
         raise StateDictError(f"not a torchvision Faster R-CNN state dict: no key {_CLS_SCORE}")
     if _RESNET_KEY in keys:
-        return "fasterrcnn_resnet50_fpn"
-    if _MOBILENET_KEY in keys:
-        if "320" in os.path.basename(filename):
-            return "fasterrcnn_mobilenet_v3_large_320_fpn"
-        return "fasterrcnn_mobilenet_v3_large_fpn"
-    raise StateDictError(f"unknown Faster R-CNN body: neither {_RESNET_KEY} (ResNet-50) nor {_MOBILENET_KEY} "
-                         "(MobileNetV3-Large) is in the state dict; give --arch")
+        candidates = ["fasterrcnn_resnet50_fpn"]
+    elif _MOBILENET_KEY in keys:
+        candidates = ["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+    else:
+        raise StateDictError(f"unknown Faster R-CNN body: neither {_RESNET_KEY} (ResNet-50) nor {_MOBILENET_KEY} "
+                             "(MobileNetV3-Large) is in the state dict; give --arch")
+    named = arch_in_file_name(filename)
+    if named is not None and named not in candidates:
+        raise StateDictError(f"the file name says {named} but the weights are those of {' or '.join(candidates)}; "
+                             "give --arch")
+    if named is not None:
+        return named
+    if len(candidates) == 1:
+        return candidates[0]
+    raise StateDictError(f"the weights fit both {candidates[0]} (800-1333 px) and {candidates[1]} (320-640 px), "
+                         "which share every key, and the file name names neither; give --arch")
 
 
 def num_classes_in(state: Mapping[str, np.ndarray]) -> int:

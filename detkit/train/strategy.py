@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Optional
 
-from detkit.errors import ConfigError
+from detkit.errors import ConfigError, DetkitError
 
 if TYPE_CHECKING:  # TensorFlow is imported only when a strategy is built
     import tensorflow as tf
@@ -94,6 +94,10 @@ def build(name: str) -> tf.distribute.Strategy:
         return _build(name)
     except (ValueError, RuntimeError, tf.errors.OpError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if "must be configured at program startup" in first:
+            # Not the user's config: something in this process ran TensorFlow before the strategy existed.
+            raise DetkitError(f"cannot start the {name} strategy: TensorFlow already ran an op in this process "
+                              f"({first}); build the strategy before any other TensorFlow work") from None
         raise ConfigError(f"config key train.strategy: cannot start {name} ({first})") from None
 
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import keras
 import numpy as np
@@ -30,7 +30,7 @@ from detkit.datasets.tfrecord import data_loss_error
 from detkit.errors import CheckpointError, ConfigError, DetkitError, Terminated, first_line, is_disk_full
 from detkit.models.faster_rcnn import FasterRCNN, build_detector
 from detkit import runs
-from detkit.recipe.config import TrainingConfig
+from detkit.recipe.config import TrainingConfig, requested_config, training_config
 from detkit.runs import layout
 from detkit.runs.lock import RunLock
 from detkit.train.resume import check_resumable, run_dir_for
@@ -128,26 +128,54 @@ def _agree(strategy: tf.distribute.Strategy, workers: int, flags: list[bool]) ->
     return [bool(v > 0.5) for v in reduced.numpy()]
 
 
+@dataclass
+class Distribution:
+    """The tf.distribute strategy of this process, why it was chosen, and this process's place in the cluster."""
+
+    strategy: tf.distribute.Strategy
+    name: str
+    why: str
+    cluster: Optional[strategies.ClusterSpec]
+    chief: bool
+
+
+def start_distribution(requested: str) -> Distribution:
+    """Build the strategy train.strategy names; it must come before any other TensorFlow op runs in this process,
+    as multi-worker collectives can only be configured at start-up."""
+    cluster = strategies.parse_tf_config()
+    name, why = strategies.resolve(requested, cluster, len(tf.config.list_physical_devices("GPU")))
+    if name != "multi_worker":
+        cluster = None
+    return Distribution(strategies.build(name), name, why, cluster, strategies.is_chief(cluster))
+
+
+def train_from_options(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
+                       dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainResult:
+    """`detkit train`: the strategy first, then the config with the recipe read from the data, then training.
+
+    The recipe reads the training split through TensorFlow, so it comes after the strategy: a multi-worker
+    strategy cannot start once TensorFlow has run an op. Every worker derives the same recipe from the same data.
+    """
+    requested = requested_config(config_files, overrides, dataset_dir, minutes)
+    distribution = start_distribution(requested.train.strategy)
+    tc = training_config(config_files, overrides, dataset_dir, minutes)
+    return train(tc.config, recipe=tc, distribution=distribution)
+
+
 def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = None,
-          recipe: Optional[TrainingConfig] = None) -> TrainResult:
+          recipe: Optional[TrainingConfig] = None, distribution: Optional[Distribution] = None) -> TrainResult:
     """Train (or resume) the run described by `cfg` and return where its checkpoint is.
 
     `recipe` (how detkit.recipe derived `cfg` from the data) is logged before training and written as
-    recipe.json beside the run's config.yml.
+    recipe.json beside the run's config.yml. `distribution` is the strategy started for this run (by default
+    the one cfg.train.strategy names, started here: call this before running any other TensorFlow op).
     """
-    # The strategy comes first: multi-worker collectives can only be configured before TensorFlow runs an op.
-    cluster = strategies.parse_tf_config()
-    strategy_name, strategy_why = strategies.resolve(
-        cfg.train.strategy, cluster, len(tf.config.list_physical_devices("GPU")))
-    if strategy_name != "multi_worker":
-        cluster = None
-    strategy = strategies.build(strategy_name)
-    chief = strategies.is_chief(cluster)
-    replicas = strategy.num_replicas_in_sync
+    d = distribution or start_distribution(cfg.train.strategy)
+    replicas = d.strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
         raise ConfigError(f"config key train.batch_size: the global batch ({cfg.train.batch_size}) must be a "
-                          f"multiple of the {replicas} replicas of strategy {strategy_name}")
-    return _train(cfg, on_checkpoint, strategy, strategy_name, strategy_why, cluster, chief, recipe)
+                          f"multiple of the {replicas} replicas of strategy {d.name}")
+    return _train(cfg, on_checkpoint, d.strategy, d.name, d.why, d.cluster, d.chief, recipe)
 
 
 def _train(cfg: Config, on_checkpoint, strategy: tf.distribute.Strategy, strategy_name: str, strategy_why: str,

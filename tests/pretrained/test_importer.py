@@ -222,3 +222,33 @@ def test_old_torchvision_key_names_are_upgraded(imported_320, tmp_path):
     loaded = {v.path: v.numpy() for v in Detector.from_checkpoint(out).model.weights}
     for path, value in imported_320["weights"].items():
         np.testing.assert_array_equal(loaded[path], value, err_msg=path)
+
+
+def test_cli_import_takes_the_mobilenet_arch_from_the_file_name_or_refuses(imported_320, tmp_path, run_detkit):
+    """The 320 and 800-pixel MobileNets share every key: a file named as torchvision names its files is imported
+    as that arch; any other name is refused in one line naming both archs and --arch, and nothing is written."""
+    ambiguous = str(tmp_path / "model.pth")
+    write_pth(ambiguous, imported_320["state"])
+    out = tmp_path / "run"
+    code, stdout, err = run_detkit("checkpoint", "import", ambiguous, "--output", out, "--classes", "cat,dog")
+    assert code == 1 and stdout == "" and err.count("\n") == 1, err
+    assert err.startswith(f"detkit: error: {ambiguous}: the weights fit both fasterrcnn_mobilenet_v3_large_fpn "
+                          "(800-1333 px) and fasterrcnn_mobilenet_v3_large_320_fpn (320-640 px)"), err
+    assert err.rstrip().endswith("give --arch")
+    assert not out.exists()
+
+    from detkit.runs import load_run_config
+
+    for name, min_size in (("fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth", 320),
+                           ("fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth", 800)):
+        named = str(tmp_path / name)
+        write_pth(named, imported_320["state"])
+        run_dir = tmp_path / f"run-{min_size}"
+        code, stdout, err = run_detkit("checkpoint", "import", named, "--output", run_dir, "--classes", "cat,dog")
+        assert code == 0 and stdout == f"{run_dir}\n", err
+        assert load_run_config(str(run_dir)).dataset.image.min_size == min_size
+        with open(run_dir / IMPORT_RECORD, encoding="utf-8") as fh:
+            assert json.load(fh)["arch"] == name.split("-")[0]
+    code, stdout, err = run_detkit("checkpoint", "import", ambiguous, "--output", out, "--classes", "cat,dog",
+                                   "--arch", "fasterrcnn_mobilenet_v3_large_320_fpn")
+    assert code == 0 and load_run_config(str(out)).dataset.image.min_size == 320, err

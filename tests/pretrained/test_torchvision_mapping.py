@@ -17,6 +17,14 @@ def test_detect_arch_from_keys_and_file_name():
     assert tv.detect_arch(mobile, "x/fasterrcnn_mobilenet_v3_large_fpn.pth") == "fasterrcnn_mobilenet_v3_large_fpn"
     assert tv.detect_arch(mobile, "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth") == \
         "fasterrcnn_mobilenet_v3_large_320_fpn"
+    # The two MobileNets share every key: a file name that spells neither arch is refused, naming both.
+    for name in ("model.pth", "", "epoch320.pth", "mobilenet_v3_320.pth"):
+        with pytest.raises(StateDictError, match="fasterrcnn_mobilenet_v3_large_fpn .*and "
+                                                 "fasterrcnn_mobilenet_v3_large_320_fpn.*give --arch"):
+            tv.detect_arch(mobile, name)
+    with pytest.raises(StateDictError, match="file name says fasterrcnn_mobilenet_v3_large_fpn but the weights "
+                                             "are those of fasterrcnn_resnet50_fpn; give --arch"):
+        tv.detect_arch(common + ["backbone.body.layer1.0.conv1.weight"], "fasterrcnn_mobilenet_v3_large_fpn.pth")
     with pytest.raises(StateDictError, match="roi_heads.box_predictor.cls_score.weight"):
         tv.detect_arch(["fc.weight"])
     with pytest.raises(StateDictError, match="backbone.body.layer1.0.conv1.weight"):

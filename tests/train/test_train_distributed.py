@@ -204,8 +204,7 @@ def config_yaml(dataset_dir, job_dir) -> str:
                             dataset={"split": "synth", "image": {"min_size": 96, "max_size": 128}, "shuffle_buffer": 0,
                                      "augment": {"flip_horizontal": False}},
                             model={"base_network": {"freeze_batchnorm": True}},
-                            # recipe off: the CLI's workers and the library's single process train the same config
-                            train={"recipe": False, "run_name": "run", "num_steps": 3, "checkpoint_every_steps": 100,
+                            train={"run_name": "run", "num_steps": 3, "checkpoint_every_steps": 100,
                                    "log_every_steps": 1,
                                    "optimizer": {"type": "sgd", "momentum": 0.0, "clip_norm": 0.0},
                                    "learning_rate": {"base": 0.01}})
@@ -227,7 +226,7 @@ def test_two_local_workers_match_one_process_with_the_same_global_batch(synth_da
     """About 30 s: two workers (each batch 1) and one process (batch 2) train 3 SGD steps from the same seed."""
     from detkit.config import load_config
     from detkit import runs
-    from detkit.train.trainer import build_model, train
+    from detkit.train.trainer import build_model, train_from_options
 
     config = tmp_path / "cfg.yml"
     config.write_text(config_yaml(synth_dataset, tmp_path / "jobs"), encoding="utf-8")
@@ -240,13 +239,15 @@ def test_two_local_workers_match_one_process_with_the_same_global_batch(synth_da
     assert proc.stdout == two_dir + "\n"
     assert "[worker 0] detkit: device CPU" in proc.stderr and "strategy multi_worker" in proc.stderr
     assert "[worker 0] detkit: finished at step 3" in proc.stderr
+    assert "[worker 0] detkit: recipe for" in proc.stderr  # the recipe ran in the workers, after the strategy
     # Only the chief logs; worker 1's checkpoints went to a local temporary directory that is gone.
     assert "[worker 1] detkit:" not in proc.stderr and "[worker 1] /" not in proc.stderr
     assert sorted(os.listdir(tmp_path / "jobs")) == ["two"]
     assert not glob.glob(os.path.join(tempfile.gettempdir(), "detkit-worker1-checkpoints-*"))
     assert runs.latest_checkpoint(two_dir).endswith("ckpt-3")
 
-    single = train(load_config([str(config)], ["train.run_name=one", "train.strategy=one_device"]))
+    # The same command's path in one process, recipe included: both fill the keys the config leaves unset alike.
+    single = train_from_options([str(config)], ["train.run_name=one", "train.strategy=one_device"])
     assert single.step == 3
     two, one = loss_scalars(two_dir), loss_scalars(single.run_dir)
     for key in ("total", "rpn_class", "rpn_box", "rcnn_class", "rcnn_box", "l2"):
@@ -278,3 +279,41 @@ def test_mirrored_strategy_trains_and_checkpoints_in_process(synth_dataset, tmp_
     assert result.step == 2 and result.chief and np.isfinite(result.last_losses["total"])
     assert runs.latest_checkpoint(result.run_dir).endswith("ckpt-2")
     assert "strategy mirrored (configured; 1 replica)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the default path: recipe on, as users run it
+@pytest.fixture(scope="module")
+def raccoon_tfdata(raccoon_dir, tmp_path_factory) -> str:
+    """The packaged raccoon training split (160 photos), converted as README says."""
+    out = str(tmp_path_factory.mktemp("raccoon_tf") / "tf")
+    proc = subprocess.run([sys.executable, "-m", "detkit", "dataset", "transform", "--type", "csv", "--annotations",
+                           os.path.join(raccoon_dir, "data", "train_labels.csv"), "--images-dir",
+                           os.path.join(raccoon_dir, "images"), "--output-dir", out, "--split", "train"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("how", ["config", "dataset_dir"])
+def test_two_local_workers_train_with_the_recipe_on(raccoon_tfdata, tmp_path, how):
+    """`--local-workers 2` on what users run: `-c examples/raccoon.yml` and `--dataset-dir`, the recipe filling the
+    keys they leave unset; the workers start their strategy before the recipe reads the data, and the chief's
+    checkpoint restores."""
+    from detkit.inference.detector import Detector
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    jobs = tmp_path / "jobs"
+    args = (["-c", os.path.join(repo, "examples", "raccoon.yml"), "-o", f"dataset.dir={raccoon_tfdata}"]
+            if how == "config" else ["--dataset-dir", raccoon_tfdata, "-o", "train.run_name=raccoon"])
+    env = dict(os.environ, PYTHONPATH=repo)
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-m", "detkit", "train", "--local-workers", "2", *args,
+                           "-o", f"train.job_dir={jobs}", "-o", "train.num_steps=2"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = str(jobs / "raccoon")
+    assert proc.stdout == run_dir + "\n"
+    assert "[worker 0] detkit: recipe for" in proc.stderr and "strategy multi_worker" in proc.stderr
+    assert "[worker 0] detkit: finished at step 2" in proc.stderr
+    detector = Detector.from_checkpoint(run_dir)
+    assert detector.checkpoint.step == 2 and detector.class_names == ["raccoon"]
