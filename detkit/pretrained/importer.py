@@ -84,16 +84,14 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
     elif arch not in tv.ARCHS:
         raise CheckpointError(f"--arch {arch}: unknown (choose from {', '.join(tv.ARCHS)})")
     names = resolve_class_names(classes, tv.num_classes_in(state), pth_path)
-    overrides = list(tv.config_overrides(arch))
 
-    from detkit.config import dump_yaml, load_config
-    from detkit.models.faster_rcnn import build_detector
+    from detkit.config import dump_yaml
+    from detkit.models.build import build_detector
     from detkit.utils.tf_quiet import import_tensorflow
 
     tf = import_tensorflow()
-    config = load_config((), overrides)
-    model = build_detector(config.model, len(names))
-    model.build_for_inference()
+    config = tv.arch_config(arch)
+    model = build_detector(config, len(names))
     tv.assign_state_dict(model, state, arch)
 
     parent = os.path.dirname(os.path.abspath(output_dir))

@@ -85,7 +85,7 @@ def pack(path: str, output: str, checkpoint: Optional[str] = None, overwrite: bo
     for name in (CONFIG_FILE, CLASSES_FILE):
         if not os.path.isfile(os.path.join(run_dir, name)):
             raise CheckpointError(f"{run_dir}: no {name}; cannot pack a checkpoint without it")
-    from detkit import __version__
+    from detkit.version import __version__
 
     manifest = {
         "format": PACK_FORMAT,

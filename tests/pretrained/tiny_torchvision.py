@@ -32,8 +32,10 @@ def num_classes_in(state) -> int:
     return int(state["cls.bias"].shape[0]) - 1
 
 
-def config_overrides(arch: str) -> list[str]:
-    return list(OVERRIDES)
+def arch_config(arch: str):
+    from detkit.config import load_config
+
+    return load_config(overrides=OVERRIDES)
 
 
 def assign_state_dict(model, state, arch: str) -> None:
