@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from detkit.datasets.classes import read_classes
-from detkit.datasets.statistics import SplitStatistics, split_statistics
+from detkit.datasets.statistics import SplitStatistics
 from detkit.datasets.tfrecord import iter_records
 from detkit.utils.atomic import write_bytes
 

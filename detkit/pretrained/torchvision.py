@@ -6,13 +6,13 @@ of detkit's model. The bodies' layers are named after torchvision's paths ("laye
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 import keras
 import numpy as np
 
+from detkit.config.checks import check_values
 from detkit.config.schema import (BaseNetworkConfig, Config, FPNConfig, ImageConfig, PostprocessConfig,
                                   ProposalsConfig, RCNNConfig, RoIAlignConfig, RPNConfig, TargetConfig)
 from detkit.errors import StateDictError
@@ -67,8 +67,6 @@ def arch_config(arch: str) -> Config:
                         box_weights=[10.0, 10.0, 5.0, 5.0], smooth_l1_beta=1.0 / 9.0)
     m.postprocess = PostprocessConfig(score_threshold=0.05, nms_iou=0.5, max_per_class=100, max_total=100,
                                       min_box_size=0.01)
-    from detkit.config.checks import check_values
-
     check_values(cfg)
     return cfg
 
@@ -184,8 +182,3 @@ def export_state_dict(model: FasterRCNN) -> dict[str, np.ndarray]:
     """The model's weights as a torchvision state dict (the background's box rows are zeros)."""
     return torch_state(detector_modules(model))
 
-
-def config_dict(arch: str) -> dict:
-    """arch_config as a nested mapping of its model and input-size keys (what a run's config.yml records)."""
-    cfg = arch_config(arch)
-    return {"model": dataclasses.asdict(cfg.model), "dataset": {"image": dataclasses.asdict(cfg.dataset.image)}}

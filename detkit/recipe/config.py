@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from detkit.config import Config, from_dict, load_config, to_dict
 from detkit.config.schema import PYRAMID_STRIDES
-from detkit.errors import ConfigError
+from detkit.errors import ConfigError, DetkitError
 from detkit.config.loader import _merge, default_dict, flat_keys, merged_dict, nested
 from detkit.datasets.inspect import format_report, summarize
+from detkit.datasets.sources import check_training_sources
 from detkit.datasets.statistics import SplitStatistics, split_statistics
 from detkit.recipe.rules import FROM_SCRATCH, Recipe, RecipeOptions, make_recipe
+from detkit.runs import latest_checkpoint, load_run_config, resolve
 
 
 @dataclass
@@ -100,8 +103,6 @@ def requested_config(config_files: Sequence[str] = (), overrides: Sequence[str] 
 def init_from_base(init_from: str) -> tuple[dict, str]:
     """(the model.* and dataset.image.* values of train.init_from's run, nested; its run dir): the shapes its
     weights were trained with."""
-    from detkit.runs import load_run_config, resolve
-
     run_dir = resolve(init_from).run_dir
     source = to_dict(load_run_config(run_dir))
     return {"model": source["model"], "dataset": {"image": source["dataset"]["image"]}}, run_dir
@@ -126,9 +127,6 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
     base, source_dir = init_from_base(cfg.train.init_from) if cfg.train.init_from else ({}, "")
     if base:
         cfg = from_dict(merged_dict(config_files, overrides, _merge(default_dict(), base)), check_ranges=False)
-    from detkit.datasets.sources import check_training_sources
-    from detkit.errors import DetkitError
-
     try:
         check_training_sources(cfg.dataset)
         stats = split_statistics(cfg.dataset.dir, cfg.dataset.split)
@@ -148,10 +146,6 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
 
 def _saved_run_config(cfg: Config) -> tuple[Optional[dict], str]:
     """(the saved config of the named run when it has a checkpoint to resume from, its run dir) or (None, "")."""
-    import os
-
-    from detkit.runs import latest_checkpoint, load_run_config
-
     if not cfg.train.run_name:
         return None, ""
     run_dir = os.path.join(cfg.train.job_dir, cfg.train.run_name)

@@ -52,10 +52,12 @@ def tiny_state(num_classes: int = 90) -> dict:
 
 
 def install(monkeypatch) -> types.ModuleType:
-    """Make `from detkit.pretrained import torchvision` give this stand-in for one test."""
+    """Make the importer (and any later `from detkit.pretrained import torchvision`) use this stand-in for one test."""
     import detkit.pretrained
+    from detkit.pretrained import importer
 
     module = sys.modules[__name__]
     monkeypatch.setitem(sys.modules, "detkit.pretrained.torchvision", module)
     monkeypatch.setattr(detkit.pretrained, "torchvision", module, raising=False)
+    monkeypatch.setattr(importer, "tv", module)
     return module
