@@ -59,22 +59,23 @@ def _get(cfg: Any, key: str) -> Any:
 def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
     """What the user's own keys decide: a chosen backbone (name or weights) or train.init_from keeps its own
     training; train.init_from also keeps the weights' shapes (no input size or anchors chosen); a step or epoch
-    bound keeps its own schedule; a max_minutes is the time budget; model.architecture=fpn gets per-level anchors."""
+    bound keeps its own schedule; a max_minutes is the time budget; model.architecture (and model.fpn.body_strides)
+    narrow the models the recipe chooses between; a chosen fpn body gets anchors per level of its maps."""
     minutes = cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None
     initialised = bool(cfg.train.init_from)
     from_scratch = not ({"model.base_network.name", "model.base_network.weights"} & user_keys) and not initialised
     # A chosen backbone with no time budget keeps its epochs (a GPU run is not bounded by the CPU default).
     schedule = not ({"train.num_steps", "train.num_epochs"} & user_keys) and (from_scratch or minutes is not None)
-    fpn_levels = 0
-    if cfg.model.architecture == "fpn":
+    architecture = cfg.model.architecture if "model.architecture" in user_keys else ""
+    strides: tuple[int, ...] = ()
+    if cfg.model.architecture == "fpn" and (not from_scratch or "model.fpn.body_strides" in user_keys):
         body = FROM_SCRATCH["model.base_network.name"] if from_scratch else cfg.model.base_network.name
         if body not in PYRAMID_STRIDES:
             raise ConfigError(f"config key model.base_network.name: {body} has no fpn body; use "
                               f"{', '.join(PYRAMID_STRIDES)} (or model.architecture: single_level)")
-        # One level per body map, plus the FPN's max-pooled one.
-        fpn_levels = len(PYRAMID_STRIDES[body]) + 1
-    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule, fpn_levels=fpn_levels,
-                         shapes=not initialised, side=cfg.dataset.image.max_size)
+        strides = tuple(cfg.model.fpn.body_strides) or PYRAMID_STRIDES[body]
+    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule, architecture=architecture,
+                         body_strides=strides, shapes=not initialised, side=cfg.dataset.image.max_size)
 
 
 def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config) -> Recipe:
