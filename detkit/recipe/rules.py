@@ -69,6 +69,23 @@ FROM_SCRATCH: dict[str, Any] = {
 }
 
 
+# Fine-tuning a downloaded detector (torchvision's reference recipe, lr 0.02 for a batch of 16, scaled to 4):
+# SGD with momentum on a cosine schedule, torchvision's weight decay, flips and mild scale jitter. Its frozen
+# BatchNorm and input size are the downloaded model's own (train.init_from keeps its model.* and dataset.image.*).
+FINETUNE: dict[str, Any] = {
+    "train.batch_size": BATCH_SIZE,
+    "train.optimizer.type": "sgd",
+    "train.optimizer.momentum": 0.9,
+    "train.optimizer.clip_norm": 10.0,
+    "train.learning_rate.schedule": "cosine",
+    "train.learning_rate.base": 0.005,
+    "train.learning_rate.final_fraction": 0.02,
+    "model.loss_weights.l2": 0.0001,
+    "dataset.augment.flip_horizontal": True,
+    "dataset.augment.scale_range": [0.8, 1.2],
+}
+
+
 @dataclass
 class Choice:
     """Config values chosen together, and why."""
@@ -97,6 +114,7 @@ class RecipeOptions:
     minutes: Optional[float] = None          # time budget; None = DEFAULT_MINUTES
     images_per_second: Optional[float] = None  # measured training speed; None = estimated from the pixel count
     from_scratch: bool = True                # apply FROM_SCRATCH (False when the user chose a backbone)
+    finetune: str = ""                       # the detector train.init_from starts from: apply FINETUNE (its name)
     architecture: str = ""                   # the user's model.architecture; "" = the recipe chooses (from scratch)
     # The body maps of the user's pyramid (model.fpn.body_strides, or all of a chosen body's); () = none chosen.
     body_strides: tuple[int, ...] = ()
@@ -392,6 +410,12 @@ def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> R
             "backbone", dict(FROM_SCRATCH),
             "no pretrained weights assumed (none set): small_resnet, a light residual net that trains from scratch "
             "on a CPU, batch 4 for BatchNorm, Adam + cosine, heavy augmentation against memorising few images"))
+    if opts.finetune:
+        recipe.choices.append(Choice(
+            "fine-tuning", dict(FINETUNE),
+            f"starting from {opts.finetune}: its body, pyramid and heads are trained already (the class heads are "
+            "new), so SGD at torchvision's fine-tuning rate (0.005 for a batch of 4) on a cosine schedule, its frozen "
+            "BatchNorm and input size, flips and mild scale jitter"))
     side, model = opts.side, None
     levels = len(opts.body_strides) + 1 if opts.body_strides else 0
     if opts.shapes:

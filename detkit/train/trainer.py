@@ -92,15 +92,17 @@ def build_model(cfg: Config, num_classes: int) -> FasterRCNN:
 
 
 def train_from_options(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
-                       dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainResult:
-    """`detkit train`: the strategy first, then the config with the recipe read from the data, then training.
+                       dataset_dir: Optional[str] = None, minutes: Optional[float] = None,
+                       from_scratch: bool = False) -> TrainResult:
+    """`detkit train`: the strategy first, then the config with the recipe read from the data (fine-tuning a
+    downloaded COCO detector unless `from_scratch` or a model is chosen), then training.
 
     The recipe reads the training split through TensorFlow, so it comes after the strategy: a multi-worker
     strategy cannot start once TensorFlow has run an op. Every worker derives the same recipe from the same data.
     """
     requested = requested_config(config_files, overrides, dataset_dir, minutes)
     distribution = strategies.start(requested.train.strategy)
-    tc = training_config(config_files, overrides, dataset_dir, minutes)
+    tc = training_config(config_files, overrides, dataset_dir, minutes, from_scratch)
     return train(tc.config, recipe=tc, distribution=distribution)
 
 

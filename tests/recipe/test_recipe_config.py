@@ -233,3 +233,35 @@ def test_fpn_training_from_the_command_line(dataset_dir, tmp_path, run_detkit):
     saved = yaml.safe_load((tmp_path / "jobs" / "fpn" / "config.yml").read_text())
     assert saved["model"]["fpn"]["anchor_sizes"] == [[64.0], [128.0], [256.0]]
     assert saved["model"]["fpn"]["body_strides"] == [8, 16] and saved["model"]["fpn"]["channels"] == 16
+
+
+def test_a_downloaded_detector_is_fine_tuned_unless_a_model_is_chosen_or_from_scratch(dataset_dir, zoo_home):
+    """`detkit train --dataset-dir` with a COCO detector in the cache starts from it: its model and input size, the
+    fine-tuning recipe, new class heads; --from-scratch, or any key that chooses a model, trains from nothing."""
+    tc = training_config(dataset_dir=dataset_dir, minutes=2)
+    cfg = tc.config
+    assert cfg.train.init_from == zoo_home
+    names = [c["name"] for c in tc.record()["choices"]]
+    assert names[0] == "fine-tuning" and "backbone" not in names and "model and input size" not in names
+    # The downloaded (here: the tests' tiny) model's own shapes, and the fine-tuning recipe's training.
+    assert (cfg.dataset.image.min_size, cfg.dataset.image.max_size) == (160, 224)
+    assert cfg.model.base_network.small_widths == [8, 16, 16, 32]
+    assert (cfg.train.optimizer.type, cfg.train.learning_rate.base, cfg.train.learning_rate.schedule) == (
+        "sgd", 0.005, "cosine")
+    assert cfg.train.max_minutes == 2 and cfg.train.num_steps > 0
+    assert "fine-tuning the downloaded COCO detector fast" in tc.describe()
+    assert "--from-scratch" in tc.describe()
+    for scratch in (training_config(dataset_dir=dataset_dir, minutes=2, from_scratch=True),
+                    training_config([], ["model.architecture=single_level"], dataset_dir=dataset_dir, minutes=2)):
+        assert scratch.config.train.init_from == "" and scratch.record()["choices"][0]["name"] == "backbone"
+
+
+@pytest.mark.slow
+def test_zero_config_training_fine_tunes_the_downloaded_detector(dataset_dir, zoo_home, tmp_path, run_detkit):
+    code, out, err = run_detkit("train", "--dataset-dir", dataset_dir, "--minutes", "0.05",
+                                "-o", f"train.job_dir={tmp_path / 'jobs'}", "-o", "train.run_name=tuned")
+    assert code == 0, err
+    assert "fine-tuning the downloaded COCO detector fast" in err
+    assert f"initialised from {zoo_home}" in err and "(class heads re-initialised)" in err
+    saved = yaml.safe_load((tmp_path / "jobs" / "tuned" / "config.yml").read_text())
+    assert saved["train"]["init_from"] == zoo_home
