@@ -58,11 +58,10 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_summaries(log_dir: str, step: int, metrics: dict) -> None:
-    """Scalars in `log_dir` at the checkpoint's step: metrics/NAME and metrics/ap/CLASS."""
+def write_summaries(writer, step: int, metrics: dict) -> None:
+    """Scalars in a tf.summary writer at the checkpoint's step: metrics/NAME and metrics/ap/CLASS."""
     import tensorflow as tf
 
-    writer = tf.summary.create_file_writer(log_dir)
     with writer.as_default(step=step):
         for key in scalar_keys(metrics.get("iou_threshold", 0.5)):
             value = metrics.get(key)
@@ -73,4 +72,3 @@ def write_summaries(log_dir: str, step: int, metrics: dict) -> None:
             if isinstance(value, (int, float)) and math.isfinite(value):
                 tf.summary.scalar(f"metrics/ap/{name}", value)
     writer.flush()
-    writer.close()

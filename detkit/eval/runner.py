@@ -90,3 +90,13 @@ def evaluate_model(model: DetectorModel, cfg: Config, dataset_dir: str, split: s
     """VOC and COCO metrics of `model` on a split whose classes are `class_names` (see `collect` for label_map)."""
     gts, dets = collect(model, cfg, dataset_dir, split, show_progress, label_map=label_map)
     return evaluate(gts, dets, class_names, iou_threshold=cfg.eval.iou_threshold)
+
+
+def evaluate_and_summarise(model: DetectorModel, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
+                           writer, step: int, prefix: str = "eval/") -> dict:
+    """`evaluate_model` (no progress bar), also writing its PR curves and confusion matrix to `writer`."""
+    from detkit.eval.tensorboard import write_curves_and_confusion
+
+    gts, dets = collect(model, cfg, dataset_dir, split, show_progress=False)
+    write_curves_and_confusion(writer, step, gts, dets, class_names, prefix)
+    return evaluate(gts, dets, class_names, iou_threshold=cfg.eval.iou_threshold)

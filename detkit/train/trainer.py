@@ -462,11 +462,11 @@ def _image_summary(model: FasterRCNN, batch: dict, writer, step: int) -> None:
 
 
 def _periodic_eval(cfg: Config, model: FasterRCNN, class_names: list[str], writer, step: int) -> None:
-    """VOC mAP at eval.iou_threshold and COCO AP on train.eval_split, logged under eval/."""
+    """VOC mAP at eval.iou_threshold, COCO AP, PR curves and confusion matrix on train.eval_split, under eval/."""
     from detkit.eval.metrics import map_key, map_label
-    from detkit.eval.runner import evaluate_model
+    from detkit.eval.runner import evaluate_and_summarise
 
-    metrics = evaluate_model(model, cfg, cfg.dataset.dir, cfg.train.eval_split, class_names, show_progress=False)
+    metrics = evaluate_and_summarise(model, cfg, cfg.dataset.dir, cfg.train.eval_split, class_names, writer, step)
     key = map_key(cfg.eval.iou_threshold)
     summaries.write_scalars(writer, step, {f"eval/{key}": metrics[key], "eval/coco_ap": metrics["coco_ap"]})
     _log(f"step {step}: {cfg.train.eval_split} {map_label(cfg.eval.iou_threshold)} {metrics[key]:.3f}, "

@@ -1,0 +1,150 @@
+"""Error types in the sense of TIDE (Bolya et al., ECCV 2020) and the AP each one costs.
+
+Every false positive of AP's matching (matching.py, IoU `pos`) gets one type, tested in TIDE's order:
+  background     the image has no gt, or the detection overlaps every gt by IoU <= `bg`
+  localisation   its best same-class overlap is in [bg, pos): found, badly placed
+  classification it overlaps a gt of another class by IoU >= pos: found, wrong class
+  duplicate      it overlaps a same-class gt by IoU >= pos that a higher-scored detection already found
+  both           none of these: it overlaps a gt of another class by an IoU in (bg, pos)
+(background is tested last among the four after the first, as in TIDE). A gt no true positive found is
+`missed` unless a localisation or classification error points at it (fixing that error finds it).
+
+The AP an error type costs is the AP gained when only its errors are fixed, with AP computed by the same
+code as `detkit eval`'s: a localisation or classification error becomes a true positive of the gt's class
+(only the highest-scored one per gt; the others are removed), the other false positives are removed, and a
+missed gt is no longer counted. A class whose every gt was missed has AP 1 once they are not counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from detkit.eval.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, ImageMatch
+from detkit.eval.voc_map import interpolated_ap, precision_recall
+
+ERROR_TYPES = ("classification", "localisation", "both", "duplicate", "background", "missed")
+NO_ERROR = -1
+CLS, LOC, BOTH, DUPE, BKG, MISS = range(len(ERROR_TYPES))
+
+
+@dataclass
+class ImageErrors:
+    """The error type of each detection (NO_ERROR for true positives and ignored ones) and missed gts."""
+
+    det_type: np.ndarray  # [D] index into ERROR_TYPES or NO_ERROR
+    det_target: np.ndarray  # [D] the gt a localisation or classification error points at, else -1
+    missed: np.ndarray  # [G] bool
+
+
+def classify_image(match: ImageMatch, pos: float = 0.5, bg: float = 0.1) -> ImageErrors:
+    """The TIDE type of each false positive of one image and which of its gts were missed."""
+    n_det, n_gt = len(match.det_scores), len(match.gt_boxes)
+    det_type = np.full(n_det, NO_ERROR, dtype=np.int64)
+    target = np.full(n_det, -1, dtype=np.int64)
+    real = ~match.gt_ignore
+    found = match.gt_found
+    for k in np.flatnonzero(match.outcome == FALSE_POSITIVE):
+        ious = match.ious[k]
+        same = real & (match.gt_labels == match.det_labels[k])
+        other = real & ~same
+        s = np.where(same, ious, -1.0)
+        o = np.where(other, ious, -1.0)
+        if not real.any():
+            det_type[k] = BKG
+        elif bg <= s.max() < pos:
+            det_type[k], target[k] = LOC, int(np.argmax(s))
+        elif o.max() >= pos:
+            det_type[k], target[k] = CLS, int(np.argmax(o))
+        elif np.where(same & found, ious, -1.0).max() >= pos:
+            det_type[k] = DUPE
+        elif np.where(real, ious, -1.0).max() <= bg:
+            det_type[k] = BKG
+        else:
+            det_type[k] = BOTH
+    pointed = np.zeros(n_gt, dtype=bool)
+    pointed[target[target >= 0]] = True
+    missed = real & ~found & ~pointed
+    return ImageErrors(det_type, target, missed)
+
+
+def _fixers(match: ImageMatch, errors: ImageErrors) -> np.ndarray:
+    """[D] bool: the error is the highest-scored one pointing at a gt nobody found, so fixing it finds it."""
+    fixer = np.zeros(len(match.det_scores), dtype=bool)
+    taken = match.gt_found.copy()
+    for k in np.flatnonzero(errors.det_target >= 0):  # in falling score order
+        j = errors.det_target[k]
+        if not taken[j]:
+            fixer[k] = taken[j] = True
+    return fixer
+
+
+@dataclass
+class ErrorCosts:
+    """Per class (by class id) and for the mean over classes with gts: AP, and what each error type costs."""
+
+    ap: dict[int, float]
+    cost: dict[str, dict[int, float]]  # type -> class id -> AP gained when fixed
+    count: dict[str, dict[int, int]]  # type -> class id -> number of errors (by detected class; missed: gt class)
+    mean_ap: float
+    mean_cost: dict[str, float]
+
+
+def error_costs(matches: Sequence[ImageMatch], errors: Sequence[ImageErrors], class_ids: Sequence[int]) -> ErrorCosts:
+    """Each error type's count and AP cost, fixing one type at a time (see the module docstring)."""
+    columns = _points(matches, errors)
+    npos = {c: sum(int(np.count_nonzero((m.gt_labels == c) & ~m.gt_ignore)) for m in matches) for c in class_ids}
+    missed = {c: sum(int(np.count_nonzero(e.missed & (m.gt_labels == c))) for m, e in zip(matches, errors))
+              for c in class_ids}
+    scored = [c for c in class_ids if npos[c] > 0]
+    base = {c: _class_ap(columns, c, npos[c], None) for c in scored}
+    cost: dict[str, dict[int, float]] = {}
+    count: dict[str, dict[int, int]] = {}
+    for t, name in enumerate(ERROR_TYPES):
+        if t == MISS:
+            fixed = {c: _class_ap(columns, c, npos[c] - missed[c], None) for c in scored}
+            count[name] = {c: missed[c] for c in class_ids}
+        else:
+            fixed = {c: _class_ap(columns, c, npos[c], t) for c in scored}
+            count[name] = {c: int(np.count_nonzero((columns["type"] == t) & (columns["label"] == c)))
+                           for c in class_ids}
+        cost[name] = {c: fixed[c] - base[c] for c in scored}
+    mean = (lambda values: float(np.mean(values)) if values else 0.0)
+    return ErrorCosts(base, cost, count, mean(list(base.values())),
+                      {name: mean(list(per_class.values())) for name, per_class in cost.items()})
+
+
+def _points(matches: Sequence[ImageMatch], errors: Sequence[ImageErrors]) -> dict[str, np.ndarray]:
+    """Every counted detection: score, class, hit, error type, and its class and hit once its error is fixed."""
+    parts = []
+    for match, err in zip(matches, errors):
+        keep = match.outcome != IGNORED
+        fixer = _fixers(match, err)
+        target_label = np.where(err.det_target >= 0, match.gt_labels[np.maximum(err.det_target, 0)], 0) \
+            if len(match.gt_labels) else np.zeros(len(match.det_scores), dtype=np.int64)
+        parts.append({
+            "score": match.det_scores[keep], "label": match.det_labels[keep],
+            "hit": (match.outcome == TRUE_POSITIVE)[keep], "type": err.det_type[keep],
+            "fixer": fixer[keep], "fixed_label": target_label[keep],
+        })
+    return {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0) for key in
+            ("score", "label", "hit", "type", "fixer", "fixed_label")}
+
+
+def _class_ap(points: dict[str, np.ndarray], class_id: int, npos: int, fix: int | None) -> float:
+    """All-point AP of one class with the errors of type `fix` fixed (None: as they are)."""
+    if npos <= 0:
+        return 1.0
+    label = points["label"]
+    hit = points["hit"].astype(bool)
+    keep = label == class_id
+    if fix is not None:
+        of_type = points["type"] == fix
+        keep &= ~of_type  # removed, unless a fix below turns them into true positives
+        if fix in (CLS, LOC):
+            turned = of_type & points["fixer"].astype(bool) & (points["fixed_label"] == class_id)
+            keep |= turned
+            hit = hit | turned
+    _, _, recall, precision = precision_recall(points["score"][keep], np.where(hit[keep], 1, 0), npos)
+    return interpolated_ap(recall, precision, "all_point")
