@@ -60,7 +60,8 @@ def confusion_matrix(matches: Sequence[ImageMatch], num_classes: int, threshold:
         per_image.append(counts)
         gts = np.flatnonzero(~match.gt_ignore)
         det = counts.gt_det[gts]
-        columns = np.where(det >= 0, match.det_labels[np.maximum(det, 0)] - 1, background) if len(det) else det
+        columns = np.full(len(det), background, dtype=np.int64)
+        columns[det >= 0] = match.det_labels[det[det >= 0]] - 1
         np.add.at(matrix, (match.gt_labels[gts] - 1, columns), 1)
         alone = (counts.det_gt < 0) & (match.outcome[:counts.kept] != IGNORED)
         np.add.at(matrix, (background, match.det_labels[:counts.kept][alone] - 1), 1)

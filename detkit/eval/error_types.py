@@ -121,8 +121,9 @@ def _points(matches: Sequence[ImageMatch], errors: Sequence[ImageErrors]) -> dic
     for match, err in zip(matches, errors):
         keep = match.outcome != IGNORED
         fixer = _fixers(match, err)
-        target_label = np.where(err.det_target >= 0, match.gt_labels[np.maximum(err.det_target, 0)], 0) \
-            if len(match.gt_labels) else np.zeros(len(match.det_scores), dtype=np.int64)
+        target_label = np.zeros(len(match.det_scores), dtype=np.int64)
+        pointing = err.det_target >= 0
+        target_label[pointing] = match.gt_labels[err.det_target[pointing]]
         parts.append({
             "score": match.det_scores[keep], "label": match.det_labels[keep],
             "hit": (match.outcome == TRUE_POSITIVE)[keep], "type": err.det_type[keep],

@@ -61,6 +61,6 @@ def _match_one(gt: GroundTruth, boxes: np.ndarray, labels: np.ndarray, scores: n
         # The detections are already in score order, which the stable sort inside keeps.
         _, out, hit = match_image_to_gt(boxes[mine], scores[mine], gt.boxes[theirs], ignore[theirs], iou_threshold)
         outcome[mine] = out
-        found[mine] = np.where(hit >= 0, theirs[np.maximum(hit, 0)] if len(theirs) else -1, -1)
+        found[mine[hit >= 0]] = theirs[hit[hit >= 0]]
     return ImageMatch(gt.image_id, gt.boxes, gt.labels, ignore, boxes, labels, scores, outcome, found,
                       iou_matrix(boxes, gt.boxes))

@@ -66,8 +66,10 @@ def describe_image(index: int, match: ImageMatch, counts: ImageCounts, errors: I
 
 def _wrongly_found(match: ImageMatch, counts: ImageCounts) -> np.ndarray:
     """[G] bool: the gt is counted against a detection of another class."""
-    k = counts.gt_det
-    return (k >= 0) & (match.det_labels[np.maximum(k, 0)] != match.gt_labels) if len(k) else k.astype(bool)
+    wrong = np.zeros(len(counts.gt_det), dtype=bool)
+    found = counts.gt_det >= 0
+    wrong[found] = match.det_labels[counts.gt_det[found]] != match.gt_labels[found]
+    return wrong
 
 
 def worst_images(matches: Sequence[ImageMatch], counts: Sequence[ImageCounts], errors: Sequence[ImageErrors],
