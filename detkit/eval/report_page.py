@@ -89,6 +89,10 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _px(value: Optional[float]) -> Optional[str]:
+    return None if value is None else f"{value:g}"
+
+
 def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_num(v))}</td>" for v in row) + "</tr>" for row in rows)
@@ -120,7 +124,7 @@ def render_html(data: dict) -> str:
     count_rows += [[n, *[errors["per_class"][n][e]["count"] for e in ERROR_TYPES]] for n in names]
     count_table = _table("error-counts", ["class", *ERROR_TYPES], count_rows)
     size_table = _table("sizes", ["bin", "from px", "to px", "gt boxes", "AP@0.5", *names],
-                        [[b["name"], b["min_px"], b["max_px"], b["num_gt"], b["ap50"],
+                        [[b["name"], _px(b["min_px"]), _px(b["max_px"]), b["num_gt"], b["ap50"],
                           *[b["per_class"][n]["ap50"] for n in names]] for b in data["sizes"]["bins"]])
     legend = "".join(f'<span class="swatch" style="background:rgb{color}"></span>{esc(kind)} '
                      for kind, color in KIND_COLORS.items())

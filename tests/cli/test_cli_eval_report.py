@@ -88,7 +88,7 @@ def test_tensorboard_gets_pr_curves_and_the_confusion_image(reported):
     assert "pr_curve/raccoon/pr_curves" in acc.Tags()["tensors"]
     (event,) = acc.Tensors("pr_curve/raccoon/pr_curves")
     assert event.step == 6 and list(event.tensor_proto.tensor_shape.dim[0:1])[0].size == 6  # tp fp tn fn p r
-    assert "confusion_matrix" in acc.Tags()["tensors"] or "confusion_matrix" in acc.Tags()["images"]
+    assert "confusion_matrix" in acc.Tags()["tensors"]
 
 
 def test_a_report_replaces_its_own_and_nothing_else(reported, run_detkit, tmp_path):
@@ -150,3 +150,17 @@ def test_page_in_chromium_loads_every_image_and_shows_the_numbers(reported):
             assert not problems, problems
         finally:
             browser.close()
+
+
+def test_in_training_eval_writes_pr_curves_and_the_confusion_image(tiny_run, run_detkit, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, _, stderr = run_detkit("train", "-c", tiny_run["config"], "-o", f"train.job_dir={tmp_path}",
+                                 "-o", "train.run_name=evals", "-o", "train.num_steps=2",
+                                 "-o", "train.eval_split=test", "-o", "train.eval_every_steps=2")
+    assert code == 0, stderr
+    acc = EventAccumulator(str(tmp_path / "evals" / "train"), size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()["tensors"]
+    assert "eval/pr_curve/raccoon/pr_curves" in tags and "eval/confusion_matrix" in tags
+    assert [e.step for e in acc.Tensors("eval/confusion_matrix")] == [2]
