@@ -87,9 +87,11 @@ def evaluate(checkpoint: Optional[str], config_files: tuple[str, ...], overrides
         targets = make_targets(splits, dataset_dirs, cfg.dataset.dir, cfg.eval.split)
         first = evaluator.first_entry()
         if report_dir:
+            from detkit.eval.evaluator import report_directory
             from detkit.eval.report_page import check_replaceable
 
-            check_replaceable(report_dir)  # before the evaluation, not after minutes of it
+            for target in targets:  # before the evaluation, not after minutes of it
+                check_replaceable(report_directory(report_dir, targets, target))
         evaluator.evaluate_checkpoint(first, targets, show, show_progress, not no_record, _log, min_prob, report_dir)
         if watch:
             evaluator.watch(first, targets, show, interval, timeout, show_progress, not no_record, _log, min_prob,

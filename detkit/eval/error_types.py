@@ -1,13 +1,14 @@
 """Error types in the sense of TIDE (Bolya et al., ECCV 2020) and the AP each one costs.
 
 Every false positive of AP's matching (matching.py, IoU `pos`) gets one type, tested in TIDE's order:
-  background     the image has no gt, or the detection overlaps every gt by IoU <= `bg`
-  localisation   its best same-class overlap is in [bg, pos): found, badly placed
+  background     the image has no gt to find
+  localisation   its best overlap with a gt of its class is in [bg, pos): found, badly placed
   classification it overlaps a gt of another class by IoU >= pos: found, wrong class
-  duplicate      it overlaps a same-class gt by IoU >= pos that a higher-scored detection already found
+  duplicate      it overlaps by IoU >= pos a gt of its class that a higher-scored detection found
+  background     it overlaps every gt by IoU <= bg
   both           none of these: it overlaps a gt of another class by an IoU in (bg, pos)
-(background is tested last among the four after the first, as in TIDE). A gt no true positive found is
-`missed` unless a localisation or classification error points at it (fixing that error finds it).
+A gt no true positive found is `missed` unless a localisation or classification error points at it (fixing
+that error finds it).
 
 The AP an error type costs is the AP gained when only its errors are fixed, with AP computed by the same
 code as `detkit eval`'s: a localisation or classification error becomes a true positive of the gt's class

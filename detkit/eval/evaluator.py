@@ -58,6 +58,11 @@ def make_targets(splits: Sequence[str], dataset_dirs: Sequence[str], default_dir
     return targets
 
 
+def report_directory(report_dir: str, targets: Sequence[Target], target: Target) -> str:
+    """Where `--report DIR` puts the report of `target`: DIR itself, or DIR/LABEL when there are several."""
+    return report_dir if len(targets) == 1 else os.path.join(report_dir, target.label)
+
+
 class Evaluator:
     """Holds one model and restores each checkpoint of a run into it."""
 
@@ -148,7 +153,7 @@ class Evaluator:
             if report_dir:
                 from detkit.eval.report_page import write_report
 
-                directory = report_dir if len(targets) == 1 else os.path.join(report_dir, target.label)
+                directory = report_directory(report_dir, targets, target)
                 write_report(directory, gts, dets, names, result, target.dataset_dir, target.split,
                              self.config.dataset.num_parallel_calls, min_prob)
                 log(f"report of {entry.name} on {target.label}: {os.path.join(directory, 'report.html')}")

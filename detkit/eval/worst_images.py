@@ -7,6 +7,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from detkit.errors import DatasetError
 from detkit.eval.confusion import ImageCounts
 from detkit.eval.error_types import ERROR_TYPES, ImageErrors
 from detkit.eval.matching import IGNORED, TRUE_POSITIVE, ImageMatch
@@ -93,7 +94,7 @@ def read_images(dataset_dir: str, split: str, indices: Iterable[int], num_parall
         if i in wanted:
             name = record["filename"].numpy().decode("utf-8", "replace")
             if expected_names.get(i, name) != name:
-                raise ValueError(f"{dataset_dir}: record {i} of split {split!r} is {name!r}, not "
+                raise DatasetError(f"{dataset_dir}: record {i} of split {split!r} is {name!r}, not "
                                  f"{expected_names[i]!r}: the split changed during the evaluation")
             found[i] = record["image"].numpy()
             if len(found) == len(wanted):

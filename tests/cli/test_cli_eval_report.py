@@ -105,6 +105,18 @@ def test_a_report_replaces_its_own_and_nothing_else(reported, run_detkit, tmp_pa
     assert (other / "notes.txt").read_text() == "keep me" and len(os.listdir(other)) == 1
 
 
+def test_several_splits_get_a_report_each(tiny_run, reported, run_detkit, tmp_path):
+    run, _, _, _ = reported
+    data = tiny_run["dataset_dir"]
+    code, _, stderr = run_detkit("eval", "--checkpoint", run, "--no-progress", "--no-record", "--report",
+                                 tmp_path / "both", "--dataset-dir", data, "--split", "test", "--dataset-dir", data,
+                                 "--split", "test")
+    assert code == 0, stderr
+    assert sorted(os.listdir(tmp_path / "both")) == ["test", "test_2"]
+    first, second = (json.load(open(tmp_path / "both" / label / "report.json")) for label in ("test", "test_2"))
+    assert first["confusion"] == second["confusion"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed; install it with `apt-get install -y "
                     "--no-install-recommends chromium` (Debian/Ubuntu) to run the browser test")
 def test_page_in_chromium_loads_every_image_and_shows_the_numbers(reported):
