@@ -94,10 +94,11 @@ class Diagnosis:
         out["errors"] = {
             "types": list(error_types.ERROR_TYPES),
             "map": costs.mean_ap,
-            "overall": {t: {"ap_cost": costs.mean_cost[t], "count": int(sum(costs.count[t].values()))}
-                        for t in error_types.ERROR_TYPES},
-            "per_class": {n: {t: {"ap_cost": costs.cost[t].get(c), "count": costs.count[t][c]}
-                              for t in error_types.ERROR_TYPES} for c, n in enumerate(names, start=1)},
+            "overall": {t: {"ap_cost": costs.mean_cost[t], "ap_share": costs.mean_share[t],
+                            "count": int(sum(costs.count[t].values()))} for t in error_types.ERROR_TYPES},
+            "per_class": {n: {t: {"ap_cost": costs.cost[t].get(c), "ap_share": costs.share[t].get(c),
+                                  "count": costs.count[t][c]} for t in error_types.ERROR_TYPES}
+                          for c, n in enumerate(names, start=1)},
         }
         out["sizes"] = {
             "edges_px": self.edges,

@@ -10,13 +10,14 @@ Every false positive of AP's matching (matching.py, IoU `pos`) gets one type, te
 A gt no true positive found is `missed` unless a localisation or classification error points at it (fixing
 that error finds it).
 
-The AP an error type costs is the AP gained when only its errors are fixed, with AP computed by the same
-code as `detkit eval`'s: a localisation or classification error becomes a true positive of the gt's class
+The AP an error type costs is the AP gained when only its errors are fixed (TIDE's dAP), with AP computed by
+the same code as `detkit eval`'s: a localisation or classification error becomes a true positive of the gt's class
 (only the highest-scored one per gt; the others are removed), the other false positives are removed, and a
 missed gt is no longer counted. A class whose every gt was missed has AP 1 once they are not counted.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -86,34 +87,45 @@ class ErrorCosts:
     """Per class (by class id) and for the mean over classes with gts: AP, and what each error type costs."""
 
     ap: dict[int, float]
-    cost: dict[str, dict[int, float]]  # type -> class id -> AP gained when fixed
+    cost: dict[str, dict[int, float]]  # type -> class id -> AP gained when its errors alone are fixed (TIDE's dAP)
+    share: dict[str, dict[int, float]]  # type -> class id -> its share of 1 - AP (see `error_costs`)
     count: dict[str, dict[int, int]]  # type -> class id -> number of errors (by detected class; missed: gt class)
     mean_ap: float
     mean_cost: dict[str, float]
+    mean_share: dict[str, float]
 
 
 def error_costs(matches: Sequence[ImageMatch], errors: Sequence[ImageErrors], class_ids: Sequence[int]) -> ErrorCosts:
-    """Each error type's count and AP cost, fixing one type at a time (see the module docstring)."""
-    columns = _points(matches, errors)
+    """Each error type's count, AP cost (fixing one type at a time, as TIDE) and share of the missing AP.
+
+    The costs overlap (fixing two types together can gain less than both costs), so they need not add up to
+    1 - AP. The shares do, exactly: a type's share is its gain averaged over every order of fixing the six
+    types one after another (the Shapley value), which is its cost when it does not interact with the others.
+    """
     npos = {c: sum(int(np.count_nonzero((m.gt_labels == c) & ~m.gt_ignore)) for m in matches) for c in class_ids}
     missed = {c: sum(int(np.count_nonzero(e.missed & (m.gt_labels == c))) for m, e in zip(matches, errors))
               for c in class_ids}
+    columns = _points(matches, errors)
     scored = [c for c in class_ids if npos[c] > 0]
-    base = {c: _class_ap(columns, c, npos[c], None) for c in scored}
+    n = len(ERROR_TYPES)
+    # AP of each class with every subset of the types fixed (bit t of the mask: type t fixed).
+    fixed = {c: [_class_ap(_class_points(columns, c), c, npos[c], missed[c], mask) for mask in range(2 ** n)]
+             for c in scored}
+    weights = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
     cost: dict[str, dict[int, float]] = {}
+    share: dict[str, dict[int, float]] = {}
     count: dict[str, dict[int, int]] = {}
     for t, name in enumerate(ERROR_TYPES):
-        if t == MISS:
-            fixed = {c: _class_ap(columns, c, npos[c] - missed[c], None) for c in scored}
-            count[name] = {c: missed[c] for c in class_ids}
-        else:
-            fixed = {c: _class_ap(columns, c, npos[c], t) for c in scored}
-            count[name] = {c: int(np.count_nonzero((columns["type"] == t) & (columns["label"] == c)))
-                           for c in class_ids}
-        cost[name] = {c: fixed[c] - base[c] for c in scored}
+        bit = 1 << t
+        cost[name] = {c: fixed[c][bit] - fixed[c][0] for c in scored}
+        share[name] = {c: float(sum(weights[bin(mask).count("1")] * (fixed[c][mask | bit] - fixed[c][mask])
+                                    for mask in range(2 ** n) if not mask & bit)) for c in scored}
+        count[name] = ({c: missed[c] for c in class_ids} if t == MISS else
+                       {c: int(np.count_nonzero((columns["type"] == t) & (columns["label"] == c))) for c in class_ids})
     mean = (lambda values: float(np.mean(values)) if values else 0.0)
-    return ErrorCosts(base, cost, count, mean(list(base.values())),
-                      {name: mean(list(per_class.values())) for name, per_class in cost.items()})
+    return ErrorCosts({c: fixed[c][0] for c in scored}, cost, share, count, mean([fixed[c][0] for c in scored]),
+                      {name: mean(list(v.values())) for name, v in cost.items()},
+                      {name: mean(list(v.values())) for name, v in share.items()})
 
 
 def _points(matches: Sequence[ImageMatch], errors: Sequence[ImageErrors]) -> dict[str, np.ndarray]:
@@ -130,23 +142,33 @@ def _points(matches: Sequence[ImageMatch], errors: Sequence[ImageErrors]) -> dic
             "hit": (match.outcome == TRUE_POSITIVE)[keep], "type": err.det_type[keep],
             "fixer": fixer[keep], "fixed_label": target_label[keep],
         })
-    return {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0) for key in
-            ("score", "label", "hit", "type", "fixer", "fixed_label")}
+    dtypes = {"score": np.float64, "label": np.int64, "hit": bool, "type": np.int64, "fixer": bool,
+              "fixed_label": np.int64}
+    return {key: np.concatenate([p[key] for p in parts]).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+            for key, dtype in dtypes.items()}
 
 
-def _class_ap(points: dict[str, np.ndarray], class_id: int, npos: int, fix: int | None) -> float:
-    """All-point AP of one class with the errors of type `fix` fixed (None: as they are)."""
+def _class_points(points: dict[str, np.ndarray], class_id: int) -> dict[str, np.ndarray]:
+    """The points of one class: its detections, and the errors whose fix makes them a hit of this class."""
+    mine = (points["label"] == class_id) | (points["fixer"] & (points["fixed_label"] == class_id))
+    return {key: values[mine] for key, values in points.items()}
+
+
+def _class_ap(points: dict[str, np.ndarray], class_id: int, npos: int, missed: int, mask: int) -> float:
+    """All-point AP of one class with the error types in bit mask `mask` fixed (0: as they are)."""
+    if mask >> MISS & 1:
+        npos -= missed
     if npos <= 0:
         return 1.0
-    label = points["label"]
-    hit = points["hit"].astype(bool)
-    keep = label == class_id
-    if fix is not None:
-        of_type = points["type"] == fix
-        keep &= ~of_type  # removed, unless a fix below turns them into true positives
-        if fix in (CLS, LOC):
-            turned = of_type & points["fixer"].astype(bool) & (points["fixed_label"] == class_id)
-            keep |= turned
-            hit = hit | turned
+    hit = points["hit"].copy()
+    keep = points["label"] == class_id
+    for t in (CLS, LOC, BOTH, DUPE, BKG):
+        if mask >> t & 1:
+            of_type = points["type"] == t
+            keep &= ~of_type  # removed, unless its fix turns it into a true positive of this class
+            if t in (CLS, LOC):
+                turned = of_type & points["fixer"] & (points["fixed_label"] == class_id)
+                keep |= turned
+                hit |= turned
     _, _, recall, precision = precision_recall(points["score"][keep], np.where(hit[keep], 1, 0), npos)
     return interpolated_ap(recall, precision, "all_point")

@@ -120,6 +120,9 @@ def render_html(data: dict) -> str:
     error_rows = [["all classes (mean)", *[errors["overall"][e]["ap_cost"] for e in ERROR_TYPES]]]
     error_rows += [[n, *[errors["per_class"][n][e]["ap_cost"] for e in ERROR_TYPES]] for n in names]
     error_table = _table("error-types", ["class", *ERROR_TYPES], error_rows)
+    share_rows = [["all classes (mean)", *[errors["overall"][e]["ap_share"] for e in ERROR_TYPES]]]
+    share_rows += [[n, *[errors["per_class"][n][e]["ap_share"] for e in ERROR_TYPES]] for n in names]
+    share_table = _table("error-shares", ["class", *ERROR_TYPES], share_rows)
     count_rows = [["all classes", *[errors["overall"][e]["count"] for e in ERROR_TYPES]]]
     count_rows += [[n, *[errors["per_class"][n][e]["count"] for e in ERROR_TYPES]] for n in names]
     count_table = _table("error-counts", ["class", *ERROR_TYPES], count_rows)
@@ -158,10 +161,10 @@ dataset <code>{esc(str(data.get('dataset_dir', '-')))}</code> split <code>{esc(s
 <p>{headline}</p>
 <p>Counts at score threshold <b id="threshold">{t:.4f}</b> ({esc(data['threshold_rule'])}), IoU 0.5.
 How to read each figure: docs/report.md in detkit.</p>
-<h2 id="classes">Per class</h2>
-{classes}
 <h2 id="pr">Precision-recall curves</h2>
 {_figure("pr_curves", "precision-recall curves")}
+<h2 id="classes">Per class</h2>
+{classes}
 <h2 id="confusion-matrix">Confusion matrix</h2>
 {_figure("confusion", "confusion matrix")}
 {confusion}
@@ -170,8 +173,12 @@ Columns: the detected class; the missed column counts objects no detection found
 {data.get('ignored_detections', 0)} detections on difficult or crowd boxes are left out.</p>
 <h2 id="errors">Error types (TIDE)</h2>
 {_figure("error_types", "AP cost of each error type")}
-<p class="note">AP@0.5 gained when the errors of one type are fixed:</p>
+<p class="note">AP@0.5 gained when the errors of one type alone are fixed (TIDE's dAP; these overlap, so
+they need not add up to 1 - AP):</p>
 {error_table}
+<p class="note">Each type's share of the missing AP (1 - AP): its gain averaged over every order of fixing
+the types one after another; a row adds up to 1 - AP.</p>
+{share_table}
 <p class="note">Number of errors of each type (all detections, any score):</p>
 {count_table}
 <h2 id="size">AP by object size</h2>

@@ -76,6 +76,8 @@ def test_counts_equal_an_independent_count_and_ap_equals_pycocotools(tiny_run, r
     assert ap == pytest.approx(pycocotools_ap50(gts, dets)[1], abs=0.02)
     costs = [report["errors"]["per_class"]["raccoon"][t]["ap_cost"] for t in report["errors"]["types"]]
     assert min(costs) >= 0 and sum(costs) <= 1 - ap
+    shares = [report["errors"]["per_class"]["raccoon"][t]["ap_share"] for t in report["errors"]["types"]]
+    assert min(shares) >= 0 and sum(shares) == pytest.approx(1 - ap, abs=1e-9)
     assert sum(b["num_gt"] for b in report["sizes"]["bins"]) == 44
 
 
@@ -153,6 +155,9 @@ def test_page_in_chromium_loads_every_image_and_shows_the_numbers(reported):
             costs = cells("error-types")
             assert [float(v) for v in costs[0][1:]] == pytest.approx(
                 [report["errors"]["overall"][t]["ap_cost"] for t in report["errors"]["types"]], abs=5e-4)
+            shares = cells("error-shares")
+            assert [float(v) for v in shares[1][1:]] == pytest.approx(
+                [report["errors"]["per_class"]["raccoon"][t]["ap_share"] for t in report["errors"]["types"]], abs=5e-4)
             assert [int(r[3]) for r in cells("sizes")] == [b["num_gt"] for b in report["sizes"]["bins"]]
             first = report["worst_images"][0]
             assert len(cells(f"errors-{first['rank']}")) == first["num_errors"]

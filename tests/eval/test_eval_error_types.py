@@ -52,6 +52,13 @@ def test_costs_on_the_hand_made_image():
     assert costs.mean_cost["classification"] == pytest.approx(0.5)
     for c in (1, 2):
         assert sum(costs.cost[name][c] for name in ERROR_TYPES) <= 1.0 - costs.ap[c]
+    # Shares: a's AP is 0.25 as it is, 0.5 with background or missed fixed, 1 with both (nothing else moves it):
+    # each gets (0.25 + 0.5) / 2. b's AP is 1 exactly when classification is fixed.
+    shares = {name: {1: 0.0, 2: 0.0} for name in ERROR_TYPES}
+    shares["background"][1] = shares["missed"][1] = 0.375
+    shares["classification"][2] = 1.0
+    for name in ERROR_TYPES:
+        assert costs.share[name] == pytest.approx(shares[name], abs=1e-12), name
     assert costs.count["localisation"] == {1: 1, 2: 1} and costs.count["missed"] == {1: 1, 2: 0}
     assert costs.count["background"] == {1: 1, 2: 1} and costs.count["both"] == {1: 0, 2: 1}
 
@@ -76,14 +83,19 @@ def test_ap_matches_detkit_and_pycocotools_and_each_cost_fits_in_what_is_missing
         values = [costs.cost[name][c] for name in ERROR_TYPES]
         assert min(values) >= 0.0
         assert max(values) <= 1.0 - costs.ap[c]
+        shares = [costs.share[name][c] for name in ERROR_TYPES]
+        assert min(shares) >= 0.0 and sum(shares) == pytest.approx(1.0 - costs.ap[c], abs=1e-12)
     assert all(sum(costs.count[name].values()) > 0 for name in ERROR_TYPES)  # every kind of error occurs
 
 
-def test_costs_overlap_so_their_sum_can_pass_what_is_missing():
+def test_costs_overlap_but_shares_add_up_to_what_is_missing():
     """TIDE fixes one type at a time: two fixes together can gain less than the two apart, so on rare data
-    the costs add up to a little more than 1 - AP (here 0.395 > 0.389 for class 1, seed 143)."""
+    the costs add up to a little more than 1 - AP (here 0.395 > 0.389 for class 1, seed 143); the shares
+    never do."""
     gts, dets = random_dataset(143, num_images=10)
     matches = match_images(gts, dets)
     costs = error_costs(matches, [classify_image(m) for m in matches], [1, 2])
     total = sum(costs.cost[name][1] for name in ERROR_TYPES)
     assert total == pytest.approx(0.3952, abs=1e-4) and 1.0 - costs.ap[1] == pytest.approx(0.3889, abs=1e-4)
+    assert sum(costs.share[name][1] for name in ERROR_TYPES) == pytest.approx(1.0 - costs.ap[1], abs=1e-12)
+    assert costs.share["localisation"][1] < costs.cost["localisation"][1]  # it overlaps background
