@@ -122,7 +122,8 @@ def test_several_splits_get_a_report_each(tiny_run, reported, run_detkit, tmp_pa
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed; install it with `apt-get install -y "
                     "--no-install-recommends chromium` (Debian/Ubuntu) to run the browser test")
 def test_page_in_chromium_loads_every_image_and_shows_the_numbers(reported):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed: pip install -e '.[test]'")
     _, out, _, _ = reported
     report = json.load(open(os.path.join(out, "report.json")))
     url = "file://" + os.path.join(out, "report.html")
