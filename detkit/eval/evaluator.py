@@ -11,18 +11,25 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from detkit import runs
+from detkit.datasets.pipeline import read_class_names
 from detkit.errors import CheckpointError, ConfigError, DatasetError
 from detkit.eval.class_map import label_map
+from detkit.eval.metrics import evaluate
 from detkit.eval.report import clean, write_summaries
+from detkit.eval.report_page import write_report
+from detkit.eval.runner import collect
+from detkit.eval.tensorboard import write_curves_and_confusion
+from detkit.inference import Detector
 from detkit.runs import CheckpointEntry, layout
+from detkit.runs.restore import restore_model
 
 
 @dataclass
 class Target:
     """One (dataset dir, split) to evaluate on, and the label its results are stored under."""
-
     dataset_dir: str
     split: str
     label: str
@@ -65,10 +72,7 @@ def report_directory(report_dir: str, targets: Sequence[Target], target: Target)
 
 class Evaluator:
     """Holds one model and restores each checkpoint of a run into it."""
-
     def __init__(self, source: str, run_overrides: Iterable[str] = ()):
-        from detkit.inference import Detector
-
         self.detector = Detector.from_checkpoint(source, run_overrides)
         self.run_dir = self.detector.checkpoint.run_dir
         self.config = self.detector.config
@@ -87,7 +91,6 @@ class Evaluator:
         """Restore `prefix` into the model unless it is the one loaded."""
         if os.path.realpath(prefix) == os.path.realpath(self.loaded_prefix):
             return
-        from detkit.runs.restore import restore_model
 
         restore_model(self.detector.model, prefix)
         self.loaded_prefix = prefix
@@ -100,7 +103,6 @@ class Evaluator:
         """
         if dataset_dir in self._label_maps:
             return self._label_maps[dataset_dir]
-        from detkit.datasets.pipeline import read_class_names
 
         names = read_class_names(dataset_dir)
         try:
@@ -117,8 +119,6 @@ class Evaluator:
     def collect(self, prefix: str, target: Target, show_progress: bool = True,
                 log: Callable[[str], None] = lambda message: None) -> tuple[list[str], list, list]:
         """The dataset's class names, ground truth and detections of one checkpoint on one target."""
-        from detkit.eval.runner import collect
-
         self.load(prefix)
         names, mapping = self.check_classes(target.dataset_dir, log)
         gts, dets = collect(self.detector.model, self.config, target.dataset_dir, target.split, show_progress,
@@ -128,8 +128,6 @@ class Evaluator:
     def evaluate(self, prefix: str, target: Target, show_progress: bool = True,
                  log: Callable[[str], None] = lambda message: None, min_prob: Optional[float] = None) -> dict:
         """The metrics of one checkpoint on one target (classes matched by name when the dataset's differ)."""
-        from detkit.eval.metrics import evaluate
-
         names, gts, dets = self.collect(prefix, target, show_progress, log)
         return evaluate(gts, dets, names, self.config.eval.iou_threshold, min_prob)
 
@@ -139,8 +137,6 @@ class Evaluator:
                             report_dir: Optional[str] = None) -> list[dict]:
         """Evaluate one checkpoint on every target; record to TensorBoard and metrics.json if asked, and write
         a report to `report_dir` (to report_dir/LABEL with several targets) if given."""
-        from detkit.eval.metrics import evaluate
-
         results = []
         for target in targets:
             names, gts, dets = self.collect(entry.prefix, target, show_progress, log)
@@ -151,7 +147,6 @@ class Evaluator:
             if record:
                 self._record(entry, target, metrics, names, gts, dets, min_prob, log)
             if report_dir:
-                from detkit.eval.report_page import write_report
 
                 directory = report_directory(report_dir, targets, target)
                 write_report(directory, gts, dets, names, result, target.dataset_dir, target.split,
@@ -164,10 +159,6 @@ class Evaluator:
     def _record(self, entry: CheckpointEntry, target: Target, metrics: dict, names: list[str], gts: list, dets: list,
                 min_prob: Optional[float], log: Callable[[str], None]) -> None:
         """TensorBoard scalars, PR curves and confusion matrix under RUN/eval_LABEL/, and RUN/metrics.json."""
-        import tensorflow as tf
-
-        from detkit.eval.tensorboard import write_curves_and_confusion
-
         writer = tf.summary.create_file_writer(layout.eval_log_dir(self.run_dir, target.label))
         try:
             write_summaries(writer, entry.step, metrics)

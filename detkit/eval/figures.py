@@ -6,9 +6,11 @@ pyplot and its global state.
 """
 from __future__ import annotations
 
+import io
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no global figure state, no display backend
 
 from detkit.eval.diagnosis import Diagnosis
 from detkit.eval.error_types import ERROR_TYPES
@@ -16,8 +18,6 @@ from detkit.utils.draw import PALETTE
 
 
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure  # heavy: imported only when drawing
-
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
@@ -126,8 +126,6 @@ def save(fig: Any, path: str) -> None:
 
 def png_bytes(fig: Any) -> bytes:
     """The figure as PNG bytes."""
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import tensorflow as tf
+
 from detkit.eval.metrics import map_key
 
 COCO_KEYS = [
@@ -64,8 +66,6 @@ def format_table(result: dict) -> str:
 
 def write_summaries(writer, step: int, metrics: dict) -> None:
     """Scalars in a tf.summary writer at the checkpoint's step: metrics/NAME and metrics/ap/CLASS."""
-    import tensorflow as tf
-
     with writer.as_default(step=step):
         for key in scalar_keys(metrics.get("iou_threshold", 0.5)):
             value = metrics.get(key)

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from detkit.config import Config
 from detkit.datasets import pipeline
+from detkit.datasets.tfrecord import data_loss_error
 from detkit.eval.class_map import apply_label_map
 from detkit.eval.metrics import Detections, GroundTruth, evaluate
 from detkit.eval.tensorboard import write_curves_and_confusion
@@ -56,7 +57,6 @@ def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
         except StopIteration:
             return
         except tf.errors.DataLossError as exc:
-            from detkit.datasets.tfrecord import data_loss_error
 
             raise data_loss_error(dataset_dir, split, exc) from None
         yield batch

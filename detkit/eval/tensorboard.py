@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from detkit.eval import pr_curves
+import tensorflow as tf
+from tensorboard.plugins.pr_curve import summary as pr_summary
+
+from detkit.eval import figures, pr_curves
 from detkit.eval.diagnosis import MATCH_IOU, threshold_counts
 from detkit.eval.records import Detections, GroundTruth
 from detkit.eval.voc_map import VocResult, voc_average_precision
@@ -15,11 +18,6 @@ def write_curves_and_confusion(writer, step: int, ground_truths: Sequence[Ground
                                detections: Sequence[Detections], class_names: Sequence[str], prefix: str = "",
                                min_prob: Optional[float] = None, curves: Optional[VocResult] = None) -> None:
     """`PREFIXpr_curve/CLASS` (IoU 0.5) and the image `PREFIXconfusion_matrix` at `step` in `writer`."""
-    import tensorflow as tf  # heavy: only where summaries are written
-    from tensorboard.plugins.pr_curve import summary as pr_summary
-
-    from detkit.eval import figures
-
     class_ids = list(range(1, len(class_names) + 1))
     curves = curves or voc_average_precision(ground_truths, detections, class_ids, MATCH_IOU)
     counts = threshold_counts(ground_truths, detections, class_names, min_prob, curves)

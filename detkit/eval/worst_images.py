@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
+from detkit.datasets import pipeline
 from detkit.errors import DatasetError
 from detkit.eval.confusion import ImageCounts
 from detkit.eval.error_types import ERROR_TYPES, ImageErrors
 from detkit.eval.matching import IGNORED, TRUE_POSITIVE, ImageMatch
-from detkit.utils.draw import PALETTE
+from detkit.utils.draw import PALETTE, add_legend, draw_detections
 
 # Three palette colours far apart in hue: green, red, blue.
 KIND_COLORS = {"true positive": PALETTE[1], "false positive": PALETTE[0], "missed": PALETTE[3]}
@@ -20,7 +22,6 @@ KIND_COLORS = {"true positive": PALETTE[1], "false positive": PALETTE[0], "misse
 @dataclass
 class WorstImage:
     """One photo: its position in the split, id, counts and the boxes to draw (all in original pixels)."""
-
     index: int
     image_id: str
     true_positives: int
@@ -84,8 +85,6 @@ def worst_images(matches: Sequence[ImageMatch], counts: Sequence[ImageCounts], e
 def read_images(dataset_dir: str, split: str, indices: Iterable[int], num_parallel_calls: int,
                 expected_names: dict[int, str]) -> dict[int, bytes]:
     """The encoded photos at `indices` of a split, read in the order `detkit eval` reads it."""
-    from detkit.datasets import pipeline
-
     wanted = set(indices)
     found: dict[int, bytes] = {}
     if not wanted:
@@ -104,10 +103,6 @@ def read_images(dataset_dir: str, split: str, indices: Iterable[int], num_parall
 
 def draw_image(encoded: bytes, image: WorstImage, max_side: int = 800) -> Any:
     """The photo with true positives, false positives and missed gts in three colours and a legend strip."""
-    from PIL import Image
-
-    from detkit.utils.draw import add_legend, draw_detections
-
     photo = Image.open(io.BytesIO(encoded)).convert("RGB")
     scale = min(1.0, max_side / max(photo.size))
     if scale < 1.0:
