@@ -271,6 +271,8 @@ def write_split(folder: str, split: str, items: Iterator[tuple], total: int, des
                 writer.writerow([filename, image.width, image.height, name,
                                  *(f"{v:.2f}".rstrip("0").rstrip(".") for v in (x0, y0, x1, y1))])
                 classes[name] = classes.get(name, 0) + 1
+            if not names:  # a negative: one row without class and box
+                writer.writerow([filename, image.width, image.height, "", "", "", "", ""])
             per_image.append(len(names))
             object_sides.extend(sides(boxes).tolist())
             relative.extend((sides(boxes) / max(image.size)).tolist())

@@ -54,7 +54,7 @@ def shared_layout(name: str, shared: str) -> tuple[str, list[tuple[dict, list[st
         return "voc", [({"data_dir": root}, ["trainval", "test"])], "trainval"
     if name == "cards":  # labelImg: each photo's XML beside it, one folder per split
         return "voc", [({"data_dir": os.path.join(root, s)}, [s]) for s in ("train", "test")], "train"
-    raise SystemExit(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    raise SystemExit(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)} or small:SET")
 
 
 def csv_layout(folder: str) -> tuple[str, list[tuple[dict, list[str]]], str]:
@@ -389,12 +389,15 @@ def ultralytics_child(spec_path: str) -> None:
     def on_train_start(trainer) -> None:
         clock["start"] = time.time()
 
-    def on_train_batch_end(trainer) -> None:
+    def on_train_batch_start(trainer) -> None:  # the batch that runs out the clock is trained, then the loop ends
         clock["batches"] += 1
+
+    def on_train_epoch_end(trainer) -> None:  # before its validation
         clock["end"] = time.time()
 
     model.add_callback("on_train_start", on_train_start)
-    model.add_callback("on_train_batch_end", on_train_batch_end)
+    model.add_callback("on_train_batch_start", on_train_batch_start)
+    model.add_callback("on_train_epoch_end", on_train_epoch_end)
     model.train(data=spec["data"], time=spec["minutes"] / 60, imgsz=spec["imgsz"], device="cpu", workers=0,
                 amp=False, plots=False, val=False, pretrained=False, project=os.path.join(spec["dir"], "runs"),
                 name="train", exist_ok=True, seed=0)
@@ -461,7 +464,7 @@ def main(argv=None) -> None:
             from small_objects import make_set  # beside this script
 
             layout = csv_layout(make_set(args.dataset[len("small:"):], os.path.join(work, "small"),
-                                         os.path.abspath(args.shared), args.seed)["dir"])
+                                         os.path.abspath(args.shared), args.seed, overwrite=True)["dir"])
         else:
             layout = shared_layout(args.dataset, os.path.abspath(args.shared))
         split = layout[2]
