@@ -427,7 +427,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", help=f"a shared set ({', '.join(DATASETS)}) or a synthetic one made in the work "
                                           "directory by small_objects.py: small:SET (e.g. small:crowded)")
     parser.add_argument("--data", metavar="DIR", help="instead of --dataset: a folder with train.csv + train/ and "
-                        "test.csv + test/ (small_objects.py --out), or one `detkit dataset transform` already wrote")
+                        "test.csv + test/ (small_objects.py writes OUT/SET so), or one `detkit dataset transform` wrote")
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--shared", default=os.path.join(REPO, "..", "shared", "datasets"))
     parser.add_argument("--seed", type=int, default=0, help="seed of a small:SET dataset")
