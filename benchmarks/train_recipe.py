@@ -40,6 +40,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DATASETS = ("raccoon", "bccd", "cards")
+# The detkit children's model cache (--detkit-home); None: an empty one.
+DETKIT_HOME = None
 
 
 # ---------------------------------------------------------------- conversion (the shared layouts)
@@ -75,9 +77,12 @@ def detkit_command(*args: str) -> list[str]:
 
 
 def _env() -> dict:
-    """The environment for detkit children: this checkout's detkit first."""
+    """The environment for detkit children: this checkout's detkit first, and a model cache of their own, empty
+    unless --detkit-home says otherwise (`detkit train --dataset-dir` fine-tunes a downloaded detector: with none
+    it trains from scratch, as the peers do)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["DETKIT_HOME"] = DETKIT_HOME or tempfile.mkdtemp(prefix="detkit-bench-home-")
     return env
 
 
@@ -438,10 +443,14 @@ def main(argv=None) -> None:
                         help="also train YOLO11n from scratch with this interpreter (e.g. /tmp/yolo/bin/python)")
     parser.add_argument("--ultralytics-imgsz", type=int, default=640, help="its imgsz (default: its own, 640)")
     parser.add_argument("--skip-detkit", action="store_true", help="only the peers")
+    parser.add_argument("--detkit-home", default=None, help="the model cache detkit sees (default: an empty one, so "
+                        "it trains from scratch; one holding a downloaded detector makes it fine-tune that)")
     parser.add_argument("-o", "--override", action="append", default=[], help="extra -o for detkit train")
     parser.add_argument("--torchvision-child", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--ultralytics-child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global DETKIT_HOME
+    DETKIT_HOME = args.detkit_home
     if args.torchvision_child:
         torchvision_child(args.torchvision_child)
         return
