@@ -68,7 +68,8 @@ def test_list_and_info(job_copy):
 def test_info_of_an_fpn_run_shows_its_pyramid_anchors(tmp_path):
     run = tmp_path / "fpn"
     run.mkdir()
-    (run / "config.yml").write_text("model:\n  architecture: fpn\n  fpn:\n    anchor_sizes: [[16], [32], [64], [128], [256]]\n")
+    (run / "config.yml").write_text("model:\n  architecture: fpn\n  base_network: {name: resnet50_tv, weights: none}\n"
+                                    "  rcnn: {reduce_channels: 0}\n  fpn:\n    anchor_sizes: [[16], [32], [64], [128], [256]]\n")
     info = json.loads(ok(invoke("checkpoint", "info", run, "--json")).stdout)
     assert info["config"]["architecture"] == "fpn"
     assert info["config"]["anchors"]["sizes"] == [[16.0], [32.0], [64.0], [128.0], [256.0]]

@@ -200,9 +200,11 @@ def test_init_from_keeps_the_source_runs_shapes(dataset_dir, tmp_path):
     assert cfg.model.anchors.sizes == [24.0, 48.0] and cfg.model.base_network.small_widths == [8, 16, 16, 32]
     assert cfg.model.base_network.name == "small_resnet" and cfg.model.rcnn.fc_sizes == [128]
     # The recipe still chooses what keeps the weights' shapes: 64 sampled RoIs (the run had 32); no schedule without
-    # a budget, and the from-scratch training group (Adam) is not applied.
+    # a budget, and the fine-tuning group (SGD at 0.005, cosine), not the from-scratch one (Adam).
     assert cfg.model.rcnn.target.minibatch_size == 64 and cfg.train.optimizer.type == "sgd"
-    assert [c.name for c in tc.recipe.choices] == ["samples", "proposals", "detections", "class balance"]
+    assert cfg.train.learning_rate.base == 0.005
+    assert [c.name for c in tc.recipe.choices] == ["fine-tuning", "samples", "proposals", "detections",
+                                                   "class balance"]
     assert tc.record()["init_from"] == str(src)
     assert "train.init_from" in format_recipe(tc) and "shapes its weights need" in format_recipe(tc)
     tc = training_config([], [f"train.init_from={src}"], dataset_dir=dataset_dir, minutes=1)

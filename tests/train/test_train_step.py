@@ -1,11 +1,11 @@
 """The training step's L2 weight decay, added to the gradients, checked by hand on a two-variable model."""
-from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from detkit.models.faster_rcnn import LossWeights
 from detkit.train.step import make_replica_step
 
 
@@ -13,7 +13,7 @@ class _LinearStub:
     """Duck-typed FasterRCNN: data loss = sum(kernel * x) + bias; the kernel is decayed, the bias is not."""
 
     def __init__(self, l2: float):
-        self.cfg = SimpleNamespace(loss_weights=SimpleNamespace(l2=l2))
+        self.loss_weights = LossWeights(l2=l2)
         self.kernel = tf.Variable([1.0, 2.0], name="kernel")
         self.bias = tf.Variable([3.0], name="bias")
         self.trainable_variables = [self.kernel, self.bias]
