@@ -1,13 +1,17 @@
-"""`detkit dataset transform | inspect | merge`: build, check and combine TFRecord datasets."""
+"""`detkit dataset transform | check | export | inspect | merge | suspects`: build, check, export and combine
+TFRecord datasets, and find label mistakes with a trained model."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import click
 
 from detkit.cli.common import echo_err, tensorflow
+
+if TYPE_CHECKING:
+    from detkit.datasets.readers import Source
 
 _SHARD_HELP = "Images per shard file (default 1000)."
 
@@ -27,7 +31,7 @@ def _shards(num_shards: Optional[int], shard_size: Optional[int]) -> None:
 
 @click.group("dataset")
 def dataset_group() -> None:
-    """Convert annotations to TFRecords, inspect and merge them."""
+    """Convert annotations to TFRecords; check, export, inspect and merge them; find label mistakes."""
 
 
 _TYPES = ["voc", "coco", "csv", "yolo", "labelme"]
@@ -62,7 +66,7 @@ def _source_options(required: bool) -> Callable:
     return add
 
 
-def _source(data_dir: Optional[str], annotations: Optional[str], images_dir: Optional[str]):
+def _source(data_dir: Optional[str], annotations: Optional[str], images_dir: Optional[str]) -> "Source":
     """The Source of the source options."""
     from detkit.datasets.readers import Source
 
@@ -198,6 +202,46 @@ def check(ctx: click.Context, directory: Optional[str], fmt: Optional[str], spli
         raise DatasetError(failure_message(report, "convert as it is with `dataset transform --no-check`"))
 
 
+@dataset_group.command("export")
+@click.argument("directory", required=False, type=click.Path())
+@click.option("--to", "to", type=click.Choice(["coco", "voc", "yolo"]), required=True,
+              help="coco: annotations/instances_SPLIT.json + SPLIT/; voc: a VOCdevkit; yolo: data.yaml + "
+                   "images/SPLIT/ + labels/SPLIT/.")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="The folder to write.")
+@_source_options(required=False)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --output-dir.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads reading and validating images.")
+@click.pass_context
+def export(ctx: click.Context, directory: Optional[str], to: str, output_dir: str, fmt: Optional[str],
+           splits: tuple[str, ...], data_dir: Optional[str], annotations: Optional[str], images_dir: Optional[str],
+           only_classes: Optional[str], skip_bad: bool, overwrite: bool, workers: int) -> None:
+    """Write a converted DIRECTORY (every split, or --split), or a source read with --type, as COCO, VOC or YOLO.
+
+    Images are written with the bytes the records hold; converting the export again gives the same records.
+    """
+    from detkit.datasets.export import ExportOptions, export as run
+    from detkit.datasets.readers import CONVERTED, Source
+
+    if (directory is None) == (fmt is None):
+        raise click.UsageError("give a converted DIRECTORY, or --type with the arguments of `dataset transform`")
+    if directory is not None and (data_dir or annotations or images_dir):
+        raise click.UsageError("a converted DIRECTORY is read as it is: --data-dir/--annotations/--images-dir "
+                               "are for a source given with --type")
+    _quiet_tf_unless_verbose(ctx)
+    source = Source(data_dir=directory) if directory is not None else _source(data_dir, annotations, images_dir)
+    report = run(ExportOptions(to=to, output_dir=output_dir, fmt=CONVERTED if directory is not None else fmt or "",
+                               source=source, splits=list(splits), only_classes=_classes(only_classes),
+                               skip_bad=skip_bad, overwrite=overwrite, workers=workers, show_progress=True))
+    for split, s in report["splits"].items():
+        click.echo(f"{split}: {s['images']} images, {s['boxes']} boxes as {to} in {output_dir}")
+        if s["skipped"]:
+            echo_err(f"{split}: {len(s['skipped'])} images skipped (first: {s['skipped'][0]['file']}: "
+                     f"{s['skipped'][0]['reason']})")
+    for what, n in report["flags_dropped"].items():
+        echo_err(f"{n} {what}: {to} has no such flag")
+
+
 @dataset_group.command("inspect")
 @click.argument("directory", type=click.Path())
 @click.option("--split", required=True, metavar="NAME", help="Split to inspect.")
@@ -241,3 +285,38 @@ def merge(ctx: click.Context, inputs: tuple[str, ...], output_dir: str, splits: 
     for split, s in summaries.items():
         click.echo(f"{split}: {s['images']} images from {len(s['sources'])} input(s), {s['boxes']} boxes, "
                    f"{len(s['classes'])} classes, in {output_dir}")
+
+
+@dataset_group.command("suspects")
+@click.option("--checkpoint", required=True, type=click.Path(), metavar="RUN",
+              help="A run trained on the data (a run directory, ckpt-N prefix or packed .tar).")
+@click.option("--split", default="train", show_default=True, metavar="NAME", help="Split to look at.")
+@click.option("--dataset-dir", type=click.Path(), default=None, metavar="DIR",
+              help="The converted dataset (default: the run's dataset.dir).")
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, metavar="N",
+              help="How many suspects the text lists (0: all; --json lists all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per suspect on stdout, likeliest first.")
+@click.option("--draw", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Also draw the N likeliest suspects on their images (needs --draw-dir).")
+@click.option("--draw-dir", type=click.Path(file_okay=False), default=None, help="Where --draw writes JPEGs.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Look at the first N images only.")
+@click.pass_context
+def suspects(ctx: click.Context, checkpoint: str, split: str, dataset_dir: Optional[str], top: int, as_json: bool,
+             draw: int, draw_dir: Optional[str], limit: Optional[int]) -> None:
+    """The likeliest label mistakes of a split, by a model trained on it: unlabelled objects (missing_box),
+    boxes of another class (swapped_label), boxes around nothing or misplaced (wrong_box), each with a score."""
+    if draw and not draw_dir:
+        raise click.UsageError("--draw needs --draw-dir")
+    tensorflow(ctx)
+    from detkit.eval.suspects import draw_suspects, find_suspects, format_suspects
+
+    found, names, directory = find_suspects(checkpoint, split, dataset_dir, limit)
+    if as_json:
+        for rank, s in enumerate(found, start=1):
+            click.echo(json.dumps(s.as_dict(names, rank)))
+    else:
+        click.echo(format_suspects(found, names, top))
+    if draw:
+        written = draw_suspects(found, names, directory, split, draw, draw_dir or "")
+        echo_err(f"drew {len(written)} suspects in {draw_dir}")
+

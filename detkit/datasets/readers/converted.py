@@ -79,7 +79,7 @@ def record_example(serialized: bytes, where: str, classes: list[str]) -> ReaderI
     boxes = tuple((float(x0) * width, float(y0) * height, float(x1) * width, float(y1) * height)
                   for x0, y0, x1, y1 in zip(*coords))
     return Example(
-        filename=name, image_path=where, source=where, source_id=one(keys.SOURCE_ID, b"").decode("utf-8", "replace"),
+        filename=name, image_path=f"{where} ({name})", source=where, source_id=one(keys.SOURCE_ID, b"").decode("utf-8", "replace"),
         width=width, height=height, boxes=boxes, classes=tuple(classes[label - 1] for label in labels),
         difficult=tuple(bool(d) for d in difficult), is_crowd=tuple(bool(c) for c in crowd),
         image_bytes=one(keys.ENCODED, b""), format=one(keys.FORMAT, b"jpeg").decode("ascii", "replace"),

@@ -54,7 +54,16 @@ def label_path(image_path: str) -> str:
 
 def yolo_to_pixels(cx: float, cy: float, w: float, h: float, width: int, height: int) -> PixelBox:
     """A normalised (centre x, centre y, width, height) box in pixels of a `width` x `height` image."""
-    return (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height
+    box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+    return tuple(_snap(v, size) for v, size in zip(box, (width, height, width, height)))  # type: ignore[return-value]
+
+
+def _snap(value: float, size: int) -> float:
+    """A coordinate within float noise of the image edge (a box from 0 to 1 written as centre and size) on it."""
+    for edge in (0.0, float(size)):
+        if abs(value - edge) <= 1e-6 * max(size, 1):
+            return edge
+    return value
 
 
 def find_yaml(path: str) -> str:
