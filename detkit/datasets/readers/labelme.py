@@ -98,10 +98,6 @@ def shape_box(shape: Any, i: int) -> tuple[str, Optional[PixelBox], str]:
 def _example(data: dict, path: str, finder: ImageFinder) -> ReaderItem:
     """Build the Example of a parsed LabelMe file."""
     declared = (parse_size(data.get("imageWidth"), "imageWidth"), parse_size(data.get("imageHeight"), "imageHeight"))
-    found = _image(data, path, finder)
-    if isinstance(found, Problem):
-        return found
-    image_path, filename, image_bytes = found
     boxes, classes, notes = [], [], []
     for i, shape in enumerate(data["shapes"]):
         label, box, kind = shape_box(shape, i)
@@ -112,6 +108,10 @@ def _example(data: dict, path: str, finder: ImageFinder) -> ReaderItem:
             notes.append("polygon as its bounding box")
         boxes.append(box)
         classes.append(label)
+    found = _image(data, path, finder)
+    if isinstance(found, Problem):
+        return found
+    image_path, filename, image_bytes = found
     try:
         width, height, orientation = read_orientation(io.BytesIO(image_bytes) if image_bytes else image_path)
     except Exception:  # an unreadable image is reported (and skipped) when it is loaded
