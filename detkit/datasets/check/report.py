@@ -50,7 +50,9 @@ def format_text(report: CheckReport, limit: int = 10) -> str:
 def _line(f: Finding) -> str:
     """One finding: where, the box, what is wrong, and what --fix does when it differs from the kind's advice."""
     where = f.file
-    if f.image and f.image != f.file and not f.file.endswith(os.path.basename(f.image)):
+    if f.image.startswith(f.file):  # a record: "shard record N (name.jpg)"
+        where = f.image
+    elif f.image and not f.file.endswith(os.path.basename(f.image)):
         where += f" ({os.path.basename(f.image)})"
     box = f" [{', '.join(f'{v:g}' for v in (round(x, 1) for x in f.box))}]" if f.box is not None else ""
     split = f"{f.split}: " if f.split else ""
