@@ -202,18 +202,18 @@ def _check_options(opts: TransformOptions) -> None:
 
 
 def read_inputs(opts: TransformOptions, keep_problems: bool = False,
-                rename: Optional[Callable[[Example], Example]] = None) -> dict[str, SplitInput]:
+                adjust: Optional[Callable[[Example], Example]] = None) -> dict[str, SplitInput]:
     """The annotations of every split of `opts`, filtered by --only-classes.
 
-    A reader Problem is fatal unless opts.skip_bad or `keep_problems` (the check lists them all); `rename` maps
-    each example before classes are collected (--merge-classes).
+    A reader Problem is fatal unless opts.skip_bad or `keep_problems` (the check lists them all); `adjust` maps
+    each example as it is read, before classes are collected (--merge-classes).
     """
     read = get_reader(opts.fmt)
-    return {split: _read_split(read, opts, split, keep_problems, rename) for split in opts.splits}
+    return {split: _read_split(read, opts, split, keep_problems, adjust) for split in opts.splits}
 
 
 def _read_split(read: Reader, opts: TransformOptions, split: str, keep_problems: bool = False,
-                rename: Optional[Callable[[Example], Example]] = None) -> SplitInput:
+                adjust: Optional[Callable[[Example], Example]] = None) -> SplitInput:
     """All examples of a split from the annotations; a Problem is fatal unless --skip-bad."""
     examples, problems, seen = [], [], set()
     for item in read(opts.source, split):
@@ -222,7 +222,7 @@ def _read_split(read: Reader, opts: TransformOptions, split: str, keep_problems:
                 raise DatasetError(item.message() + " (use --skip-bad to skip it)")
             problems.append(item)
             continue
-        item = rename(item) if rename else item
+        item = adjust(item) if adjust else item
         examples.append(item)
         seen.update(item.classes)
     if not examples and not problems:

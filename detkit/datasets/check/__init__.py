@@ -82,7 +82,7 @@ def read_for_check(opts: CheckOptions, keep_bytes: bool = False,
                                                                      for c in example.classes))
             return dataclasses.replace(example, image_bytes=None) if drop_bytes else example
 
-        inputs.update(read_inputs(dataclasses.replace(topts, splits=[split]), keep_problems=True, rename=prepare))
+        inputs.update(read_inputs(dataclasses.replace(topts, splits=[split]), keep_problems=True, adjust=prepare))
     return inputs, sorted(set(known))
 
 

@@ -7,6 +7,7 @@ outside, as `dataset transform` does. Every change is counted in each split's su
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter, defaultdict
 from typing import Optional
 
@@ -24,9 +25,12 @@ def fix(opts: CheckOptions, output_dir: str, overwrite: bool = False, workers: O
     from detkit.datasets.output import check_writable
     from detkit.datasets.transform import TransformOptions, write_inputs
 
-    check_writable(output_dir, list(opts.splits) or ["train"], overwrite)
+    given = [p for p in (opts.source.data_dir, opts.source.annotations, opts.source.images_dir) if p]
+    if any(os.path.realpath(p) == os.path.realpath(output_dir) for p in given):
+        raise DatasetError(f"--fix {output_dir} is the data being checked: write the corrected copy elsewhere")
     renamed: Counter = Counter()
     inputs, known = read_for_check(opts, keep_bytes=True, renamed=renamed)
+    check_writable(output_dir, list(inputs), overwrite)
     report = check_inputs(inputs, opts.fmt, skip_bad=opts.skip_bad, images=opts.images, workers=opts.workers,
                           show_progress=opts.show_progress, known_classes=known)
     bad = [f for f in report.findings if f.kind == "bad_annotation" and f.severity == ERROR]

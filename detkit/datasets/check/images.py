@@ -69,7 +69,7 @@ def image_facts(data: bytes) -> ImageFacts:
     return ImageFacts(width, height, orientation, digest, phash)
 
 
-def hamming_pairs(hashes: list[int], max_bits: int, chunk: int = 512) -> list[tuple[int, int, int]]:
+def hamming_pairs(hashes: list[int], max_bits: int, chunk: int = 64) -> list[tuple[int, int, int]]:
     """(i, j, differing bits) for every i < j whose 64-bit hashes differ in at most `max_bits` bits."""
     if len(hashes) < 2:
         return []
