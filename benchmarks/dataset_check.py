@@ -40,13 +40,13 @@ def synthetic_photos(folder: str, count: int, size: tuple[int, int]) -> list[str
 
     rng = np.random.default_rng(0)
     w, h = size
-    base = np.add.outer(np.linspace(0, 200, h), np.linspace(0, 55, w))
+    base = Image.linear_gradient("L").resize((w, h)).convert("RGB")
     paths = []
     for i in range(count):
-        noise = rng.normal(0, 12, (h // 8, w // 8, 3))
-        pixels = (base[..., None] + np.kron(noise, np.ones((8, 8, 1)))[:h, :w] + i % 50).clip(0, 255)
+        # Blocks of noise 8 pixels wide over a gradient: texture a JPEG has to spend bytes on, like a photo.
+        noise = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
         path = os.path.join(folder, f"photo-{i:04d}.jpg")
-        Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
+        Image.blend(base, noise, 0.3).save(path, quality=90)
         paths.append(path)
     return paths
 
