@@ -16,7 +16,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "unreadable_image": ("images that are missing, unreadable, truncated or of a format detkit cannot store",
                          "replace the file (transform skips it)"),
     "exif_mismatch": ("photos with an EXIF orientation whose boxes were drawn on the other orientation",
-                      "--fix moves the boxes onto the stored pixels detkit trains on"),
+                      "--fix moves boxes drawn on the upright photo onto the stored pixels detkit trains on"),
     "size_mismatch": ("images whose annotated size is not their real size (boxes may be scaled)",
                       "check the annotation was made on this image"),
     "box_outside": ("boxes sticking out of their image (YOLO: coordinates outside [0, 1])",

@@ -14,6 +14,7 @@ from typing import Optional
 from detkit.datasets.check import CheckOptions, check_inputs, read_for_check
 from detkit.datasets.check.findings import ERROR, CheckReport, Finding
 from detkit.datasets.check.images import ImageFacts
+from detkit.datasets.check.rules import MOVE_BOXES
 from detkit.datasets.example import Example
 from detkit.datasets.orientation import box_to_stored
 from detkit.errors import DatasetError
@@ -63,7 +64,7 @@ def fix(opts: CheckOptions, output_dir: str, overwrite: bool = False, workers: O
 
 def fix_example(example: Example, found: list[Finding], facts: Optional[ImageFacts], changes: Counter) -> Example:
     """One example with its boxes moved onto the stored pixels (EXIF) and its duplicate boxes dropped."""
-    if facts is not None and any(f.kind == "exif_mismatch" and f.severity == ERROR for f in found):
+    if facts is not None and any(f.kind == "exif_mismatch" and f.fix == MOVE_BOXES for f in found):
         example = example.with_boxes(box_to_stored(b, facts.orientation, facts.width, facts.height)
                                      for b in example.boxes)
         example = dataclasses.replace(example, width=facts.width, height=facts.height)

@@ -12,6 +12,7 @@ from detkit.datasets.orientation import SWAPS_AXES
 
 RARE_BOXES = 5  # a class with fewer boxes than this in a split is reported
 NEAR_DUPLICATE_IOU = 0.9
+MOVE_BOXES = "--fix moves the boxes onto the stored pixels"
 FIT_SLACK = 1.0  # pixels a box may pass the image edge and still "fit" one orientation (EXIF rule only)
 
 
@@ -31,7 +32,12 @@ def fits(boxes: Sequence[PixelBox], width: float, height: float, slack: float = 
 
 
 def annotation_frame(example: Example, facts: ImageFacts) -> str:
-    """Which pixels the boxes were drawn on: "stored", "upright" (EXIF applied) or "unclear" (sizes cannot tell)."""
+    """Which pixels the boxes were drawn on, as far as sizes tell.
+
+    "stored"; "upright" (only the photo turned upright by EXIF holds them); "upright_by_size" (they fit both, but the
+    annotated size is the upright one); "stored_by_boxes" (the annotated size is the upright one, but only the stored
+    pixels hold them); "unclear" (a 180-degree turn or a flip, or a square photo: sizes cannot tell).
+    """
     w, h, o = facts.width, facts.height, facts.orientation
     if o == 1 or not example.boxes:
         return "stored"
@@ -39,10 +45,10 @@ def annotation_frame(example: Example, facts: ImageFacts) -> str:
         return "unclear"
     declared = (example.width, example.height) if example.width and example.height else None
     in_stored, in_upright = fits(example.boxes, w, h), fits(example.boxes, h, w)
-    if declared == (h, w) and in_upright:
+    if in_upright and not in_stored:
         return "upright"
-    if declared in (None, (w, h), (h, w)) and in_upright and not in_stored:
-        return "upright"
+    if declared == (h, w):
+        return "upright_by_size" if in_stored else "stored_by_boxes"
     return "stored"
 
 
@@ -63,24 +69,25 @@ def image_findings(split: str, index: int, example: Example, facts: Optional[Ima
     out: list[Finding] = []
     size = (facts.width, facts.height) if facts is not None else (example.width, example.height)
     frame = annotation_frame(example, facts) if facts is not None else "stored"
-    if frame == "upright":
+    if frame in ("upright", "upright_by_size"):
         w, h = size
-        out.append(Finding("exif_mismatch", ERROR, example.source,
-                           f"the boxes fit the photo turned upright by its EXIF orientation {facts.orientation} "
-                           f"({h}x{w}), but detkit trains on its stored {w}x{h} pixels: they mark the wrong places",
-                           fix="--fix moves them onto the stored pixels", **where))
-    elif facts is not None and facts.orientation in SWAPS_AXES and example.width and example.boxes and (
-            (example.width, example.height) == (facts.height, facts.width) != (facts.width, facts.height)):
+        what = ("the boxes fit only" if frame == "upright" else
+                f"the annotated size {example.width}x{example.height} is that of")
+        out.append(Finding("exif_mismatch", ERROR if frame == "upright" else WARNING, example.source,
+                           f"{what} the photo turned upright by its EXIF orientation {facts.orientation} ({h}x{w}), "
+                           f"but detkit trains on its stored {w}x{h} pixels: they mark the wrong places",
+                           fix=MOVE_BOXES, **where))
+    elif frame == "stored_by_boxes":
         out.append(Finding("exif_mismatch", WARNING, example.source,
                            f"the annotated size {example.width}x{example.height} is the photo turned upright by its "
-                           f"EXIF orientation {facts.orientation}, but the boxes fit the stored {facts.width}x"
+                           f"EXIF orientation {facts.orientation}, but the boxes fit only the stored {facts.width}x"
                            f"{facts.height} pixels: kept as they are",
                            fix="check the boxes on the stored pixels (`detkit dataset inspect --draw`)", **where))
     elif facts is not None and example.width and example.height and (example.width, example.height) != size:
         out.append(Finding("size_mismatch", WARNING, example.source,
                            f"annotated as {example.width}x{example.height} but the image is {size[0]}x{size[1]}",
                            **where))
-    if frame != "upright":
+    if frame not in ("upright", "upright_by_size"):
         out += box_findings(split, index, example, size, converted, yolo)
     out += duplicate_box_findings(split, index, example)
     if not example.boxes:
