@@ -12,7 +12,7 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["detkit", "detkit.*"]),
-    package_data={"detkit": ["config/*.yml", "config/recipes/*.yml", "data/raccoon/*", "data/raccoon/images/*",
+    package_data={"detkit": ["config/*.yml", "data/raccoon/*", "data/raccoon/images/*",
                              "server/page/*"]},
     include_package_data=True,
     install_requires=[
@@ -34,7 +34,8 @@ setup(
         "web": WEB,
         # The web deps too, so the server tests run; httpx2 is the test client's transport (httpx for older
         # Starlette), Playwright drives the system's Chromium in the browser test (no browser download).
-        "test": ["pytest>=7", "pytest-timeout", *WEB, "httpx", "httpx2", "playwright>=1.40"],
+        # import-linter checks that the packages import each other in layers (.importlinter).
+        "test": ["pytest>=7", "pytest-timeout", *WEB, "httpx", "httpx2", "playwright>=1.40", "import-linter>=2.0"],
     },
     entry_points={"console_scripts": ["detkit=detkit.cli.main:main"]},
 )

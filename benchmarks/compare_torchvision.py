@@ -69,7 +69,7 @@ def _detkit_child(backbone: str, height: int, width: int, threads: int, warmup: 
     import keras
 
     from detkit.config import load_config
-    from detkit.models.faster_rcnn import FasterRCNN
+    from detkit.models.build import build_detector
     from detkit.train.step import make_replica_step
 
     name = "resnet50" if backbone == "resnet50_c4" else backbone
@@ -92,8 +92,7 @@ def _detkit_child(backbone: str, height: int, width: int, threads: int, warmup: 
         overrides += ["model.rcnn.head=fc", "model.rcnn.reduce_channels=0", "model.rcnn.fc_sizes=[1024,1024]"]
     cfg = load_config(overrides=overrides)
     keras.utils.set_random_seed(0)
-    model = FasterRCNN(cfg.model, num_classes=NUM_CLASSES)
-    model.build_for_inference()
+    model = build_detector(cfg, num_classes=NUM_CLASSES)
     images = tf.random.uniform([1, height, width, 3], 0, 255, seed=1)
     hw = tf.constant([[height, width]], tf.int32)
     boxes = tf.constant([_scaled_gt(height, width)], tf.float32)
@@ -101,7 +100,7 @@ def _detkit_child(backbone: str, height: int, width: int, threads: int, warmup: 
 
     @tf.function
     def infer():
-        return model((images, hw), training=False)["boxes"]
+        return model({"image": images, "image_hw": hw}, training=False)["boxes"]
 
     optimizer = keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9)
     optimizer.build(model.trainable_variables)
@@ -112,7 +111,7 @@ def _detkit_child(backbone: str, height: int, width: int, threads: int, warmup: 
     def train_step():
         return replica_step(batch)["total"]
 
-    detections = int(model((images, hw), training=False)["num_detections"][0])
+    detections = int(model({"image": images, "image_hw": hw}, training=False)["num_detections"][0])
     return {
         "infer_s": _median(lambda: infer().numpy(), warmup, repeats),
         "train_step_s": _median(lambda: train_step().numpy(), warmup, repeats),

@@ -46,50 +46,42 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from detkit.config import load_config
-    from detkit.models import postprocess, roi_align
-    from detkit.models.faster_rcnn import build_detector
-    from detkit.models.fpn_rcnn import pad_and_mask
+    from detkit.models import postprocess
+    from detkit.models.build import build_detector
     from detkit.pretrained import torchvision as tv
 
-    cfg = load_config(overrides=tv.config_overrides(args.arch))
+    cfg = tv.arch_config(args.arch)
     state = dict(np.load(args.npz)) if args.npz else None
-    model = build_detector(cfg.model, tv.num_classes_in(state) if state else 1)
-    model.build_for_inference()
+    model = build_detector(cfg, tv.num_classes_in(state) if state else 1)
     if state:
         tv.assign_state_dict(model, state, args.arch)
     h, w = (int(v) for v in args.size.lower().split("x"))
     images = tf.random.uniform([1, h, w, 3], 0, 255, seed=0)
     image_hw = tf.constant([[h, w]], tf.float32)
-    ra = cfg.model.fpn.roi_align
 
-    x = pad_and_mask(model.preprocess(images), image_hw, cfg.model.fpn.size_divisible)
+    x = model.transform.batch(images, image_hw)
     body_out = list(model.backbone(x))
-    levels, padded_hw = model.pyramid(images, image_hw)
+    levels, padded_hw = model.features(images, image_hw)
     logits, deltas, anchors = model.rpn_outputs(levels, padded_hw)
-    boxes, _, valid = model._proposals(logits, deltas, anchors, image_hw, False)
+    boxes, _, valid = model.proposals(logits, deltas, anchors, image_hw, False)
     count = max(int(tf.reduce_sum(tf.cast(valid, tf.int32))), 1)
     rois, rois_valid = boxes[:, :count], valid[:, :count]
-    maps = levels[:len(model.strides)]
-    pooled = tf.transpose(roi_align.multilevel_roi_align(maps, model.strides, rois, ra.output_size,
-                                                         ra.sampling_ratio, ra.canonical_size,
-                                                         ra.canonical_level), [0, 3, 1, 2])
-    cls_logits, box_deltas = model._rcnn(levels, rois, False)
+    pooler = model.roi_settings.pooler
+    pooled = pooler(levels, rois)
+    cls_logits, box_deltas = model.box_head(levels, rois, False)
 
     stages = {
-        "input": (lambda: pad_and_mask(model.preprocess(images), image_hw, cfg.model.fpn.size_divisible)),
+        "input": (lambda: model.transform.batch(images, image_hw)),
         "body": (lambda: model.backbone(x)),
         "fpn": (lambda: model.fpn(body_out)),
         "rpn_head": (lambda: model.rpn_outputs(levels, padded_hw)),
-        "proposals": (lambda: model._proposals(logits, deltas, anchors, image_hw, False)),
-        "roi_align": (lambda: roi_align.multilevel_roi_align(maps, model.strides, rois, ra.output_size,
-                                                             ra.sampling_ratio, ra.canonical_size,
-                                                             ra.canonical_level)),
+        "proposals": (lambda: model.proposals(logits, deltas, anchors, image_hw, False)),
+        "roi_align": (lambda: pooler(levels, rois)),
         "box_head": (lambda: model.rcnn_head(pooled)),
         "postprocess": (lambda: postprocess.detections_from_rcnn(rois, rois_valid, cls_logits, box_deltas,
-                                                                 image_hw, cfg.model.rcnn.box_weights,
-                                                                 cfg.model.postprocess)),
-        "whole_model": (lambda: model((images, tf.constant([[h, w]], tf.int32)))),
+                                                                 image_hw, model.roi_settings.box_weights,
+                                                                 model.detections)),
+        "whole_model": (lambda: model.stages(images, tf.constant([[h, w]], tf.int32))["boxes"]),
     }
     fns = {}
     for name, stage in stages.items():

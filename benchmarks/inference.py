@@ -46,17 +46,16 @@ def _stage_times(tf, model, images, hw, warmup: int, repeats: int) -> dict:
 
     @tf.function
     def upto(stage: str):
-        features, logits, deltas, anchors = model._backbone_and_rpn(images, training=False)
+        maps, padded_hw = model.features(images, image_hw)
+        logits, deltas, anchors = model.rpn_outputs(maps, padded_hw)
         if stage == "rpn":
             return logits
-        boxes, scores, valid = model._proposals(logits, deltas, anchors, image_hw, training=False)
+        boxes, scores, valid = model.proposals(logits, deltas, anchors, image_hw, training=False)
         if stage == "proposals":
             return boxes
         if stage == "roi_pooling":
-            from detkit.models import roi_pooling
-            return roi_pooling.roi_pool(model.rcnn_head.reduce_features(features), boxes, model.stride,
-                                        model.cfg.roi_pooling.crop_size, model.pool_stride)
-        cls_logits, box_deltas = model._rcnn(features, boxes, training=False)
+            return model.roi_settings.pooler([model.rcnn_head.reduce_features(m) for m in maps], boxes)
+        cls_logits, box_deltas = model.box_head(maps, boxes, training=False)
         return cls_logits
 
     stages = ["rpn", "proposals", "roi_pooling", "rcnn_head"] if model.rcnn_head is not None else ["rpn", "proposals"]
@@ -84,7 +83,7 @@ def main(argv=None) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from detkit.config import load_config
-    from detkit.models.faster_rcnn import FasterRCNN
+    from detkit.models.build import build_detector
 
     overrides = [
         f"model.base_network.name={args.backbone}", "model.base_network.weights=none",
@@ -94,18 +93,17 @@ def main(argv=None) -> None:
         f"dataset.image.min_size={min(height, width)}", f"dataset.image.max_size={max(height, width)}",
     ] + args.override
     cfg = load_config(overrides=overrides)
-    model = FasterRCNN(cfg.model, num_classes=20)
-    model.build_for_inference()
+    model = build_detector(cfg, num_classes=20)
     images = tf.random.uniform([1, height, width, 3], 0, 255)
     hw = tf.constant([[height, width]], tf.int32)
 
     @tf.function
     def detector():
-        return model((images, hw), training=False)["boxes"]
+        return model.stages(images, hw)["boxes"]  # the input is already at the network's size
 
     @tf.function
     def backbone():
-        return model.backbone(model.preprocess(images), training=False)
+        return model.backbone(model.transform.batch(images, hw), training=False)
 
     whole, base = _interleaved_medians([lambda: detector().numpy(), lambda: backbone().numpy()],
                                        args.warmup, args.repeats)

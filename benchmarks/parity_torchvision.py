@@ -93,42 +93,21 @@ def run_torch_side(args, archs: list[str]) -> None:
 
 
 def _load_model(arch: str, work_dir: str):
-    """(Detector, how it was loaded): `detkit checkpoint import` of the .pth when detkit has it, else the .npz
-    assigned directly with detkit.pretrained.torchvision."""
+    """(Detector, how it was loaded): `detkit checkpoint import` of the torch side's .pth."""
     from detkit.inference.detector import Detector
+    from detkit.pretrained.importer import import_checkpoint
 
-    try:
-        from detkit.pretrained.importer import import_checkpoint
-    except ImportError:
-        import_checkpoint = None
-    if import_checkpoint is not None:
-        run_dir = os.path.join(work_dir, f"{arch}-run")
-        import_checkpoint(os.path.join(work_dir, f"{arch}.pth"), run_dir, arch=arch, classes="raccoon",
-                          overwrite=os.path.exists(run_dir))
-        return Detector.from_checkpoint(run_dir), "detkit checkpoint import (.pth)"
-    from detkit.config import load_config
-    from detkit.models.faster_rcnn import build_detector
-    from detkit.pretrained import torchvision as tv
-
-    state = dict(np.load(os.path.join(work_dir, f"{arch}.npz")))
-    cfg = load_config(overrides=tv.config_overrides(arch))
-    model = build_detector(cfg.model, tv.num_classes_in(state))
-    model.build_for_inference()
-    tv.assign_state_dict(model, state, arch)
-    return Detector(model, cfg, ["raccoon"]), "assign_state_dict (.npz)"
+    run_dir = os.path.join(work_dir, f"{arch}-run")
+    import_checkpoint(os.path.join(work_dir, f"{arch}.pth"), run_dir, arch=arch, classes="raccoon",
+                      overwrite=os.path.exists(run_dir))
+    return Detector.from_checkpoint(run_dir), "detkit checkpoint import (.pth)"
 
 
 def _stage_diffs(model, cfg, image: np.ndarray, ref: dict, stats: dict) -> None:
     """Run the model's stages on one photo as the Detector resizes it and fold the differences into stats."""
-    import tensorflow as tf
-
-    from detkit.inference.transform import input_hw
-
-    hw = tf.shape(image)[:2]
-    new_hw = input_hw(hw, cfg.dataset.image.min_size, cfg.dataset.image.max_size, cfg.dataset.image.size_rounding)
+    resized, new_hw = model.transform.resize(image)
     if list(new_hw.numpy()) != list(ref["resized_hw"]):
         stats["resized_size_mismatches"] += 1
-    resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
     out = model.stages(resized[None], new_hw[None])
 
     def fold(key, value):
@@ -235,7 +214,7 @@ def compare_arch(arch: str, args) -> dict:
     step_fn = _train_step_fn(detector.model, cfg)
     times = []
     for i in range(args.time_train_steps + 1):
-        batch = _train_batch(cfg, *train_items[i % len(train_items)])
+        batch = _train_batch(detector.model, *train_items[i % len(train_items)])
         start = time.perf_counter()
         step_fn(batch)
         times.append(time.perf_counter() - start)
@@ -257,17 +236,13 @@ def compare_arch(arch: str, args) -> dict:
     return result
 
 
-def _train_batch(cfg, path: str, boxes: np.ndarray) -> dict:
+def _train_batch(model, path: str, boxes: np.ndarray) -> dict:
     """One training example resized as the input pipeline does (no augmentation)."""
     import tensorflow as tf
     from PIL import Image
 
-    from detkit.inference.transform import input_hw
-
     image = np.asarray(Image.open(path).convert("RGB"))
-    hw = tf.shape(image)[:2]
-    new_hw = input_hw(hw, cfg.dataset.image.min_size, cfg.dataset.image.max_size, cfg.dataset.image.size_rounding)
-    resized = tf.image.resize(tf.cast(image, tf.float32), new_hw)
+    resized, new_hw = model.transform.resize(image)
     ratio = (new_hw.numpy() / np.asarray(image.shape[:2])).astype(np.float32)
     scaled = boxes * np.asarray([ratio[1], ratio[0], ratio[1], ratio[0]], np.float32)
     return {"image": resized[None], "image_hw": new_hw[None], "boxes": tf.constant(scaled[None]),

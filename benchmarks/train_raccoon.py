@@ -1,4 +1,4 @@
-"""Train the CPU recipe on the raccoon train split and score it on the test split; prints one JSON line.
+"""Train examples/raccoon.yml (and the recipe under it) on the raccoon train split and score it on the test split; prints one JSON line.
 
     python benchmarks/train_raccoon.py --minutes 15 [--raccoon ../shared/datasets/raccoon] [--work DIR]
 
@@ -30,12 +30,11 @@ def main(argv=None) -> None:
 
     import_tensorflow()
     from detkit import Detector, runs
-    from detkit.config import load_config
     from detkit.datasets.readers.common import Source
     from detkit.datasets.transform import TransformOptions, transform
     from detkit.eval.metrics import central_box_baseline, evaluate
     from detkit.eval.runner import collect
-    from detkit.train.trainer import train
+    from detkit.train.trainer import train_from_options
 
     work = args.work or tempfile.mkdtemp(prefix="detkit-bench-")
     data = os.path.join(work, "data")
@@ -43,12 +42,12 @@ def main(argv=None) -> None:
         transform(TransformOptions(fmt="csv", output_dir=data, splits=[split], overwrite=True, source=Source(
             annotations=os.path.join(args.raccoon, "data", f"{split}_labels.csv"),
             images_dir=os.path.join(args.raccoon, "images"))))
-    cfg = load_config([args.config], [
+    # As `detkit train -c CONFIG` does: keys the config leaves unset come from the recipe read from the data.
+    result = train_from_options([args.config], [
         f"dataset.dir={data}", f"train.job_dir={os.path.join(work, 'jobs')}", "train.run_name=bench",
         f"train.max_minutes={args.minutes}", f"train.checkpoint_every_minutes={args.curve_every}",
         "train.checkpoint_every_steps=1000000", "train.keep_checkpoints=100", *args.override,
     ])
-    result = train(cfg)
 
     curve = []
     state = __import__("tensorflow").train.get_checkpoint_state(runs.layout.checkpoint_dir(result.run_dir))

@@ -115,7 +115,7 @@ def train_detkit(data: str, split: str, minutes: float, work: str, overrides: li
 # ---------------------------------------------------------------- torchvision side
 def export_split(data: str, split: str, folder: str) -> list[dict]:
     """Images (original bytes) and pixel boxes of a converted split, for a process without TensorFlow."""
-    from detkit.datasets.inspect import iter_records
+    from detkit.datasets.tfrecord import iter_records
 
     os.makedirs(folder, exist_ok=True)
     items = []

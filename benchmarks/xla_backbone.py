@@ -21,10 +21,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 def _measure(tf, backbone: str, size: int, threads: int, warmup: int, repeats: int) -> dict:
     """Median seconds of one forward+backward pass, graph vs XLA, alternated."""
     from detkit.config import load_config
-    from detkit.models.base_networks import build_base_network
+    from detkit.models.build import build_detector
 
     cfg = load_config(overrides=[f"model.base_network.name={backbone}", "model.base_network.weights=none"])
-    net = build_base_network(cfg.model.base_network).features
+    net = build_detector(cfg, 1).backbone
     images = tf.random.uniform([1, size, size, 3], 0, 255, seed=1)
 
     def step():

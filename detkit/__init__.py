@@ -6,8 +6,7 @@
 from typing import Any
 
 from detkit.utils.cpu import apply_onednn_workaround as _apply_onednn_workaround
-
-__version__ = "0.1.0"
+from detkit.version import __version__
 
 # Before any TensorFlow kernel runs, wherever detkit is imported from (CLI, tests, Python API).
 ONEDNN_ISA_CAP = _apply_onednn_workaround()

@@ -1,6 +1,7 @@
 """`detkit demo`: the whole path on the raccoon photos shipped with the package.
 
-transform -> train (the CPU recipe) -> evaluate (vs a learns-nothing baseline) -> predict -> summary page.
+transform -> train (as `detkit train --dataset-dir D --minutes N`: the recipe read from the data) -> evaluate (vs a
+learns-nothing baseline) -> predict -> summary page.
 Everything is written below one output directory.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ from importlib import resources
 from detkit.errors import DetkitError
 from detkit.utils import atomic
 
-RECIPE = "raccoon_cpu.yml"
 DATA_PACKAGE = "detkit.data"
 # What the demo writes inside its output directory; the folders are removed and rewritten on each run, but
 # only in a directory holding the demo's marker file (written by the first run there).
@@ -43,11 +43,6 @@ def _log(message: str) -> None:
 def _packaged(*parts: str) -> str:
     """Filesystem path of a packaged data file."""
     return str(resources.files(DATA_PACKAGE).joinpath(*parts))
-
-
-def recipe_path() -> str:
-    """The shipped CPU recipe config (also copied to examples/raccoon.yml)."""
-    return str(resources.files("detkit.config").joinpath("recipes", RECIPE))
 
 
 def _prepare_output(output_dir: str) -> None:
@@ -195,18 +190,15 @@ def run_demo(output_dir: str, minutes: float, overrides: tuple[str, ...] = ()) -
     _log(f"[1/4] converting the packaged raccoon photos to TFRecords in {data_dir}")
     _transform(data_dir)
 
-    from detkit.config import load_config
     from detkit.eval.metrics import central_box_baseline, evaluate
     from detkit.eval.runner import collect
     from detkit.inference import Detector
-    from detkit.train.trainer import train
+    from detkit.train.trainer import train_from_options
 
-    cfg = load_config([recipe_path()], [
-        f"dataset.dir={data_dir}", f"train.job_dir={os.path.join(output_dir, 'jobs')}", "train.run_name=demo",
-        f"train.max_minutes={minutes}", *overrides,
-    ])
-    _log(f"[2/4] training Faster R-CNN ({cfg.model.base_network.name}, from scratch) for {minutes:g} minutes")
-    result = train(cfg)
+    _log(f"[2/4] training Faster R-CNN from scratch for {minutes:g} minutes, as `detkit train --dataset-dir "
+         f"{data_dir} --minutes {minutes:g}` does")
+    result = train_from_options([], [f"train.job_dir={os.path.join(output_dir, 'jobs')}", "train.run_name=demo",
+                                     *overrides], dataset_dir=data_dir, minutes=minutes)
 
     _log("[3/4] evaluating on the held-out photos")
     detector = Detector.from_checkpoint(result.run_dir)

@@ -252,7 +252,8 @@ def export(ctx: click.Context, directory: Optional[str], to: str, output_dir: st
 @click.pass_context
 def inspect(ctx: click.Context, directory: str, split: str, as_json: bool, draw: int, draw_dir: Optional[str]) -> None:
     """Counts per class, image/box size statistics of one split, and the training recipe they give."""
-    from detkit.datasets.inspect import draw_split, inspect_report
+    from detkit.datasets.inspect import draw_split
+    from detkit.recipe.config import inspect_report
 
     if draw and not draw_dir:
         raise click.UsageError("--draw needs --draw-dir")

@@ -6,7 +6,7 @@ import traceback
 
 import click
 
-from detkit import __version__
+from detkit.version import __version__
 from detkit.cli.config_cmd import config_group
 from detkit.errors import DetkitError
 

@@ -1,11 +1,9 @@
 """Range and consistency checks that the type system cannot express."""
 from __future__ import annotations
 
-from detkit.config.schema import Config, TargetConfig
+from detkit.config.schema import (PYRAMID_STRIDES, TV_BODY_STAGES, AnchorsConfig, Config, FPNConfig, ModelConfig,
+                                  RoIPoolingConfig, TargetConfig)
 from detkit.errors import ConfigError
-
-# Stages of each torchvision-layout body, the range of model.base_network.trainable_layers.
-_TV_STAGES = {"resnet50_tv": 5, "resnet101_tv": 5, "mobilenet_v3_large_tv": 6}
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
@@ -31,6 +29,56 @@ def _check_target(prefix: str, t: TargetConfig) -> None:
             f"got {t.background_iou_low} / {t.background_iou_high} / {t.foreground_iou}"
         )
     _positive(f"{prefix}.minibatch_size", t.minibatch_size)
+
+
+def _check_architecture(m: ModelConfig) -> None:
+    """Keys one architecture has and the other has not: set for the wrong one, they are an error, not ignored."""
+    bn = m.base_network
+    if bn.name in ("small_resnet",) + tuple(TV_BODY_STAGES) and bn.weights == "imagenet":
+        raise ConfigError(f"config key model.base_network.weights: {bn.name} has no downloadable Keras ImageNet "
+                          "weights; use none, a .weights.h5 file"
+                          + (", or torchvision's state dict saved as .npz" if bn.name in TV_BODY_STAGES else ""))
+    if m.architecture == "single_level":
+        if bn.name == "mobilenet_v3_large_tv":
+            raise ConfigError("config key model.base_network.name: mobilenet_v3_large_tv has no stride-16 output; "
+                              "it serves the fpn architecture only (model.architecture: fpn)")
+        if m.fpn != FPNConfig():
+            raise ConfigError("config key model.fpn: only the fpn architecture has a pyramid; set "
+                              "model.architecture: fpn, or leave model.fpn at its defaults")
+        return
+    if bn.name not in PYRAMID_STRIDES:
+        raise ConfigError(f"config key model.base_network.name: {bn.name} has no fpn body; use "
+                          f"{', '.join(PYRAMID_STRIDES)} (or model.architecture: single_level)")
+    if m.anchors.sizes != AnchorsConfig().sizes:
+        raise ConfigError("config key model.anchors.sizes: the fpn architecture takes one list of sizes per level "
+                          "from model.fpn.anchor_sizes; leave model.anchors.sizes at its default")
+    if m.roi_pooling != RoIPoolingConfig():
+        raise ConfigError("config key model.roi_pooling: the fpn architecture pools with model.fpn.roi_align; leave "
+                          "model.roi_pooling at its defaults")
+    if m.rcnn.head != "fc":
+        raise ConfigError(f"config key model.rcnn.head: the fpn architecture has the two-FC head (fc), not "
+                          f"{m.rcnn.head}")
+    if m.rcnn.reduce_channels:
+        raise ConfigError("config key model.rcnn.reduce_channels: the fpn architecture pools the pyramid's levels, "
+                          "already model.fpn.channels wide; set model.fpn.channels instead, and this key to 0 or null")
+    levels = len(PYRAMID_STRIDES[bn.name]) + 1
+    sizes = m.fpn.anchor_sizes
+    if len(sizes) != levels:
+        raise ConfigError(f"config key model.fpn.anchor_sizes: {bn.name} gives {levels} pyramid levels (with the "
+                          f"pooled one), so it needs {levels} lists, got {len(sizes)}")
+    if len({len(s) for s in sizes}) != 1 or not sizes[0]:
+        raise ConfigError("config key model.fpn.anchor_sizes: every level needs the same number of sizes, at least "
+                          "one (the RPN head is shared)")
+    for i, level in enumerate(sizes):
+        for j, size in enumerate(level):
+            _positive(f"model.fpn.anchor_sizes[{i}][{j}]", size)
+    _positive("model.fpn.channels", m.fpn.channels)
+    _positive("model.fpn.size_divisible", m.fpn.size_divisible)
+    _fraction("model.fpn.rpn_score_threshold", m.fpn.rpn_score_threshold)
+    ra = m.fpn.roi_align
+    _positive("model.fpn.roi_align.output_size", ra.output_size)
+    _positive("model.fpn.roi_align.sampling_ratio", ra.sampling_ratio)
+    _positive("model.fpn.roi_align.canonical_size", ra.canonical_size)
 
 
 def check_values(c: Config) -> None:
@@ -63,12 +111,12 @@ def check_values(c: Config) -> None:
     if len(bn.small_widths) != 4 or len(bn.small_blocks) != 4:
         raise ConfigError("config key model.base_network.small_widths: small_widths and small_blocks need 4 entries each")
     if bn.trainable_layers is not None:
-        if bn.name not in _TV_STAGES:
+        if bn.name not in TV_BODY_STAGES:
             raise ConfigError(f"config key model.base_network.trainable_layers: only for the torchvision-layout bodies "
-                              f"({', '.join(_TV_STAGES)}), not {bn.name}; use null")
-        if not 0 <= bn.trainable_layers <= _TV_STAGES[bn.name]:
+                              f"({', '.join(TV_BODY_STAGES)}), not {bn.name}; use null")
+        if not 0 <= bn.trainable_layers <= TV_BODY_STAGES[bn.name]:
             raise ConfigError(f"config key model.base_network.trainable_layers: must be within "
-                              f"[0, {_TV_STAGES[bn.name]}] for {bn.name}, got {bn.trainable_layers}")
+                              f"[0, {TV_BODY_STAGES[bn.name]}] for {bn.name}, got {bn.trainable_layers}")
     if not m.anchors.sizes:
         raise ConfigError("config key model.anchors.sizes: needs at least one size")
     if not m.anchors.ratios:
@@ -93,11 +141,13 @@ def check_values(c: Config) -> None:
         raise ConfigError("config key model.roi_pooling.crop_size: must be a multiple of pool_stride")
     for i, s in enumerate(m.rcnn.fc_sizes):
         _positive(f"model.rcnn.fc_sizes[{i}]", s)
-    _positive("model.rcnn.reduce_channels", m.rcnn.reduce_channels, allow_zero=True)
+    if m.rcnn.reduce_channels is not None:
+        _positive("model.rcnn.reduce_channels", m.rcnn.reduce_channels, allow_zero=True)
     if m.rcnn.enabled and m.rcnn.head == "conv5" and not bn.name.startswith("resnet"):
         raise ConfigError(
             f"config key model.rcnn.head: conv5 needs a ResNet base network (got {bn.name}); use head: fc"
         )
+    _check_architecture(m)
     if len(m.rcnn.box_weights) != 4:
         raise ConfigError(f"config key model.rcnn.box_weights: expected 4 numbers, got {m.rcnn.box_weights}")
     _fraction("model.rcnn.dropout", m.rcnn.dropout)

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
 
+from detkit.config.checks import check_values
 from detkit.config.schema import Config
 from detkit.errors import ConfigError
 from detkit.utils.textfile import NotUTF8, read_utf8
@@ -234,8 +235,6 @@ def from_dict(data: dict, check_ranges: bool = True) -> Config:
         raise ConfigError("config: expected a mapping of sections")
     config = _build(Config, data)
     if check_ranges:
-        from detkit.config.checks import check_values
-
         check_values(config)
     return config
 

@@ -52,6 +52,14 @@ class DatasetConfig:
 
 
 # ---------------------------------------------------------------- model
+# The maps each body gives the fpn architecture, by their strides, finest first (detkit/models/bodies.py builds
+# them; the FPN adds one more level, max-pooled from the last, at twice its stride).
+PYRAMID_STRIDES = {"small_resnet": (4, 8, 16), "resnet50_tv": (4, 8, 16, 32), "resnet101_tv": (4, 8, 16, 32),
+                   "mobilenet_v3_large_tv": (32, 32)}
+# Bodies of torchvision's layout and how many stages its trainable_layers counts in each.
+TV_BODY_STAGES = {"resnet50_tv": 5, "resnet101_tv": 5, "mobilenet_v3_large_tv": 6}
+
+
 @dataclass
 class BaseNetworkConfig:
     """The backbone CNN: cut at stride 16, or (the *_tv bodies) several levels in torchvision's layout."""
@@ -144,7 +152,9 @@ class RCNNConfig:
 
     enabled: bool = True
     head: Literal["fc", "conv5"] = "fc"
-    reduce_channels: int = 256
+    # Channels of the 1x1 conv that thins a single-level body's map before RoI pooling; 0 = none; None = 256
+    # with single_level, none with fpn (whose pyramid is already model.fpn.channels wide).
+    reduce_channels: Optional[int] = None
     fc_sizes: list[int] = field(default_factory=lambda: [1024, 1024])
     dropout: float = 0.0
     target: TargetConfig = field(

@@ -7,6 +7,7 @@ Its scores mean nothing; it exists so that tests and benchmarks exercise the rea
 """
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import yaml
@@ -47,8 +48,6 @@ def tiny_config_yaml(dataset_dir: str, job_dir: str, **sections: Optional[dict])
 
 def tiny_model_overrides() -> list[str]:
     """The tiny model as `-o model.key=value` overrides (values as JSON, which YAML reads back)."""
-    import json
-
     def flatten(prefix: str, node: dict) -> list[str]:
         out: list[str] = []
         for key, value in node.items():

@@ -16,7 +16,7 @@ def record_differences(dir_a: str, dir_b: str, split: str, ignore: Sequence[str]
     (e.g. "source_id", which a round trip through COCO turns into an image id).
     """
     from detkit.datasets.classes import read_classes
-    from detkit.datasets.inspect import iter_records
+    from detkit.datasets.tfrecord import iter_records
 
     out: list[str] = []
     if read_classes(dir_a) != read_classes(dir_b):

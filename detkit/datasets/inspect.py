@@ -3,41 +3,16 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from detkit.datasets.classes import read_classes
-from detkit.datasets.statistics import SplitStatistics, split_statistics
-from detkit.datasets.tfrecord import find_shards, parse_example
-from detkit.errors import DatasetError
+from detkit.datasets.statistics import SplitStatistics
+from detkit.datasets.tfrecord import iter_records
 from detkit.utils.atomic import write_bytes
 
 SMALL_BOX = 16  # pixels; boxes narrower or shorter than this are hard for stride-16 features
-
-
-def _tf() -> Any:
-    """TensorFlow, imported quietly."""
-    from detkit.utils.tf_quiet import import_tensorflow
-
-    return import_tensorflow()
-
-
-def iter_records(directory: str, split: str, with_images: bool = False) -> Iterator[dict[str, Any]]:
-    """Parsed records of a split as numpy values (keys of `parse_example`), shard by shard."""
-    tf = _tf()
-
-    def parse(serialized: Any) -> dict[str, Any]:
-        """parse_example, without the image bytes unless wanted."""
-        parsed = parse_example(serialized)
-        return parsed if with_images else {k: v for k, v in parsed.items() if k != "image"}
-
-    for path in find_shards(directory, split):
-        try:
-            yield from tf.data.TFRecordDataset(path).map(parse).as_numpy_iterator()
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-            raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]}); convert it again "
-                               "with `detkit dataset transform ... --overwrite`") from None
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:
@@ -47,24 +22,6 @@ def describe(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     return {k: round(float(f(arr)), 3) for k, f in
             (("min", np.min), ("mean", np.mean), ("median", np.median), ("max", np.max))}
-
-
-def inspect_split(directory: str, split: str) -> dict[str, Any]:
-    """Statistics of one split of a converted dataset."""
-    return summarize(split_statistics(directory, split), directory, split)
-
-
-def inspect_report(directory: str, split: str) -> tuple[dict[str, Any], str]:
-    """`detkit dataset inspect`: the statistics with the recipe `detkit train` would derive (key "recipe"), and as text."""
-    from detkit.recipe.config import format_recipe, split_recipe
-
-    st = split_statistics(directory, split)
-    stats = summarize(st, directory, split)
-    if not st.num_boxes:
-        return stats, format_report(stats)
-    tc = split_recipe(directory, split, stats=st)
-    stats["recipe"] = tc.record()
-    return stats, format_report(stats) + "\n\n" + format_recipe(tc)
 
 
 def summarize(st: SplitStatistics, directory: str, split: str) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""tf.data input: read TFRecord shards, decode, resize, augment, pad-batch (training and evaluation)."""
+"""tf.data input: read TFRecord shards, decode, augment and resize (training), pad-batch.
+
+Training batches are resized here with the model's input transform (`InputTransform.target_hw`, with the random
+scale of augmentation), in parallel with the training step; evaluation batches keep each image's own size and
+the model resizes them itself.
+"""
 from __future__ import annotations
 
 import json
@@ -6,12 +11,14 @@ import os
 
 import tensorflow as tf
 
+from typing import Optional
+
 from detkit.config.schema import AugmentConfig, DatasetConfig
 from detkit.datasets import sampling
 from detkit.datasets.classes import read_classes
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
-from detkit.inference.transform import input_hw
+from detkit.models.transform import InputTransform
 
 
 def read_class_names(dataset_dir: str) -> list[str]:
@@ -20,11 +27,6 @@ def read_class_names(dataset_dir: str) -> list[str]:
     if not names:
         raise DatasetError(f"{dataset_dir}: classes.json lists no classes")
     return names
-
-
-def shard_files(dataset_dir: str, split: str) -> list[str]:
-    """The complete, ordered set of TFRecord shards of one split."""
-    return find_shards(dataset_dir, split)
 
 
 def _random_crop(image: tf.Tensor, boxes: tf.Tensor, min_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -74,8 +76,10 @@ def _color_jitter(image: tf.Tensor, aug: AugmentConfig) -> tf.Tensor:
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
-def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
-    """Decode one parsed record and return the network input with boxes in resized pixels."""
+def prepare(record: dict, cfg: DatasetConfig, transform: Optional[InputTransform] = None,
+            training: bool = False) -> dict:
+    """Decode one parsed record: the network's input and boxes in its pixels (resized by `transform` when given,
+    else the image at its own size)."""
     image = tf.io.decode_image(record["image"], channels=3, expand_animations=False)
     image = tf.cast(image, tf.float32)
     boxes = tf.reshape(tf.cast(record["boxes"], tf.float32), [-1, 4])  # normalised x1, y1, x2, y2
@@ -88,12 +92,12 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
             lambda: _random_crop(image, boxes, aug.crop_min_fraction),
             lambda: (image, boxes),
         )
-    hw = tf.shape(image)[:2]
-    factor = None
-    if training and tuple(aug.scale_range) != (1.0, 1.0):
-        factor = tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
-    new_hw = input_hw(hw, cfg.image.min_size, cfg.image.max_size, cfg.image.size_rounding, factor)
-    image = tf.image.resize(image, new_hw, method="bilinear", antialias=False)
+    new_hw = tf.shape(image)[:2]
+    if transform is not None:
+        factor = None
+        if training and tuple(aug.scale_range) != (1.0, 1.0):
+            factor = tf.random.uniform([], aug.scale_range[0], aug.scale_range[1])
+        image, new_hw = transform.resize(image, factor)
     if training and aug.flip_horizontal:
         flip = tf.random.uniform([]) < 0.5
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
@@ -105,6 +109,8 @@ def prepare(record: dict, cfg: DatasetConfig, training: bool) -> dict:
     pixel_boxes = boxes * tf.stack([fhw[1], fhw[0], fhw[1], fhw[0]])
     # Boxes squeezed to nothing by a crop carry no signal; drop them.
     keep = (pixel_boxes[:, 2] - pixel_boxes[:, 0] >= 1.0) & (pixel_boxes[:, 3] - pixel_boxes[:, 1] >= 1.0)
+    if not training:
+        keep = tf.ones_like(keep)  # evaluation scores every box as annotated
     return {
         "image": image,
         "image_hw": new_hw,
@@ -136,7 +142,7 @@ def _padded_batch(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool) ->
 def raw_records(dataset_dir: str, split: str, num_parallel_calls: int = 2,
                 shard: tuple[int, int] = (1, 0)) -> tf.data.Dataset:
     """Parsed (still encoded) records of one split; with shard=(n, i), only input pipeline i of n's part."""
-    files = shard_files(dataset_dir, split)
+    files = find_shards(dataset_dir, split)
     count, index = shard
     by_file = count > 1 and len(files) >= count
     if by_file:
@@ -160,12 +166,13 @@ def count_records(dataset_dir: str, split: str) -> int:
                 return n
         except (OSError, ValueError):
             pass
-    return sum(1 for _ in tf.data.TFRecordDataset(shard_files(dataset_dir, split)))
+    return sum(1 for _ in tf.data.TFRecordDataset(find_shards(dataset_dir, split)))
 
 
-def training_dataset(cfg: DatasetConfig, batch_size: int, seed: int,
+def training_dataset(cfg: DatasetConfig, transform: InputTransform, batch_size: int, seed: int,
                      shard: tuple[int, int] = (1, 0)) -> tf.data.Dataset:
-    """Endless shuffled, augmented, padded batches from dataset.dir/split plus extra_sources.
+    """Endless shuffled, augmented batches from dataset.dir/split plus extra_sources, resized by the model's
+    `transform` and zero-padded.
 
     `batch_size` is this input pipeline's batch; `shard` = (number of pipelines, this one's index).
     """
@@ -181,7 +188,7 @@ def training_dataset(cfg: DatasetConfig, batch_size: int, seed: int,
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(parts, seed=seed)
     if cfg.shuffle_buffer > 0:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=seed)
-    ds = ds.map(lambda r: prepare(r, cfg, training=True), num_parallel_calls=cfg.num_parallel_calls)
+    ds = ds.map(lambda r: prepare(r, cfg, transform, training=True), num_parallel_calls=cfg.num_parallel_calls)
     ds = _padded_batch(ds, batch_size, drop_remainder=True)
     return ds.prefetch(2)
 
@@ -197,7 +204,8 @@ def _class_repeat_factors(sources: list[tuple[str, str]], threshold: float) -> l
 
 
 def evaluation_dataset(cfg: DatasetConfig, dataset_dir: str, split: str, batch_size: int = 1) -> tf.data.Dataset:
-    """Un-augmented, ordered, padded batches of a split for evaluation."""
+    """Un-augmented, ordered, padded batches of a split for evaluation: images at their own size, boxes in their
+    pixels (the model resizes its input and maps its detections back)."""
     ds = raw_records(dataset_dir, split, cfg.num_parallel_calls)
-    ds = ds.map(lambda r: prepare(r, cfg, training=False), num_parallel_calls=cfg.num_parallel_calls)
+    ds = ds.map(lambda r: prepare(r, cfg), num_parallel_calls=cfg.num_parallel_calls)
     return _padded_batch(ds, batch_size, drop_remainder=False).prefetch(2)

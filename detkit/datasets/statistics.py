@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from detkit.datasets.classes import read_classes
+from detkit.datasets.tfrecord import iter_records
 
 
 @dataclass
@@ -103,6 +104,4 @@ def from_records(records: Iterable[dict[str, Any]], classes: list[str]) -> Split
 
 def split_statistics(directory: str, split: str) -> SplitStatistics:
     """Statistics of one split of a `detkit dataset transform` output."""
-    from detkit.datasets.inspect import iter_records
-
     return from_records(iter_records(directory, split), read_classes(directory))

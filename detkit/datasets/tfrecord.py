@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from detkit.datasets.example import Example
 from detkit.errors import DatasetError
@@ -153,16 +153,32 @@ def find_shards(directory: str, split: str) -> list[str]:
     return [shards[i] for i in range(total)]
 
 
-def read_records(paths: list[str]) -> Iterator[bytes]:
-    """The serialized records of the shard files, in order; a DatasetError names a corrupt shard."""
+def _shard_records(paths: list[str], parse: Optional[Callable[[Any], Any]] = None) -> Iterator[Any]:
+    """The records of the shard files in order, parsed by `parse` in tf.data when given; a DatasetError names
+    a corrupt shard."""
     tf = _tf()
     for path in paths:
+        ds = tf.data.TFRecordDataset(path)
         try:
-            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                yield record
+            yield from (ds if parse is None else ds.map(parse)).as_numpy_iterator()
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
             raise DatasetError(f"{path}: corrupt TFRecord file ({exc.message.splitlines()[0]}); convert it again "
                                "with `detkit dataset transform ... --overwrite`") from None
+
+
+def read_records(paths: list[str]) -> Iterator[bytes]:
+    """The serialized records of the shard files, in order; a DatasetError names a corrupt shard."""
+    return _shard_records(paths)
+
+
+def iter_records(directory: str, split: str, with_images: bool = False) -> Iterator[dict[str, Any]]:
+    """Parsed records of a split as numpy values (keys of `parse_example`), shard by shard; the image bytes only
+    when asked for."""
+    def parse(serialized: Any) -> dict[str, Any]:
+        parsed = parse_example(serialized)
+        return parsed if with_images else {k: v for k, v in parsed.items() if k != "image"}
+
+    return _shard_records(find_shards(directory, split), parse)
 
 
 def data_loss_error(directory: str, split: str, exc: Exception) -> DatasetError:

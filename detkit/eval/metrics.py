@@ -8,6 +8,7 @@ import numpy as np
 from detkit.eval.coco_metrics import coco_metrics
 from detkit.eval.records import Detections, GroundTruth
 from detkit.eval.voc_map import voc_average_precision
+from detkit.runs.metrics import map_key, map_label
 
 __all__ = ["Detections", "GroundTruth", "central_box_baseline", "evaluate", "map_key", "map_label"]
 
@@ -19,16 +20,6 @@ def _check_labels(items: Sequence[GroundTruth] | Sequence[Detections], num_class
             raise ValueError(
                 f"{what} for image {item.image_id!r} has label {int(bad[0])}, outside 1..{num_classes}"
             )
-
-
-def map_key(iou_threshold: float) -> str:
-    """The name of VOC mAP at an IoU threshold: map50 for 0.5, map75 for 0.75, map62_5 for 0.625."""
-    return "map" + format(round(float(iou_threshold) * 100, 6), "g").replace(".", "_")
-
-
-def map_label(iou_threshold: float) -> str:
-    """The display name of VOC mAP at an IoU threshold: mAP@0.5, mAP@0.75."""
-    return f"mAP@{float(iou_threshold):g}"
 
 
 def evaluate(

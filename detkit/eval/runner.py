@@ -1,7 +1,7 @@
 """Run a model over a TFRecord split and score its detections (VOC mAP + COCO metrics)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -10,14 +10,11 @@ from detkit.config import Config
 from detkit.datasets import pipeline
 from detkit.eval.class_map import apply_label_map
 from detkit.eval.metrics import Detections, GroundTruth, evaluate
-from detkit.inference.transform import box_scale
+from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
 from detkit.utils.progress import progress
 
-if TYPE_CHECKING:
-    from detkit.models.faster_rcnn import DetectorModel
 
-
-def collect(model: tf.keras.Model | object, cfg: Config, dataset_dir: str, split: str,
+def collect(model: FasterRCNN, cfg: Config, dataset_dir: str, split: str,
             show_progress: bool = True, limit: Optional[int] = None,
             label_map: Optional[np.ndarray] = None) -> tuple[list[GroundTruth], list[Detections]]:
     """Ground truth and detections of every image of a split, in original-image pixels.
@@ -30,7 +27,7 @@ def collect(model: tf.keras.Model | object, cfg: Config, dataset_dir: str, split
     @tf.function(input_signature=[tf.TensorSpec(spec["image"].shape, tf.float32),
                                   tf.TensorSpec(spec["image_hw"].shape, tf.int32)])
     def infer(images, image_hw):
-        return model((images, image_hw), training=False)
+        return model({"image": images, "image_hw": image_hw}, training=False)
 
     total = pipeline.count_records(dataset_dir, split)
     gts, dets = [], []
@@ -68,24 +65,22 @@ def _score_one(infer, batch: dict, i: int, label_map: Optional[np.ndarray]) -> t
     """Ground truth and detections of one batch of one image, in original-image pixels."""
     out = infer(batch["image"], batch["image_hw"])
     orig = batch["original_hw"].numpy()[0]
-    scale = box_scale(batch["image_hw"][0], batch["original_hw"][0]).numpy().astype(np.float64)
     name = batch["filename"].numpy()[0].decode("utf-8", "replace")
     image_id = f"{i}:{name}"
     labels = batch["labels"].numpy()[0]
     keep = labels > 0
     gt = GroundTruth(
-        image_id=image_id, boxes=batch["boxes"].numpy()[0][keep] * scale, labels=labels[keep],
+        image_id=image_id, boxes=batch["boxes"].numpy()[0][keep].astype(np.float64), labels=labels[keep],
         difficult=batch["difficult"].numpy()[0][keep], iscrowd=batch["is_crowd"].numpy()[0][keep],
         width=int(orig[1]), height=int(orig[0]),
     )
-    n = int(out["num_detections"][0])
-    boxes, det_labels, scores = apply_label_map(label_map, out["boxes"].numpy()[0][:n] * scale,
-                                                out["labels"].numpy()[0][:n], out["scores"].numpy()[0][:n])
-    det = Detections(image_id=image_id, boxes=boxes, labels=det_labels, scores=scores)
+    boxes, scores, labels_out = (t.numpy() for t in detections_in_order(out, 0))
+    boxes, det_labels, scores = apply_label_map(label_map, boxes, labels_out, scores)
+    det = Detections(image_id=image_id, boxes=boxes.astype(np.float64), labels=det_labels, scores=scores)
     return gt, det
 
 
-def evaluate_model(model: DetectorModel, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
+def evaluate_model(model: FasterRCNN, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
                    show_progress: bool = True, label_map: Optional[np.ndarray] = None) -> dict:
     """VOC and COCO metrics of `model` on a split whose classes are `class_names` (see `collect` for label_map)."""
     gts, dets = collect(model, cfg, dataset_dir, split, show_progress, label_map=label_map)

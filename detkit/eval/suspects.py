@@ -149,7 +149,7 @@ def draw_suspects(suspects: Sequence[Suspect], class_names: Sequence[str], datas
     """Write the first `count` suspects drawn on their images (labelled box dashed, the model's solid)."""
     from PIL import Image
 
-    from detkit.datasets.inspect import iter_records
+    from detkit.datasets.tfrecord import iter_records
     from detkit.utils.atomic import write_bytes
     from detkit.utils.draw import draw_detections
 

@@ -1,13 +1,14 @@
-"""Using a trained detector: the input transform, `Detector`, prediction over files and videos, SavedModel export.
+"""Using a trained detector: `Detector`, prediction over files and videos, SavedModel export.
 
-    transform.py    decode (EXIF), resize for the network, boxes back to original pixels (shared with training)
-    detections.py   Detection and the one filter (min prob, only/ignore classes, max)
+    decode.py       image bytes -> upright pixels in the TensorFlow graph (the SavedModel's input)
+    detections.py   Detection and the one filter (min prob, only/ignore classes, unused label slots, max)
     detector.py     Detector: a checkpoint (run, ckpt-N prefix or packed .tar) -> detections
     predict.py      batched, read-ahead prediction over images and videos (`detkit predict`)
     export.py       a SavedModel taking image bytes (`detkit checkpoint export`)
 
-`Detector`, `Detection` and `export_saved_model` are imported on first use, so that importing this package
-(as the training pipeline does for `transform`) does not build the model code.
+The input transform (resize, normalise, boxes back to the image's pixels) belongs to the model:
+detkit/models/transform.py. `Detector`, `Detection` and `export_saved_model` are imported on first use, so that
+`import detkit` (which offers `detkit.Detector`) does not import TensorFlow.
 """
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from detkit.config import Config
-from detkit.inference import transform
 from detkit.inference.detections import Detection, filter_detections
-from detkit.models.faster_rcnn import FasterRCNN, build_detector
+from detkit.models.build import build_detector
+from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
 from detkit.runs import ResolvedCheckpoint, checkpoint_source, load_class_names, load_run_config, resolve
 from detkit.runs.pack import is_packed, read_manifest
 from detkit.runs.restore import restore_model
@@ -39,21 +39,16 @@ class Detector:
         self.model = model
         self.config = config
         self.class_names = list(class_names)
-        image_cfg = config.dataset.image
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         def infer(image):
-            resized, new_hw = transform.resize(image, image_cfg.min_size, image_cfg.max_size,
-                                               image_cfg.size_rounding)
-            out = model((resized[None], new_hw[None]), training=False)
-            n = out["num_detections"][0]
-            boxes = transform.boxes_to_original(out["boxes"][0, :n], new_hw, tf.shape(image)[:2])
-            return boxes, out["scores"][0, :n], out["labels"][0, :n]
+            out = model({"image": image[None], "image_hw": tf.shape(image)[None, :2]}, training=False)
+            return detections_in_order(out, 0)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
                                       tf.TensorSpec([None, 2], tf.int32)])
-        def infer_batch(batch, hw):
-            return model((batch, hw), training=False)
+        def infer_batch(images, image_hw):
+            return model({"image": images, "image_hw": image_hw}, training=False)
 
         self._infer = infer
         self._infer_batch = infer_batch
@@ -75,8 +70,7 @@ class Detector:
         resolved = resolve(path)
         config = load_run_config(resolved.run_dir, overrides)
         names = load_class_names(resolved.run_dir)
-        model = build_detector(config.model, len(names))
-        model.build_for_inference()
+        model = build_detector(config, len(names))
         restore_model(model, resolved.prefix)
         detector = cls(model, config, names)
         detector.checkpoint = resolved
@@ -112,20 +106,10 @@ class Detector:
 
     def _raw_padded(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Boxes, scores and labels of several images from one model call on a zero-padded batch."""
-        image_cfg = self.config.dataset.image
-        resized, sizes = zip(*(transform.resize(tf.convert_to_tensor(im), image_cfg.min_size, image_cfg.max_size,
-                                                image_cfg.size_rounding)
-                               for im in images))
-        height = max(int(s[0]) for s in sizes)
-        width = max(int(s[1]) for s in sizes)
-        batch = tf.stack([tf.pad(r, [[0, height - int(s[0])], [0, width - int(s[1])], [0, 0]])
-                          for r, s in zip(resized, sizes)])
-        out = self._infer_batch(batch, tf.stack(sizes))
-        counts = out["num_detections"].numpy()
-        results = []
-        for i, (image, size) in enumerate(zip(images, sizes)):
-            n = int(counts[i])
-            scale = transform.box_scale(size, image.shape[:2]).numpy()
-            results.append((out["boxes"][i, :n].numpy() * scale, out["scores"][i, :n].numpy(),
-                            out["labels"][i, :n].numpy()))
-        return results
+        height = max(im.shape[0] for im in images)
+        width = max(im.shape[1] for im in images)
+        batch = np.zeros((len(images), height, width, 3), np.uint8)
+        for i, image in enumerate(images):
+            batch[i, :image.shape[0], :image.shape[1]] = image
+        out = self._infer_batch(tf.constant(batch), tf.constant([im.shape[:2] for im in images], tf.int32))
+        return [tuple(t.numpy() for t in detections_in_order(out, i)) for i in range(len(images))]

@@ -25,9 +25,10 @@ from typing import Optional
 import tensorflow as tf
 
 from detkit.config import dump_yaml
-from detkit.inference import transform
 from detkit.errors import DetkitError
-from detkit.pretrained.classes import UNUSED_CLASS
+from detkit.inference.decode import decode_image
+from detkit.inference.detections import used_classes
+from detkit.models.faster_rcnn import detections_in_order
 from detkit.runs import layout
 from detkit.utils import atomic
 from detkit.utils.pause import pause_point
@@ -47,31 +48,23 @@ class ExportInfo:
 
 
 class DetectorModule(tf.Module):
-    """The model plus decoding, resizing and filtering, as one serving function."""
+    """The model plus decoding and filtering, as one serving function."""
 
-    def __init__(self, model, class_names: list[str], min_size: int, max_size: int, min_prob: float,
-                 max_detections: int, size_rounding: str = "round"):
+    def __init__(self, model, class_names: list[str], min_prob: float, max_detections: int):
         super().__init__(name="detkit_detector")
         self.model = model
         self._class_names = list(class_names)
-        # Label slots named UNUSED_CLASS (COCO's unused ids in torchvision's weights) are never reported.
-        self._used = tf.constant([name != UNUSED_CLASS for name in class_names])
-        self._min_size = int(min_size)
-        self._max_size = int(max_size)
-        self._size_rounding = size_rounding
+        self._used = tf.constant(used_classes(class_names))
         self._min_prob = float(min_prob)
         self._max_detections = int(max_detections)
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")])
     def serve(self, image_bytes):
-        image = transform.decode_image(image_bytes)
+        image = decode_image(image_bytes)
         hw = tf.shape(image)[:2]
-        resized, new_hw = transform.resize(image, self._min_size, self._max_size, self._size_rounding)
-        out = self.model((resized[None], new_hw[None]), training=False)
-        n = out["num_detections"][0]
-        boxes = transform.boxes_to_original(out["boxes"][0, :n], new_hw, hw)
-        scores = out["scores"][0, :n]
-        labels = tf.cast(out["labels"][0, :n], tf.int32)
+        out = self.model({"image": image[None], "image_hw": hw[None]}, training=False)
+        boxes, scores, labels = detections_in_order(out, 0)
+        labels = tf.cast(labels, tf.int32)
         keep = (scores >= self._min_prob) & tf.gather(self._used, labels - 1)
         boxes = tf.boolean_mask(boxes, keep)[: self._max_detections]
         scores = tf.boolean_mask(scores, keep)[: self._max_detections]
@@ -124,8 +117,7 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
     cfg = detector.config
     min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
     max_detections = cfg.predict.max_detections if max_detections is None else int(max_detections)
-    module = DetectorModule(detector.model, detector.class_names, cfg.dataset.image.min_size,
-                            cfg.dataset.image.max_size, min_prob, max_detections, cfg.dataset.image.size_rounding)
+    module = DetectorModule(detector.model, detector.class_names, min_prob, max_detections)
     resolved = detector.checkpoint
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)

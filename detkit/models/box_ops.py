@@ -85,10 +85,14 @@ def clip(boxes: tf.Tensor, image_hw: tf.Tensor) -> tf.Tensor:
 
 
 def min_size_mask(boxes: tf.Tensor, min_size: float) -> tf.Tensor:
-    """True where a box is at least `min_size` wide and high (and not degenerate)."""
+    """True where a box is at least `min_size` wide and high; a box of no width or height is never kept.
+
+    The one meaning of "minimum box size" for proposals and detections (torchvision's remove_small_boxes, which
+    its detectors call with a small positive size, so that degenerate boxes go too).
+    """
     w = boxes[..., 2] - boxes[..., 0]
     h = boxes[..., 3] - boxes[..., 1]
-    return tf.logical_and(w > min_size, h > min_size) if min_size > 0 else tf.logical_and(w > 0, h > 0)
+    return (w >= min_size) & (h >= min_size) & (w > 0) & (h > 0)
 
 
 def inside_mask(boxes: tf.Tensor, image_hw: tf.Tensor, allowed_border: float = 0.0) -> tf.Tensor:

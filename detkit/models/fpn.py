@@ -40,9 +40,6 @@ class FPN(keras.layers.Layer):
         for i in range(num_inputs):
             inner = keras.layers.Conv2D(channels, 1, kernel_initializer=init, name=f"inner_{i}")
             layer = keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=init, name=f"layer_{i}")
-            # torchvision >= 0.13 wraps each conv in Conv2dNormActivation: the conv is its child "0".
-            inner.torch_name = f"inner_blocks.{i}.0"
-            layer.torch_name = f"layer_blocks.{i}.0"
             # tf.train.Checkpoint does not follow layers held in a Python list: name each one as an attribute.
             setattr(self, f"inner_{i}", inner)
             setattr(self, f"layer_{i}", layer)

@@ -5,6 +5,8 @@ Labels are 1 (foreground), 0 (background) and -1 (ignored).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tensorflow as tf
 
 from detkit.models import box_ops
@@ -12,6 +14,17 @@ from detkit.models import box_ops
 FOREGROUND = 1
 BACKGROUND = 0
 IGNORE = -1
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One stage's IoU matching thresholds and balanced minibatch (torchvision's Matcher + sampler settings)."""
+
+    foreground_iou: float
+    background_iou_high: float
+    background_iou_low: float
+    minibatch_size: int
+    foreground_fraction: float
 
 
 def match(iou: tf.Tensor, gt_valid: tf.Tensor, foreground_iou: float, background_iou_high: float,

@@ -1,39 +1,51 @@
-"""Final detections: per-class decoding, clipping, score threshold, per-class NMS and caps."""
+"""Final detections: per-class decoding, clipping, minimum size, score threshold, per-class NMS and caps."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
 
 import tensorflow as tf
 
-from detkit.config.schema import PostprocessConfig
 from detkit.models import box_ops
 
 
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Which detections are kept: score threshold, per-class NMS, caps and minimum size (box_ops.min_size_mask)."""
+
+    score_threshold: float
+    nms_iou: float
+    max_per_class: int
+    max_total: int
+    min_box_size: float = 0.0
+
+
 def detections_from_rcnn(rois: tf.Tensor, roi_valid: tf.Tensor, logits: tf.Tensor, deltas: tf.Tensor,
-                         image_hw: tf.Tensor, box_weights: list[float],
-                         cfg: PostprocessConfig) -> dict[str, tf.Tensor]:
+                         image_hw: tf.Tensor, box_weights: Sequence[float],
+                         settings: DetectionSettings) -> dict[str, tf.Tensor]:
     """rois [B, R, 4], logits [B, R, C+1], deltas [B, R, C, 4] -> padded detections per image."""
     probs = tf.nn.softmax(logits, axis=-1)[..., 1:]  # drop background -> [B, R, C]
     probs = tf.where(roi_valid[..., None], probs, 0.0)
     anchors = tf.broadcast_to(rois[:, :, None, :], tf.shape(deltas))
     boxes = box_ops.decode(deltas, anchors, box_weights)
     boxes = box_ops.clip(boxes, image_hw[:, None, None, :])
-    if cfg.min_box_size > 0:
-        big = ((boxes[..., 2] - boxes[..., 0]) >= cfg.min_box_size) & ((boxes[..., 3] - boxes[..., 1]) >= cfg.min_box_size)
-        probs = tf.where(big, probs, 0.0)
-    return _nms(boxes, probs, cfg)
+    probs = tf.where(box_ops.min_size_mask(boxes, settings.min_box_size), probs, 0.0)
+    return _nms(boxes, probs, settings)
 
 
 def detections_from_rpn(proposals: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
-                        cfg: PostprocessConfig) -> dict[str, tf.Tensor]:
+                        settings: DetectionSettings) -> dict[str, tf.Tensor]:
     """RPN-only mode: proposals with their objectness are the detections of class 1."""
     scores = tf.where(valid, scores, 0.0)
-    return _nms(proposals[:, :, None, :], scores[:, :, None], cfg)
+    return _nms(proposals[:, :, None, :], scores[:, :, None], settings)
 
 
-def _nms(boxes: tf.Tensor, scores: tf.Tensor, cfg: PostprocessConfig) -> dict[str, tf.Tensor]:
+def _nms(boxes: tf.Tensor, scores: tf.Tensor, settings: DetectionSettings) -> dict[str, tf.Tensor]:
     """Per-class NMS over boxes [B, N, C, 4] and scores [B, N, C] with threshold and caps."""
     nms = tf.image.combined_non_max_suppression(
-        boxes, scores, max_output_size_per_class=cfg.max_per_class, max_total_size=cfg.max_total,
-        iou_threshold=cfg.nms_iou, score_threshold=cfg.score_threshold, pad_per_class=False, clip_boxes=False,
+        boxes, scores, max_output_size_per_class=settings.max_per_class, max_total_size=settings.max_total,
+        iou_threshold=settings.nms_iou, score_threshold=settings.score_threshold, pad_per_class=False,
+        clip_boxes=False,
     )
     return {
         "boxes": nms.nmsed_boxes,

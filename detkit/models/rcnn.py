@@ -1,10 +1,11 @@
 """R-CNN stage: the head (a Keras layer), its proposal targets and its loss."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import keras
 import tensorflow as tf
 
-from detkit.config.schema import RCNNConfig
 from detkit.models import box_ops, matching
 from detkit.models.losses import smooth_l1
 
@@ -13,15 +14,17 @@ class RCNNHead(keras.layers.Layer):
     """Pooled RoIs -> (class logits [N, C+1], class-specific deltas [N, C, 4]).
 
     With a `tail` (ResNet conv5, the "C4" design) the RoIs pass through it and an average pool; otherwise
-    through fully-connected layers. `reduce_channels` adds a 1x1 conv that thins the feature map before
+    through fully-connected layers, flattened channel-last or (`channels_first`, torchvision's two-FC head)
+    channel-first. `reduce_channels` adds a 1x1 conv that thins the feature map before
     RoI pooling (Light-Head R-CNN): the per-RoI work then no longer scales with the backbone's width.
     """
 
     def __init__(self, num_classes: int, fc_sizes: list[int], dropout: float = 0.0,
-                 tail: keras.Model | None = None, reduce_channels: int = 0, **kwargs):
+                 tail: keras.Model | None = None, reduce_channels: int = 0, channels_first: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.tail = tail
+        self.channels_first = channels_first
         self.reduce = (
             keras.layers.Conv2D(reduce_channels, 1, activation="relu", name="rcnn_reduce")
             if reduce_channels > 0 and tail is None else None
@@ -49,7 +52,8 @@ class RCNNHead(keras.layers.Layer):
         if self.tail is not None:
             x = self.pool(self.tail(pooled, training=training))
         else:
-            x = self.flatten(pooled)
+            # torchvision's TwoMLPHead flattens (C, H, W): its fc6 weights then apply unchanged.
+            x = self.flatten(tf.transpose(pooled, [0, 3, 1, 2]) if self.channels_first else pooled)
             for fc, drop in zip(self.fcs, self.dropouts):
                 x = drop(fc(x), training=training)
         logits = self.cls(x)
@@ -58,19 +62,20 @@ class RCNNHead(keras.layers.Layer):
 
 
 def rcnn_targets(proposals: tf.Tensor, proposal_valid: tf.Tensor, gt_boxes: tf.Tensor, gt_labels: tf.Tensor,
-                 gt_valid: tf.Tensor, cfg: RCNNConfig) -> dict[str, tf.Tensor]:
+                 gt_valid: tf.Tensor, sampling: matching.Sampling, box_weights: Sequence[float],
+                 add_gt_boxes: bool = True) -> dict[str, tf.Tensor]:
     """Sample RoIs per image and return their boxes [B, M, 4], class labels [B, M] (0 = background,
     -1 = empty slot) and class-agnostic encoded targets [B, M, 4] for the matched ground truth."""
-    if cfg.add_gt_boxes:
+    if add_gt_boxes:
         proposals = tf.concat([proposals, gt_boxes], axis=1)
         proposal_valid = tf.concat([proposal_valid, gt_valid], axis=1)
     iou = box_ops.pairwise_iou(proposals, gt_boxes)
-    t = cfg.target
-    labels, matched = matching.match(iou, gt_valid, t.foreground_iou, t.background_iou_high,
-                                     t.background_iou_low, low_quality=False)
+    s = sampling
+    labels, matched = matching.match(iou, gt_valid, s.foreground_iou, s.background_iou_high,
+                                     s.background_iou_low, low_quality=False)
     labels = tf.where(proposal_valid, labels, matching.IGNORE)
-    indices, valid = matching.sample_balanced(labels, t.minibatch_size, t.foreground_fraction)
-    out = matching.gather_targets(proposals, labels, matched, gt_boxes, indices, valid, tuple(cfg.box_weights))
+    indices, valid = matching.sample_balanced(labels, s.minibatch_size, s.foreground_fraction)
+    out = matching.gather_targets(proposals, labels, matched, gt_boxes, indices, valid, tuple(box_weights))
     gt_class = tf.gather(gt_labels, out["gt_index"], batch_dims=1)
     out["labels"] = tf.where(out["labels"] == matching.FOREGROUND, tf.cast(gt_class, tf.int32), out["labels"])
     return out

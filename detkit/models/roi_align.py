@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import tensorflow as tf
@@ -79,3 +80,19 @@ def multilevel_roi_align(features: Sequence[tf.Tensor], strides: Sequence[int], 
     pooled = [roi_align(f, r, i, 1.0 / s, output_size, sampling_ratio)
               for f, r, i, s in zip(features, parts_rois, parts_index, strides)]
     return tf.dynamic_stitch(parts_pos, pooled)
+
+
+@dataclass(frozen=True)
+class MultiLevelRoIAlign:
+    """The pyramid's pooler (torchvision's MultiScaleRoIAlign) over the levels of `strides`, finest first."""
+
+    strides: tuple[int, ...]
+    output_size: int = 7
+    sampling_ratio: int = 2
+    canonical_size: float = 224.0
+    canonical_level: int = 4
+
+    def __call__(self, maps: list[tf.Tensor], rois: tf.Tensor) -> tf.Tensor:
+        """maps (finest first; those of `strides` are pooled), rois [B, R, 4] -> [B * R, size, size, C]."""
+        return multilevel_roi_align(maps[:len(self.strides)], self.strides, rois, self.output_size,
+                                    self.sampling_ratio, self.canonical_size, self.canonical_level)

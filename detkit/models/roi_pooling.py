@@ -1,6 +1,8 @@
 """RoI pooling as Luminoth and the TF Object Detection API do it: crop_and_resize, then max-pool."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tensorflow as tf
 
 
@@ -32,3 +34,16 @@ def roi_pool(features: tf.Tensor, rois: tf.Tensor, stride: int, crop_size: int, 
     if pool_stride > 1:
         crops = tf.nn.max_pool2d(crops, pool_stride, pool_stride, "VALID")
     return crops
+
+
+@dataclass(frozen=True)
+class RoIPool:
+    """The single-level pooler: crop_and_resize to crop_size, then max-pool by pool_stride, on the first map."""
+
+    stride: int
+    crop_size: int = 14
+    pool_stride: int = 2
+
+    def __call__(self, maps: list[tf.Tensor], rois: tf.Tensor) -> tf.Tensor:
+        """maps (finest first; the first is pooled), rois [B, R, 4] in pixels -> [B * R, side, side, C]."""
+        return roi_pool(maps[0], rois, self.stride, self.crop_size, self.pool_stride)

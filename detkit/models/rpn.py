@@ -4,7 +4,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from detkit.config.schema import RPNConfig
 from detkit.models import box_ops, matching
 from detkit.models.losses import smooth_l1
 
@@ -31,23 +30,24 @@ class RPNHead(keras.layers.Layer):
 
 
 def rpn_targets(anchors: tf.Tensor, image_hw: tf.Tensor, gt_boxes: tf.Tensor, gt_valid: tf.Tensor,
-                cfg: RPNConfig) -> dict[str, tf.Tensor]:
+                sampling: matching.Sampling, low_quality: bool = True,
+                allowed_border: float = -1.0) -> dict[str, tf.Tensor]:
     """Sample a balanced anchor minibatch per image and return its indices, labels and box targets.
 
     anchors [A, 4]; image_hw [B, 2] (the real image size inside the padded batch); gt [B, G, 4].
-    With cfg.allowed_border >= 0, anchors crossing the image border by more than that are ignored, as in
+    With allowed_border >= 0, anchors crossing the image border by more than that are ignored, as in
     the paper; a negative value keeps them (torchvision, Detectron2), which suits objects touching the border.
     """
     batch = tf.shape(gt_boxes)[0]
     tiled = tf.broadcast_to(anchors[None], [batch, tf.shape(anchors)[0], 4])
     iou = box_ops.pairwise_iou(tiled, gt_boxes)
-    t = cfg.target
-    labels, matched = matching.match(iou, gt_valid, t.foreground_iou, t.background_iou_high,
-                                     t.background_iou_low, cfg.match_low_quality)
-    if cfg.allowed_border >= 0:
-        inside = box_ops.inside_mask(tiled, image_hw[:, None, :], cfg.allowed_border)
+    s = sampling
+    labels, matched = matching.match(iou, gt_valid, s.foreground_iou, s.background_iou_high, s.background_iou_low,
+                                     low_quality)
+    if allowed_border >= 0:
+        inside = box_ops.inside_mask(tiled, image_hw[:, None, :], allowed_border)
         labels = tf.where(inside, labels, matching.IGNORE)
-    indices, valid = matching.sample_balanced(labels, t.minibatch_size, t.foreground_fraction)
+    indices, valid = matching.sample_balanced(labels, s.minibatch_size, s.foreground_fraction)
     out = matching.gather_targets(tiled, labels, matched, gt_boxes, indices, valid, (1.0, 1.0, 1.0, 1.0))
     out["indices"] = indices
     return out

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import keras
 
-from detkit.models.tv_layers import TORCH_BN_EPS, conv, freeze_where, keras_name, named, norm_layer
+from detkit.models.tv_layers import TORCH_BN_EPS, conv, freeze_where, keras_name, norm_layer
 
 
 class BlockSetting(NamedTuple):
@@ -75,9 +75,9 @@ def _squeeze_excitation(x, name: str):
     """torchvision's SqueezeExcitation with a hardsigmoid gate: x * hsig(fc2(relu(fc1(mean(x)))))."""
     channels = x.shape[-1]
     s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=keras_name(f"{name}.avgpool"))(x)
-    s = named(keras.layers.Conv2D(make_divisible(channels // 4), 1, name=keras_name(f"{name}.fc1")), f"{name}.fc1")(s)
+    s = keras.layers.Conv2D(make_divisible(channels // 4), 1, name=keras_name(f"{name}.fc1"))(s)
     s = keras.layers.ReLU(name=keras_name(f"{name}.relu"))(s)
-    s = named(keras.layers.Conv2D(channels, 1, name=keras_name(f"{name}.fc2")), f"{name}.fc2")(s)
+    s = keras.layers.Conv2D(channels, 1, name=keras_name(f"{name}.fc2"))(s)
     s = keras.layers.Activation("hard_sigmoid", name=keras_name(f"{name}.hardsigmoid"))(s)
     return keras.layers.Multiply(name=keras_name(f"{name}.scale"))([x, s])
 
@@ -121,11 +121,6 @@ def tv_mobilenet_v3_large(*, frozen_bn: bool = True, trainable_layers: int = 6,
                      "hardswish")
     outputs.append(x)
     model = keras.Model(inputs, outputs, name="mobilenet_v3_large_tv")
-    # torchvision's detection body is the `features` Sequential itself: its keys are "0.0.weight", not
-    # "features.0.0.weight" (the classifier's ImageNet checkpoint keeps the prefix: load it with "features.").
-    for layer in model.layers:
-        if getattr(layer, "torch_name", "").startswith("features."):
-            layer.torch_name = layer.torch_name[len("features."):]
     freeze_before = NUM_FEATURES if trainable_layers == 0 else STAGE_INDICES[num_stages - trainable_layers]
-    freeze_where(model, lambda name: int(name.split(".")[0]) < freeze_before)
+    freeze_where(model, lambda path: int(path.split(".")[1]) < freeze_before)
     return model

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from detkit.models.tv_layers import conv, freeze_where, keras_name, norm_layer, torch_pad
+from detkit.models.tv_layers import conv, freeze_where, keras_name, norm_layer, symmetric_pad
 
 # Bottleneck blocks per stage (layer1..layer4).
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -43,7 +43,7 @@ def tv_resnet(depth: int = 50, *, frozen_bn: bool = True, trainable_layers: int 
     x = norm_layer("bn1", frozen_bn)(x)
     x = keras.layers.ReLU(name="relu")(x)
     # Zero padding equals torch's -inf padding here: the inputs are post-ReLU, so never below 0.
-    x = torch_pad(x, 1, "maxpool_pad")
+    x = symmetric_pad(x, 1, "maxpool_pad")
     x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
     outputs = []
     for stage, blocks in enumerate(DEPTHS[depth]):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
 import shutil
@@ -10,26 +9,22 @@ from typing import Optional
 
 import numpy as np
 
+from detkit.config import dump_yaml
 from detkit.errors import CheckpointError, StateDictError
+from detkit.models.build import build_detector
+from detkit.pretrained import torchvision as tv
 from detkit.pretrained.classes import resolve_class_names
 from detkit.pretrained.pth import read_state_dict
 from detkit.runs import layout
 from detkit.runs.lock import check_not_training
 from detkit.utils import atomic
+from detkit.utils.digest import sha256_of
+from detkit.utils.tf_quiet import import_tensorflow
 
 STAGING_PREFIX = "import"
 # Keys of torchvision before 0.13 (see upgrade_old_torchvision_keys).
 _OLD_FPN_KEY = re.compile(r"^(.*fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
 _OLD_RPN_KEY = re.compile(r"^(.*rpn\.head\.)conv\.(weight|bias)$")
-
-
-def sha256_of(path: str) -> str:
-    """The hex SHA-256 of a file, read in 1 MB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def upgrade_old_torchvision_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -70,8 +65,6 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
     `arch` is recognised from the keys when None; `classes` is "coco", "a,b,...", a file of names, or None
     (COCO's 90 slots when the checkpoint has 90 classes). The run appears complete or not at all.
     """
-    from detkit.pretrained import torchvision as tv
-
     if not os.path.isfile(pth_path):
         raise CheckpointError(f"{pth_path}: no such file")
     _check_output(output_dir, overwrite)
@@ -84,16 +77,9 @@ def import_checkpoint(pth_path: str, output_dir: str, arch: Optional[str] = None
     elif arch not in tv.ARCHS:
         raise CheckpointError(f"--arch {arch}: unknown (choose from {', '.join(tv.ARCHS)})")
     names = resolve_class_names(classes, tv.num_classes_in(state), pth_path)
-    overrides = list(tv.config_overrides(arch))
-
-    from detkit.config import dump_yaml, load_config
-    from detkit.models.faster_rcnn import build_detector
-    from detkit.utils.tf_quiet import import_tensorflow
-
     tf = import_tensorflow()
-    config = load_config((), overrides)
-    model = build_detector(config.model, len(names))
-    model.build_for_inference()
+    config = tv.arch_config(arch)
+    model = build_detector(config, len(names))
     tv.assign_state_dict(model, state, arch)
 
     parent = os.path.dirname(os.path.abspath(output_dir))

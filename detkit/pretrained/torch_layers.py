@@ -1,14 +1,14 @@
-"""torch state dict <-> Keras weights, for layers tagged with their torch module path (`layer.torch_name`).
+"""torch state dict <-> Keras weights, through a table of torch module paths -> Keras layers.
 
-A weight-owning layer carries `torch_name` ("layer1.0.conv1"); a container layer or model may carry
-`torch_prefix` ("backbone.body.") that is put before the names of the layers inside it. Conv2D,
-DepthwiseConv2D, Dense, BatchNormalization and FrozenBatchNorm are converted here; any other layer can
-define `torch_params() -> list[TorchParam]`.
+A table maps each module path ("layer1.0.conv1") to the weight-owning Keras layer that holds its tensors, or
+to a function giving that layer's `TorchParam`s when its layout differs from the standard one. Conv2D,
+DepthwiseConv2D, Dense, BatchNormalization and FrozenBatchNorm are converted here. The tables of torchvision's
+detectors are in detkit/pretrained/torchvision.py: detkit/models/ knows nothing of torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 import keras
 import numpy as np
@@ -52,10 +52,11 @@ def _depthwise_kernel(layer) -> TorchParam:
                       lambda k: k.transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw))
 
 
+ModuleTable = Mapping[str, "keras.layers.Layer | Callable[[], list[TorchParam]]"]
+
+
 def torch_params(layer: keras.layers.Layer) -> list[TorchParam]:
     """The torch tensors of one weight-owning layer, in torch's key order."""
-    if hasattr(layer, "torch_params"):
-        return list(layer.torch_params())
     if not layer.built:
         raise ValueError(f"layer {layer.name} is not built: call the model once before converting weights")
     params: list[TorchParam] = []
@@ -75,60 +76,34 @@ def torch_params(layer: keras.layers.Layer) -> list[TorchParam]:
     elif isinstance(layer, FrozenBatchNorm):
         return [TorchParam(s, getattr(layer, s)) for s in ("weight", "bias", "running_mean", "running_var")]
     else:
-        raise TypeError(f"layer {layer.name} ({type(layer).__name__}) has a torch_name but no torch conversion")
+        raise TypeError(f"layer {layer.name} ({type(layer).__name__}) has no torch conversion")
     if getattr(layer, "use_bias", False):
         params.append(TorchParam("bias", layer.bias))
     return params
 
 
-def _children(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Direct sub-layers of a model or layer (Keras tracks them for both)."""
-    return list(layer._flatten_layers(include_self=False, recursive=False))
+def _params_by_key(modules: ModuleTable, prefix: str) -> dict[str, TorchParam]:
+    """Every state-dict key the table needs, with its parameter."""
+    out = {}
+    for path, entry in modules.items():
+        params = entry() if callable(entry) and not isinstance(entry, keras.layers.Layer) else torch_params(entry)
+        out.update({f"{prefix}{path}.{p.suffix}": p for p in params})
+    return out
 
 
-def _walk(layer: keras.layers.Layer, prefix: str, seen: set[int]) -> Iterator[tuple[str, keras.layers.Layer]]:
-    """(full torch name, layer) for every tagged layer under `layer`, each once."""
-    if id(layer) in seen:
-        return
-    seen.add(id(layer))
-    name = getattr(layer, "torch_name", None)
-    if name is not None:
-        yield prefix + name, layer
-        return
-    inner = prefix + getattr(layer, "torch_prefix", "")
-    for child in _children(layer):
-        yield from _walk(child, inner, seen)
+def expected_torch_shapes(modules: ModuleTable, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """State-dict key -> shape (torch layout) for every tensor the table's layers would read."""
+    return {key: p.torch_shape() for key, p in _params_by_key(modules, prefix).items()}
 
 
-def torch_named_layers(model: keras.layers.Layer) -> dict[str, keras.layers.Layer]:
-    """Every layer of `model` (nested ones included) that has a torch name, by full torch module path."""
-    found: dict[str, keras.layers.Layer] = {}
-    for name, layer in _walk(model, "", set()):
-        if name in found:
-            raise ValueError(f"two layers carry the torch name {name}: {found[name].name} and {layer.name}")
-        found[name] = layer
-    return found
-
-
-def _params_by_key(model: keras.layers.Layer, prefix: str) -> dict[str, TorchParam]:
-    """Every state-dict key the model needs, with its parameter."""
-    return {f"{prefix}{name}.{p.suffix}": p
-            for name, layer in torch_named_layers(model).items() for p in torch_params(layer)}
-
-
-def expected_torch_shapes(model: keras.layers.Layer, prefix: str = "") -> dict[str, tuple[int, ...]]:
-    """State-dict key -> shape (torch layout) for every tensor the model would read."""
-    return {key: p.torch_shape() for key, p in _params_by_key(model, prefix).items()}
-
-
-def load_torch_state(model: keras.layers.Layer, state: Mapping[str, np.ndarray], prefix: str = "", *,
+def load_torch_state(modules: ModuleTable, state: Mapping[str, np.ndarray], prefix: str = "", *,
                      allow_unused: bool = False) -> list[str]:
-    """Assign `state[prefix + torch_name + suffix]` to every tagged layer; return the unused keys under `prefix`.
+    """Assign `state[prefix + path + suffix]` to every layer of the table; return the unused keys under `prefix`.
 
     Nothing is assigned unless every key is present with the right shape. Unused keys under `prefix`
     (other than num_batches_tracked) raise StateDictError unless `allow_unused`.
     """
-    params = _params_by_key(model, prefix)
+    params = _params_by_key(modules, prefix)
     converted = []
     for key, p in params.items():
         expected = p.torch_shape()
@@ -149,7 +124,7 @@ def load_torch_state(model: keras.layers.Layer, state: Mapping[str, np.ndarray],
     return unused
 
 
-def torch_state(model: keras.layers.Layer, prefix: str = "") -> dict[str, np.ndarray]:
-    """The model's tagged weights as a torch-layout state dict (the reverse of load_torch_state)."""
+def torch_state(modules: ModuleTable, prefix: str = "") -> dict[str, np.ndarray]:
+    """The table's weights as a torch-layout state dict (the reverse of load_torch_state)."""
     return {key: np.ascontiguousarray(p.to_torch(keras.ops.convert_to_numpy(p.variable)))
-            for key, p in _params_by_key(model, prefix).items()}
+            for key, p in _params_by_key(modules, prefix).items()}

@@ -18,6 +18,8 @@ from typing import Callable, Optional
 from detkit.errors import CheckpointError, DetkitError
 from detkit.runs import latest_checkpoint, layout
 from detkit.utils import atomic
+from detkit.utils.digest import sha256_of
+from detkit.utils.progress import progress
 
 HOME_VARIABLE = "DETKIT_HOME"
 TIMEOUT_SECONDS = 30.0
@@ -115,9 +117,6 @@ def _torch_hub_copy(filename: str) -> str:
 
 def fetch(url: str, destination: str, show_progress: bool = True, timeout: Optional[float] = None) -> None:
     """Download `url` to `destination` (written atomically) with a progress bar; check the name's hash prefix."""
-    from detkit.pretrained.importer import sha256_of
-    from detkit.utils.progress import progress
-
     expected = expected_hash_prefix(url)
     with atomic.atomic_path(destination) as tmp:
         with urllib.request.urlopen(url, timeout=timeout or TIMEOUT_SECONDS) as response, open(tmp, "wb") as out:
@@ -140,7 +139,8 @@ def download(name: str, show_progress: bool = True, url: Optional[str] = None,
     A model already downloaded is returned as is. Without a connection, the error is one line naming the
     URL to fetch by hand and the `detkit checkpoint import` command that finishes the job.
     """
-    from detkit.pretrained.importer import import_checkpoint, sha256_of
+    # Imported here: the importer builds models (TensorFlow), and `detkit checkpoint list` reads the zoo without it.
+    from detkit.pretrained.importer import import_checkpoint
 
     model = get_model(name)
     target = model_dir(name)

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from detkit.config import Config, from_dict, load_config, to_dict
+from detkit.config.schema import PYRAMID_STRIDES
+from detkit.errors import ConfigError, DetkitError
 from detkit.config.loader import _merge, default_dict, flat_keys, merged_dict, nested
+from detkit.datasets.inspect import format_report, summarize
+from detkit.datasets.sources import check_training_sources
 from detkit.datasets.statistics import SplitStatistics, split_statistics
 from detkit.recipe.rules import FROM_SCRATCH, Recipe, RecipeOptions, make_recipe
+from detkit.runs import latest_checkpoint, load_run_config, resolve
 
 
 @dataclass
@@ -61,10 +67,12 @@ def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
     schedule = not ({"train.num_steps", "train.num_epochs"} & user_keys) and (from_scratch or minutes is not None)
     fpn_levels = 0
     if cfg.model.architecture == "fpn":
-        from detkit.models.fpn_bodies import pyramid_levels
-
-        fpn_levels = pyramid_levels(FROM_SCRATCH["model.base_network.name"] if from_scratch
-                                    else cfg.model.base_network.name)
+        body = FROM_SCRATCH["model.base_network.name"] if from_scratch else cfg.model.base_network.name
+        if body not in PYRAMID_STRIDES:
+            raise ConfigError(f"config key model.base_network.name: {body} has no fpn body; use "
+                              f"{', '.join(PYRAMID_STRIDES)} (or model.architecture: single_level)")
+        # One level per body map, plus the FPN's max-pooled one.
+        fpn_levels = len(PYRAMID_STRIDES[body]) + 1
     return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule, fpn_levels=fpn_levels,
                          shapes=not initialised, side=cfg.dataset.image.max_size)
 
@@ -95,8 +103,6 @@ def requested_config(config_files: Sequence[str] = (), overrides: Sequence[str] 
 def init_from_base(init_from: str) -> tuple[dict, str]:
     """(the model.* and dataset.image.* values of train.init_from's run, nested; its run dir): the shapes its
     weights were trained with."""
-    from detkit.runs import load_run_config, resolve
-
     run_dir = resolve(init_from).run_dir
     source = to_dict(load_run_config(run_dir))
     return {"model": source["model"], "dataset": {"image": source["dataset"]["image"]}}, run_dir
@@ -121,9 +127,6 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
     base, source_dir = init_from_base(cfg.train.init_from) if cfg.train.init_from else ({}, "")
     if base:
         cfg = from_dict(merged_dict(config_files, overrides, _merge(default_dict(), base)), check_ranges=False)
-    from detkit.datasets.sources import check_training_sources
-    from detkit.errors import DetkitError
-
     try:
         check_training_sources(cfg.dataset)
         stats = split_statistics(cfg.dataset.dir, cfg.dataset.split)
@@ -143,10 +146,6 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
 
 def _saved_run_config(cfg: Config) -> tuple[Optional[dict], str]:
     """(the saved config of the named run when it has a checkpoint to resume from, its run dir) or (None, "")."""
-    import os
-
-    from detkit.runs import latest_checkpoint, load_run_config
-
     if not cfg.train.run_name:
         return None, ""
     run_dir = os.path.join(cfg.train.job_dir, cfg.train.run_name)
@@ -166,6 +165,18 @@ def split_recipe(directory: str, split: str, minutes: Optional[float] = None,
     recipe = recipe_for(stats, user_keys, cfg)
     return TrainingConfig(load_config([], [], under=nested(recipe.values())), recipe, user_keys, directory, split,
                           stats.num_images, stats.num_boxes)
+
+
+def inspect_report(directory: str, split: str) -> tuple[dict[str, Any], str]:
+    """`detkit dataset inspect`: a split's statistics with the recipe `detkit train` would derive from them (key
+    "recipe"), and both as text."""
+    st = split_statistics(directory, split)
+    stats = summarize(st, directory, split)
+    if not st.num_boxes:
+        return stats, format_report(stats)
+    tc = split_recipe(directory, split, stats=st)
+    stats["recipe"] = tc.record()
+    return stats, format_report(stats) + "\n\n" + format_recipe(tc)
 
 
 def _value(value: Any) -> str:

@@ -16,11 +16,10 @@ from detkit.runs.checkpoints import (
 )
 from detkit.runs.config import load_class_names, load_run_config
 from detkit.runs.metrics import read_metrics, record_metrics
-from detkit.runs.pack import pack, read_manifest, unpack
+from detkit.runs.pack import checkpoint_source, pack, read_manifest, unpack
 from detkit.runs.resolve import (
     ResolvedCheckpoint,
     RunPath,
-    checkpoint_source,
     find_runs,
     resolve,
     resolve_run_path,

@@ -42,11 +42,6 @@ def checkpoint_files(prefix: str) -> list[str]:
     return files + sorted(glob.glob(glob.escape(prefix) + ".data-*"))
 
 
-def is_complete(prefix: str) -> bool:
-    """Whether a checkpoint prefix has its .index and at least one .data file."""
-    return os.path.isfile(prefix + ".index") and bool(glob.glob(glob.escape(prefix) + ".data-*"))
-
-
 def step_of(prefix: str) -> int:
     """The step number of a ckpt-N prefix (0 if there is none)."""
     match = re.search(r"-(\d+)$", os.path.basename(prefix))

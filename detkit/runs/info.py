@@ -11,7 +11,7 @@ from detkit.errors import CheckpointError, DetkitError
 from detkit.runs import layout
 from detkit.runs.checkpoints import latest_entry, list_checkpoints
 from detkit.runs.config import load_run_config
-from detkit.runs.metrics import read_metrics
+from detkit.runs.metrics import map_key, map_label, read_metrics
 
 
 
@@ -101,8 +101,6 @@ def _iou(metrics: dict) -> float:
 
 def listed_metrics(metrics: dict) -> dict:
     """The metrics of one stored evaluation shown beside its checkpoint: VOC mAP at its IoU, COCO AP and AP50."""
-    from detkit.eval.metrics import map_key
-
     key = map_key(_iou(metrics))
     keys = ("iou_threshold", key, f"{key}_voc07", "coco_ap", "coco_ap50")
     return {k: metrics.get(k, 0.5 if k == "iou_threshold" else None) for k in keys}
@@ -110,8 +108,6 @@ def listed_metrics(metrics: dict) -> dict:
 
 def metrics_summary(metrics_by_label: dict) -> str:
     """"test mAP@0.5 0.512, val mAP@0.75 0.301" for the stored evaluations of one checkpoint."""
-    from detkit.eval.metrics import map_key, map_label
-
     parts = []
     for label, metrics in sorted(metrics_by_label.items()):
         value = metrics.get(map_key(_iou(metrics)))

@@ -8,6 +8,16 @@ from detkit.runs import layout
 from detkit.utils import atomic
 
 
+def map_key(iou_threshold: float) -> str:
+    """The name of VOC mAP at an IoU threshold: map50 for 0.5, map75 for 0.75, map62_5 for 0.625."""
+    return "map" + format(round(float(iou_threshold) * 100, 6), "g").replace(".", "_")
+
+
+def map_label(iou_threshold: float) -> str:
+    """The display name of VOC mAP at an IoU threshold: mAP@0.5, mAP@0.75."""
+    return f"mAP@{float(iou_threshold):g}"
+
+
 def read_metrics(run_dir: str) -> dict:
     """{checkpoint name: {"step": N, "splits": {label: {...metrics, "evaluated_at": ...}}}}; {} if none."""
     try:

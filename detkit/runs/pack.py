@@ -10,22 +10,26 @@ Unpacked, it is a run directory again.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional, Sequence
 
+from detkit.config import load_config
 from detkit.errors import CheckpointError
 from detkit.runs.checkpoints import check_deletable_run, checkpoint_files, latest_entry, list_checkpoints, state_text
 from detkit.runs.layout import CHECKPOINT_DIR, CLASSES_FILE, CONFIG_FILE, METRICS_FILE, PACK_MANIFEST_FILE, STATE_FILE
 from detkit.runs.metrics import read_metrics
-from detkit.runs.resolve import resolve_run_path
+from detkit.runs.resolve import NO_CHECKPOINT_HELP, check_has_checkpoint, resolve_run_path, run_from_config
 from detkit.utils import atomic
+from detkit.version import __version__
 
 STAGING_PREFIX = "unpack"
 PACK_FORMAT = 1
@@ -85,8 +89,6 @@ def pack(path: str, output: str, checkpoint: Optional[str] = None, overwrite: bo
     for name in (CONFIG_FILE, CLASSES_FILE):
         if not os.path.isfile(os.path.join(run_dir, name)):
             raise CheckpointError(f"{run_dir}: no {name}; cannot pack a checkpoint without it")
-    from detkit import __version__
-
     manifest = {
         "format": PACK_FORMAT,
         "checkpoint": entry.name,
@@ -188,3 +190,29 @@ def unpack(tar_path: str, output_dir: str, overwrite: bool = False) -> str:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output_dir
+
+
+@contextlib.contextmanager
+def checkpoint_source(checkpoint: Optional[str], config_files: Sequence[str] = (),
+                      overrides: Sequence[str] = ()) -> Iterator[str]:
+    """The run dir or checkpoint prefix to load: `checkpoint` (a packed .tar is unpacked to a temporary
+    directory for the duration), else train.job_dir/train.run_name of the config files."""
+    if checkpoint:
+        if is_packed(checkpoint):
+            tmp = tempfile.mkdtemp(prefix="detkit-unpacked-")
+            try:
+                yield unpack(checkpoint, os.path.join(tmp, "run"), overwrite=True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if checkpoint.endswith(".index") and os.path.isfile(checkpoint):
+            checkpoint = checkpoint[: -len(".index")]
+        check_has_checkpoint(checkpoint)
+        yield checkpoint
+        return
+    if not config_files:
+        raise CheckpointError(NO_CHECKPOINT_HELP)
+    cfg = load_config(tuple(config_files), tuple(overrides))
+    run_dir = run_from_config(cfg.train.job_dir, cfg.train.run_name)
+    check_has_checkpoint(run_dir)
+    yield run_dir

@@ -1,12 +1,9 @@
 """Which run or checkpoint the user means: a run directory, a ckpt-N prefix, a packed .tar, or the -c config's run."""
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 from detkit.errors import CheckpointError
 from detkit.runs import layout
@@ -131,33 +128,3 @@ def check_has_checkpoint(path: str) -> RunPath:
         raise CheckpointError(f"{target.run_dir}: no {layout.CONFIG_FILE} beside the checkpoint; "
                               "cannot rebuild the model")
     return target
-
-
-@contextlib.contextmanager
-def checkpoint_source(checkpoint: Optional[str], config_files: Sequence[str] = (),
-                      overrides: Sequence[str] = ()) -> Iterator[str]:
-    """The run dir or checkpoint prefix to load: `checkpoint` (a packed .tar is unpacked to a temporary
-    directory for the duration), else train.job_dir/train.run_name of the config files."""
-    from detkit.runs.pack import is_packed, unpack
-
-    if checkpoint:
-        if is_packed(checkpoint):
-            tmp = tempfile.mkdtemp(prefix="detkit-unpacked-")
-            try:
-                yield unpack(checkpoint, os.path.join(tmp, "run"), overwrite=True)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            return
-        if checkpoint.endswith(".index") and os.path.isfile(checkpoint):
-            checkpoint = checkpoint[: -len(".index")]
-        check_has_checkpoint(checkpoint)
-        yield checkpoint
-        return
-    if not config_files:
-        raise CheckpointError(NO_CHECKPOINT_HELP)
-    from detkit.config import load_config
-
-    cfg = load_config(tuple(config_files), tuple(overrides))
-    run_dir = run_from_config(cfg.train.job_dir, cfg.train.run_name)
-    check_has_checkpoint(run_dir)
-    yield run_dir

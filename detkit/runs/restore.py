@@ -13,7 +13,7 @@ from detkit.errors import CheckpointError
 from detkit.runs import layout
 
 if TYPE_CHECKING:
-    from detkit.models.faster_rcnn import DetectorModel
+    from detkit.models.faster_rcnn import FasterRCNN
 
 
 def is_damaged(exc: BaseException) -> bool:
@@ -60,22 +60,12 @@ def restore_model(model: tf.Module, prefix: str) -> None:
         ) from None
 
 
-def restore_for_finetuning(model: DetectorModel, prefix: str, same_classes: bool) -> None:
+def restore_for_finetuning(model: FasterRCNN, prefix: str, same_classes: bool) -> None:
     """Initialise from another run: everything if the class count matches, else all but the class heads."""
     if same_classes:
         restore_model(model, prefix)
         return
-    parts = {"backbone": model.backbone, "rpn_head": model.rpn_head}
-    if getattr(model, "fpn", None) is not None:
-        parts["fpn"] = model.fpn
-    if model.rcnn_head is not None:
-        head = {f"fc{i + 1}": fc for i, fc in enumerate(model.rcnn_head.fcs)}
-        if model.rcnn_head.tail is not None:
-            head["tail"] = model.rcnn_head.tail
-        if model.rcnn_head.reduce is not None:
-            head["reduce"] = model.rcnn_head.reduce
-        parts["rcnn_head"] = tf.train.Checkpoint(**head)
     try:
-        tf.train.Checkpoint(model=tf.train.Checkpoint(**parts)).restore(prefix).expect_partial()
+        tf.train.Checkpoint(model=tf.train.Checkpoint(**model.shared_parts())).restore(prefix).expect_partial()
     except (tf.errors.OpError, ValueError) as exc:
         raise CheckpointError(f"{prefix}: cannot initialise from this checkpoint ({str(exc).splitlines()[0][:200]})") from None

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from detkit import __version__
+from detkit.version import __version__
 from detkit.server.engine import (DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_PIXELS, DetectorLike, InferenceQueue,
                                   QueueFull)
 from detkit.server.guards import HostCheck, QueueGate, ReadDeadline

@@ -38,14 +38,12 @@ def detect_hardware() -> Hardware:
     """GPUs' compute capabilities, CPU flags and detkit's oneDNN cap on this machine."""
     import tensorflow as tf
 
-    import detkit
-
     caps = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         caps.append(tuple(details.get("compute_capability", (0, 0))))
-    # The cap in force: detkit's own, or one inherited from the environment (e.g. a parent detkit process).
-    cap = os.environ.get(cpu.ONEDNN_ISA_VAR) or detkit.ONEDNN_ISA_CAP
+    # The cap in force: detkit's own (set in the environment when detkit is imported) or the user's.
+    cap = os.environ.get(cpu.ONEDNN_ISA_VAR)
     return Hardware(caps, cpu.cpu_info()[1], cap)
 
 

@@ -12,7 +12,7 @@ from detkit.models.faster_rcnn import FasterRCNN
 def make_replica_step(model: FasterRCNN, optimizer: keras.optimizers.Optimizer, replicas: int = 1,
                       loss_scaling: bool = False) -> Callable[[dict], dict]:
     """A function of one replica's batch that updates the model and returns its losses divided by `replicas`."""
-    l2 = model.cfg.loss_weights.l2
+    l2 = model.loss_weights.l2
     decayed = {id(v) for v in model.decayed_variables()}
 
     def replica_step(batch: dict) -> dict:

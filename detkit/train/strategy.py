@@ -119,3 +119,53 @@ def _build(name: str) -> tf.distribute.Strategy:
 def is_chief(cluster: Optional[ClusterSpec]) -> bool:
     """Whether this process writes the run directory (always, outside a multi-worker cluster)."""
     return cluster is None or cluster.is_chief
+
+
+@dataclass
+class Distribution:
+    """The tf.distribute strategy of this process, why it was chosen, and this process's place in the cluster."""
+
+    strategy: tf.distribute.Strategy
+    name: str
+    why: str
+    cluster: Optional[ClusterSpec]
+
+    @property
+    def chief(self) -> bool:
+        """Whether this process writes the run directory."""
+        return is_chief(self.cluster)
+
+    @property
+    def workers(self) -> int:
+        """Processes training together."""
+        return self.cluster.num_workers if self.cluster else 1
+
+    def describe(self) -> str:
+        """"strategy NAME (why; N replicas)"."""
+        replicas = self.strategy.num_replicas_in_sync
+        return f"strategy {self.name} ({self.why}; {replicas} replica{'s' if replicas > 1 else ''})"
+
+    def agree(self, flags: list[bool]) -> list[bool]:
+        """Flags OR-ed over all workers, so clock-based decisions (stop, save) are taken by every worker together.
+
+        Saving and stopping involve every worker under multi-worker training: one worker deciding alone on its
+        own clock would leave the others waiting in an all-reduce forever.
+        """
+        if self.workers <= 1:
+            return flags
+        import tensorflow as tf
+
+        value = tf.constant([1.0 if f else 0.0 for f in flags])
+        reduced = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(value,)),
+                                       axis=None)
+        return [bool(v > 0.5) for v in reduced.numpy()]
+
+
+def start(requested: str) -> Distribution:
+    """Build the strategy train.strategy names; it must come before any other TensorFlow op runs in this process,
+    as multi-worker collectives can only be configured at start-up."""
+    import tensorflow as tf
+
+    cluster = parse_tf_config()
+    name, why = resolve(requested, cluster, len(tf.config.list_physical_devices("GPU")))
+    return Distribution(build(name), name, why, cluster if name == "multi_worker" else None)

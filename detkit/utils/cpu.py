@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import MutableMapping, Optional
+from typing import Mapping, MutableMapping, Optional
 
 ONEDNN_ISA_VAR = "ONEDNN_MAX_CPU_ISA"
 

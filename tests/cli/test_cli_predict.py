@@ -34,14 +34,14 @@ def _expected(detector, image: np.ndarray, min_prob: float):
     """The model's raw detections, scaled from the resized input back to `image` pixels by hand."""
     import tensorflow as tf
 
-    from detkit.inference.transform import resize_scale
+    from detkit.models.transform import resize_scale
 
     cfg = detector.config.dataset.image
     h, w = image.shape[:2]
     scale = resize_scale(h, w, cfg.min_size, cfg.max_size)
     new_h, new_w = (max(1, int(v)) for v in tf.round(tf.constant([h, w], tf.float32) * scale).numpy())
     resized = tf.image.resize(tf.cast(image, tf.float32), [new_h, new_w])
-    out = detector.model((resized[None], tf.constant([[new_h, new_w]])), training=False)
+    out = detector.model.stages(resized[None], tf.constant([[new_h, new_w]]))
     n = int(out["num_detections"][0])
     boxes = out["boxes"][0, :n].numpy() * np.array([w / new_w, h / new_h, w / new_w, h / new_h])
     scores = out["scores"][0, :n].numpy()
@@ -220,7 +220,7 @@ def test_two_loads_of_a_checkpoint_have_the_same_weights(tiny_run):
     import keras
 
     from detkit.runs import load_class_names, load_run_config
-    from detkit.models.faster_rcnn import FasterRCNN
+    from detkit.models.build import build_detector
     from detkit.runs.restore import restore_model
 
     cfg = load_run_config(tiny_run["run_dir"])
@@ -228,8 +228,7 @@ def test_two_loads_of_a_checkpoint_have_the_same_weights(tiny_run):
     models = []
     for seed in (1, 2):
         keras.utils.set_random_seed(seed)
-        model = FasterRCNN(cfg.model, len(names))
-        model.build_for_inference()
+        model = build_detector(cfg, len(names))
         restore_model(model, tiny_run["checkpoint"])
         models.append(model)
     differ = [a.path for a, b in zip(models[0].variables, models[1].variables)

@@ -126,7 +126,7 @@ def test_exported_model_drops_unused_class_slots(zoo_home, raccoon_dir):
     image = open(_raccoon(raccoon_dir), "rb").read()
     counts = {}
     for names in (["raccoon"], ["N/A"]):
-        module = DetectorModule(detector.model, names, 160, 224, min_prob=0.0, max_detections=100)
+        module = DetectorModule(detector.model, names, min_prob=0.0, max_detections=100)
         counts[names[0]] = int(module.serve(image)["num_detections"])
     assert counts["raccoon"] > 0 and counts["N/A"] == 0
 

@@ -75,7 +75,7 @@ def write_coco(path: Path, images: Sequence[dict], annotations: Sequence[dict], 
 
 def records(out: Path, split: str) -> list[dict]:
     """The parsed records of a split (numpy values, keys of tfrecord.parse_example), in file order."""
-    from detkit.datasets.inspect import iter_records
+    from detkit.datasets.tfrecord import iter_records
 
     return list(iter_records(str(out), split, with_images=True))
 

@@ -153,7 +153,7 @@ def test_fix_writes_a_corrected_copy_that_trains_and_leaves_the_source_alone(fau
     assert summary["merged_classes"] == {"Raccoon": "raccoon"}
     assert json.loads((out / "classes.json").read_text()) == ["raccoon", "skunk"]
     # The turned photo's boxes now sit on its stored pixels: inside its stored width.
-    from detkit.datasets.inspect import iter_records
+    from detkit.datasets.tfrecord import iter_records
 
     w, h, objs = _boxes(faulty["raccoon"])["raccoon-9.jpg"]
     turned = next(r for r in iter_records(str(out), "train") if r["filename"] == b"turned-9.jpg")

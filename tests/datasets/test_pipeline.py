@@ -63,6 +63,13 @@ def dataset_config(dataset_dir: str, *overrides: str):
     return load_config([], base + list(overrides)).dataset
 
 
+def transform_of(cfg):
+    """The model's input transform for a DatasetConfig's image sizes (as build_detector makes it)."""
+    from detkit.models.transform import InputTransform
+
+    return InputTransform(cfg.image.min_size, cfg.image.max_size, cfg.image.size_rounding)
+
+
 @pytest.fixture(scope="module")
 def records(dataset_dir) -> dict:
     """filename -> parsed record (tensors), read once."""
@@ -97,7 +104,7 @@ def is_mirrored(image: np.ndarray) -> bool:
     return image[0, 0, 0] > image[0, -1, 0]
 
 
-# ---------------------------------------------------------------- resizing (evaluation path)
+# ---------------------------------------------------------------- resizing (the model's transform)
 @pytest.mark.parametrize("min_size, max_size, hw, box", [
     (50, 1000, [50, 100], [20, 10, 40, 30]),    # shorter side 100 -> 50: scale 0.5
     (100, 150, [75, 150], [30, 15, 60, 45]),    # shorter side would give 200 wide > 150: scale 0.75
@@ -108,7 +115,7 @@ def test_resize_to_min_max_side_scales_boxes_exactly(records, dataset_dir, min_s
     from detkit.datasets import pipeline
 
     cfg = dataset_config(dataset_dir, f"dataset.image.min_size={min_size}", f"dataset.image.max_size={max_size}")
-    out = pipeline.prepare(records["wide.png"], cfg, training=False)
+    out = pipeline.prepare(records["wide.png"], cfg, transform_of(cfg), training=False)
     assert out["image_hw"].numpy().tolist() == hw
     assert list(out["image"].shape) == hw + [3]
     assert out["original_hw"].numpy().tolist() == [100, 200]
@@ -118,7 +125,7 @@ def test_resize_to_min_max_side_scales_boxes_exactly(records, dataset_dir, min_s
 
 
 def test_resize_scale_values():
-    from detkit.inference.transform import resize_scale
+    from detkit.models.transform import resize_scale
 
     assert float(resize_scale(100, 200, 50, 1000)) == pytest.approx(0.5)
     assert float(resize_scale(100, 200, 100, 150)) == pytest.approx(0.75)
@@ -132,10 +139,11 @@ def test_evaluation_never_augments(records, dataset_dir):
     cfg = dataset_config(dataset_dir, "dataset.image.min_size=100", "dataset.image.max_size=150",
                          "dataset.augment.flip_horizontal=true", "dataset.augment.crop_probability=1.0",
                          "dataset.augment.scale_range=[0.5, 1.5]", "dataset.augment.brightness=0.5")
-    outs = [pipeline.prepare(records["two.png"], cfg, training=False) for _ in range(4)]
+    # Evaluation keeps each image's own size: the model resizes it and maps its detections back.
+    outs = [pipeline.prepare(records["two.png"], cfg) for _ in range(4)]
     for out in outs:
-        assert out["image_hw"].numpy().tolist() == [75, 150]
-        np.testing.assert_allclose(out["boxes"].numpy(), [[15, 7.5, 37.5, 30], [97.5, 37.5, 135, 67.5]], atol=1e-4)
+        assert out["image_hw"].numpy().tolist() == [100, 200]
+        np.testing.assert_allclose(out["boxes"].numpy(), [[20, 10, 50, 40], [130, 50, 180, 90]], atol=1e-4)
         np.testing.assert_array_equal(out["image"].numpy(), outs[0]["image"].numpy())
         assert not is_mirrored(out["image"].numpy())
 
@@ -151,7 +159,7 @@ def test_flip_gives_both_orientations_with_boxes_on_the_object(records, dataset_
                          "dataset.augment.flip_horizontal=true")
     seen = {False: 0, True: 0}
     for _ in range(16):  # P(one orientation only) = 2 * 0.5**16
-        out = pipeline.prepare(records["two.png"], cfg, training=True)
+        out = pipeline.prepare(records["two.png"], cfg, transform_of(cfg), training=True)
         mirrored = bool(is_mirrored(out["image"].numpy()))
         seen[mirrored] += 1
         assert out["image_hw"].numpy().tolist() == [75, 150]
@@ -205,7 +213,7 @@ def test_crop_always_on_in_prepare_keeps_objects(records, dataset_dir):
                          "dataset.augment.flip_horizontal=true")
     lefts = set()
     for _ in range(12):
-        out = pipeline.prepare(records["two.png"], cfg, training=True)
+        out = pipeline.prepare(records["two.png"], cfg, transform_of(cfg), training=True)
         image = out["image"].numpy()
         h, w = out["image_hw"].numpy()
         assert min(h, w) == 100 or max(h, w) == 300  # resized after the crop
@@ -229,13 +237,13 @@ def test_crop_of_negative_image_and_negatives_pass_through(records, dataset_dir)
                          "dataset.augment.crop_probability=1.0", "dataset.augment.flip_horizontal=true",
                          "dataset.augment.scale_range=[0.9, 1.1]")
     for training in (False, True):
-        out = pipeline.prepare(records["empty.png"], cfg, training=training)
+        out = pipeline.prepare(records["empty.png"], cfg, transform_of(cfg) if training else None, training=training)
         assert out["boxes"].shape == (0, 4) and out["labels"].shape == (0,)
         assert out["difficult"].shape == (0,) and out["is_crowd"].shape == (0,)
         assert out["original_hw"].numpy().tolist() == [80, 120]
         assert out["filename"].numpy() == b"empty.png"
-        if not training:  # 80 x 120 -> 100 x 150 (scale 1.25 both ways)
-            assert out["image_hw"].numpy().tolist() == [100, 150]
+        if not training:  # evaluation: the image's own size
+            assert out["image_hw"].numpy().tolist() == [80, 120]
         assert not (out["image"].numpy()[..., 2] > 127).any()
 
 
@@ -249,7 +257,7 @@ def test_scale_range_jitter(records, dataset_dir):
                          "dataset.augment.scale_range=[0.5, 1.5]")
     sizes = set()
     for _ in range(12):
-        out = pipeline.prepare(records["wide.png"], cfg, training=True)
+        out = pipeline.prepare(records["wide.png"], cfg, transform_of(cfg), training=True)
         h, w = out["image_hw"].numpy().tolist()
         sizes.add((h, w))
         # base scale 0.75, times [0.5, 1.5]: 200 x 100 -> between 75 x 37.5 and 225 x 112.5
@@ -265,11 +273,11 @@ def test_fixed_scale_range_is_applied(records, dataset_dir):
 
     cfg = dataset_config(dataset_dir, "dataset.image.min_size=100", "dataset.image.max_size=150",
                          "dataset.augment.scale_range=[0.8, 0.8]")
-    out = pipeline.prepare(records["wide.png"], cfg, training=True)
+    out = pipeline.prepare(records["wide.png"], cfg, transform_of(cfg), training=True)
     assert out["image_hw"].numpy().tolist() == [60, 120]  # 0.75 * 0.8 = 0.6
     np.testing.assert_allclose(out["boxes"].numpy(), [[24, 12, 48, 36]], atol=1e-3)
-    out = pipeline.prepare(records["wide.png"], cfg, training=False)
-    assert out["image_hw"].numpy().tolist() == [75, 150]  # evaluation does not jitter
+    out = pipeline.prepare(records["wide.png"], cfg, transform_of(cfg), training=False)
+    assert out["image_hw"].numpy().tolist() == [75, 150]  # only training jitters
 
 
 # ---------------------------------------------------------------- batching
@@ -280,20 +288,20 @@ def test_evaluation_batches_are_ordered_and_padded(dataset_dir):
     batches = list(pipeline.evaluation_dataset(cfg, dataset_dir, SPLIT, batch_size=2).as_numpy_iterator())
     assert [b["filename"].tolist() for b in batches] == [[b"wide.png", b"two.png"], [b"empty.png"]]
     first, last = batches
-    assert first["image"].shape == (2, 75, 150, 3)
+    assert first["image"].shape == (2, 100, 200, 3)  # each image at its own size: the model resizes
     assert first["labels"].tolist() == [[1, -1], [1, 2]]  # wide has one box: its second slot is padding
-    np.testing.assert_allclose(first["boxes"][0], [[30, 15, 60, 45], [0, 0, 0, 0]], atol=1e-4)
+    np.testing.assert_allclose(first["boxes"][0], [[40, 20, 80, 60], [0, 0, 0, 0]], atol=1e-4)
     assert first["difficult"].tolist() == [[False, False], [False, False]]
-    assert last["image"].shape == (1, 100, 150, 3)
+    assert last["image"].shape == (1, 80, 120, 3)
     assert last["labels"].shape == (1, 0) and last["boxes"].shape == (1, 0, 4)  # nothing to pad
-    assert last["image_hw"].tolist() == [[100, 150]]
+    assert last["image_hw"].tolist() == [[80, 120]]
 
     (one,) = list(pipeline.evaluation_dataset(cfg, dataset_dir, SPLIT, batch_size=3).as_numpy_iterator())
-    assert one["image"].shape == (3, 100, 150, 3)
-    assert one["image_hw"].tolist() == [[75, 150], [75, 150], [100, 150]]
+    assert one["image"].shape == (3, 100, 200, 3)
+    assert one["image_hw"].tolist() == [[100, 200], [100, 200], [80, 120]]
     assert one["labels"].tolist() == [[1, -1], [1, 2], [-1, -1]]
     assert one["original_hw"].tolist() == [[100, 200], [100, 200], [80, 120]]
-    assert not one["image"][0, 75:].any() and not one["image"][1, 75:].any()  # image padding is 0
+    assert not one["image"][2, 80:].any() and not one["image"][2, :, 120:].any()  # image padding is 0
 
 
 def test_training_batches_pad_labels_with_minus_one(dataset_dir):
@@ -302,7 +310,7 @@ def test_training_batches_pad_labels_with_minus_one(dataset_dir):
     cfg = dataset_config(dataset_dir, "dataset.image.min_size=100", "dataset.image.max_size=150",
                          "dataset.augment.flip_horizontal=true", "dataset.augment.crop_probability=0.5",
                          "dataset.shuffle_buffer=8")
-    ds = pipeline.training_dataset(cfg, batch_size=3, seed=7)
+    ds = pipeline.training_dataset(cfg, transform_of(cfg), batch_size=3, seed=7)
     assert ds.element_spec["image"].shape.as_list() == [3, None, None, 3]  # drop_remainder: static batch
     expected_boxes = {b"wide.png": 1, b"two.png": 2, b"empty.png": 0}
     names = set()
@@ -349,5 +357,5 @@ def test_training_dataset_with_repeat_factor_sampling_runs(dataset_dir):
     from detkit.datasets import pipeline
 
     cfg = dataset_config(dataset_dir, "dataset.repeat_factor_threshold=1.0", "dataset.shuffle_buffer=0")
-    batch = next(iter(pipeline.training_dataset(cfg, batch_size=2, seed=0)))
+    batch = next(iter(pipeline.training_dataset(cfg, transform_of(cfg), batch_size=2, seed=0)))
     assert batch["image"].shape[0] == 2

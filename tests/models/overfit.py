@@ -56,7 +56,7 @@ def overfit_one_image(model, raccoon_dir: str, steps: int) -> Overfit:
         return loss
 
     losses = [float(step()) for _ in range(steps)]
-    out = model((images, hw), training=False)
+    out = model.stages(images, hw)  # the image is already at the network's size
     count = int(out["num_detections"][0])
     iou = float(box_ops.pairwise_iou(out["boxes"][0, :1], gt[0])[0, 0]) if count else 0.0
     return Overfit(losses, iou, int(out["labels"][0, 0]), count)

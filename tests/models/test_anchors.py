@@ -1,4 +1,5 @@
 import numpy as np
+import tensorflow as tf
 
 from detkit.models import anchors
 
@@ -14,7 +15,8 @@ def test_base_anchors_keep_area_per_size():
 
 
 def test_anchors_for_2x2_feature_map():
-    out = anchors.generate_anchors([2, 2], 16, [8.0, 16.0], [1.0]).numpy()
+    gen = anchors.AnchorGenerator(((8.0, 16.0),), (1.0,), (16,), "centered")
+    (out,) = [a.numpy() for a in gen([[2, 2]], tf.constant([40, 40]))]
     # 2x2 points x 2 anchors, row-major, centres at (8, 8), (24, 8), (8, 24), (24, 24).
     expected = np.array([
         [4, 4, 12, 12], [0, 0, 16, 16],
@@ -26,6 +28,7 @@ def test_anchors_for_2x2_feature_map():
 
 
 def test_anchor_count_matches_head_layout():
-    out = anchors.generate_anchors([3, 5], 16, [64, 128, 256], [0.5, 1, 2])
-    assert out.shape == (3 * 5 * 9, 4)
+    gen = anchors.AnchorGenerator(((64, 128, 256),), (0.5, 1, 2), (16,))
+    (out,) = gen([[3, 5]], tf.constant([48, 80]))
+    assert out.shape == (3 * 5 * 9, 4) and gen.num_per_location == 9
     assert anchors.num_anchors_per_location([64, 128, 256], [0.5, 1, 2]) == 9

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from detkit.config import load_config
 from detkit.datasets.pipeline import _padded_batch
 from detkit.models import rcnn, rpn
+from detkit.models.matching import Sampling
 
 ANCHORS = tf.constant([[0, 0, 16, 16], [16, 0, 32, 16], [0, 16, 16, 32], [16, 16, 32, 32]], tf.float32)
 IMAGE_A = {"image_hw": [32, 32], "boxes": [[0, 0, 16, 16]], "labels": [1]}
@@ -35,8 +35,9 @@ def batch_of(*images: dict) -> dict:
 
 def dense_rpn(batch: dict) -> list[tuple[list[int], list[int], np.ndarray]]:
     """Per image: (label, matched gt index, box target) of every anchor, from the sampled slots."""
-    cfg = load_config([]).model.rpn
-    t = rpn.rpn_targets(ANCHORS, tf.cast(batch["image_hw"], tf.float32), batch["boxes"], batch["labels"] > 0, cfg)
+    # The default RPN sampling: foreground IoU >= 0.7, background < 0.3, 256 anchors, half foreground.
+    t = rpn.rpn_targets(ANCHORS, tf.cast(batch["image_hw"], tf.float32), batch["boxes"], batch["labels"] > 0,
+                        Sampling(0.7, 0.3, 0.0, 256, 0.5))
     out = []
     for b in range(int(batch["boxes"].shape[0])):
         labels, gts, targets = [None] * 4, [None] * 4, np.zeros((4, 4), np.float32)
@@ -69,11 +70,12 @@ def test_rpn_targets_in_a_batch_of_two_equal_each_image_alone():
 
 def rcnn_rows(batch: dict, proposals: list[list[list[float]]]) -> list[list[tuple]]:
     """Per image: sorted (RoI box, class label, box target) of the valid sampled RoIs."""
-    cfg = load_config([]).model.rcnn
     size = max(len(p) for p in proposals)
     boxes = tf.constant([p + [[0, 0, 0, 0]] * (size - len(p)) for p in proposals], tf.float32)
     valid = tf.constant([[True] * len(p) + [False] * (size - len(p)) for p in proposals])
-    t = rcnn.rcnn_targets(boxes, valid, batch["boxes"], batch["labels"], batch["labels"] > 0, cfg)
+    # The default RoI sampling: foreground IoU >= 0.5, 256 RoIs, a quarter foreground; torchvision's box weights.
+    t = rcnn.rcnn_targets(boxes, valid, batch["boxes"], batch["labels"], batch["labels"] > 0,
+                          Sampling(0.5, 0.5, 0.0, 256, 0.25), (10.0, 10.0, 5.0, 5.0))
     out = []
     for b in range(len(proposals)):
         rows = [(tuple(t["boxes"][b, s].numpy().tolist()), int(t["labels"][b, s]),

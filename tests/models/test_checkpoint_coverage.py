@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from detkit.config import load_config
 from detkit.config.tiny import tiny_model_overrides
-from detkit.models.faster_rcnn import FasterRCNN
+from detkit.models.build import build_detector
 from detkit.runs.restore import restore_model
 
 TINY = tiny_model_overrides()
@@ -13,9 +13,7 @@ TINY = tiny_model_overrides()
 
 def _model(seed):
     keras.utils.set_random_seed(seed)
-    model = FasterRCNN(load_config(overrides=TINY).model, num_classes=3)
-    model.build_for_inference()
-    return model
+    return build_detector(load_config(overrides=TINY), num_classes=3)
 
 
 def test_save_restore_covers_every_variable(tmp_path):

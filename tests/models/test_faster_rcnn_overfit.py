@@ -2,7 +2,7 @@
 import keras
 
 from detkit.config import load_config
-from detkit.models.faster_rcnn import FasterRCNN
+from detkit.models.build import build_detector
 from tests.models.overfit import overfit_one_image
 
 TINY = [
@@ -17,8 +17,7 @@ TINY = [
 
 def test_overfit_one_image(raccoon_dir):
     keras.utils.set_random_seed(0)
-    model = FasterRCNN(load_config(overrides=TINY).model, num_classes=1)
-    model.build_for_inference()
+    model = build_detector(load_config(overrides=TINY), num_classes=1)
     fit = overfit_one_image(model, raccoon_dir, steps=100)
     assert fit.final_loss() < 0.5 * fit.first_loss(), fit.losses
     assert fit.num_detections > 0

@@ -41,8 +41,3 @@ def test_fpn_top_down_sum_with_identity_convs():
     np.testing.assert_array_equal(p2, expected_p2)
     np.testing.assert_array_equal(p4, [[100]])
 
-
-def test_fpn_layers_carry_torchvision_names():
-    layer = fpn.FPN(8, 3)
-    assert [b.torch_name for b in layer.inner_blocks] == ["inner_blocks.0.0", "inner_blocks.1.0", "inner_blocks.2.0"]
-    assert layer.layer_blocks[2].torch_name == "layer_blocks.2.0"

@@ -1,9 +1,8 @@
 import numpy as np
 import tensorflow as tf
 
-from detkit.inference.transform import input_hw
 from detkit.models import anchors, proposals
-from detkit.models.fpn_rcnn import pad_and_mask
+from detkit.models.transform import input_hw, mask_and_pad
 
 
 def test_rounded_base_anchors_as_torchvision():
@@ -20,7 +19,8 @@ def test_level_stride_is_integer_division_of_the_padded_size():
 
 
 def test_level_anchors_sit_on_cell_corners_row_major():
-    out = anchors.generate_level_anchors([2, 2], [4, 8], [2], [1.0]).numpy()
+    gen = anchors.AnchorGenerator(((2,),), (1.0,), (4,), "torchvision")
+    (out,) = [a.numpy() for a in gen([[2, 2]], tf.constant([8, 16]))]  # strides 8 // 2 = 4 and 16 // 2 = 8
     np.testing.assert_array_equal(out, [[-1, -1, 1, 1], [7, -1, 9, 1], [-1, 3, 1, 5], [7, 3, 9, 5]])
 
 
@@ -35,7 +35,7 @@ def test_multilevel_proposals_nms_within_levels_thresholds_and_top_n():
     a1 = tf.constant([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [30.0, 30.0, 40.0, 40.0]])
     l0 = tf.constant([[_logit(0.9), _logit(0.8), _logit(0.95)]])
     l1 = tf.constant([[_logit(0.7), _logit(0.04), _logit(0.6)]])
-    boxes, scores, valid = proposals.generate_multilevel_proposals(
+    boxes, scores, valid = proposals.generate_proposals(
         [l0, l1], [zero, zero], [a0, a1], tf.constant([[100.0, 100.0]]), pre_nms_top_n=2, post_nms_top_n=4,
         nms_iou=0.7, min_size=1e-3, score_threshold=0.05)
     # Level 0's top 2 are the tiny box (dropped) and the 10x10 one (kept); the 10x9 one is not in its top 2.
@@ -49,16 +49,16 @@ def test_multilevel_proposals_suppress_overlaps_within_a_level():
     zero = tf.zeros([1, 2, 4])
     a0 = tf.constant([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.0]])
     logits = tf.constant([[_logit(0.9), _logit(0.8)]])
-    _, scores, valid = proposals.generate_multilevel_proposals(
+    _, scores, valid = proposals.generate_proposals(
         [logits], [zero], [a0], tf.constant([[100.0, 100.0]]), 10, 5, 0.7, 1e-3, 0.0)
     # IoU 0.9 > 0.7: the second is suppressed.
     np.testing.assert_array_equal(valid.numpy()[0], [True, False, False, False, False])
     np.testing.assert_allclose(scores.numpy()[0, 0], 0.9, rtol=1e-6)
 
 
-def test_pad_and_mask_zeroes_outside_each_image_and_pads_to_a_multiple():
+def test_mask_and_pad_zeroes_outside_each_image_and_pads_to_a_multiple():
     images = tf.ones([2, 5, 6, 1])
-    out = pad_and_mask(images, tf.constant([[5, 6], [3, 2]]), 4).numpy()[..., 0]
+    out = mask_and_pad(images, tf.constant([[5, 6], [3, 2]]), 4).numpy()[..., 0]
     assert out.shape == (2, 8, 8)
     assert out[0].sum() == 30 and out[0, :5, :6].min() == 1
     assert out[1].sum() == 6 and out[1, :3, :2].min() == 1

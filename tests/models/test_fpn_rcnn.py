@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from detkit.config import load_config
 from detkit.errors import ConfigError
-from detkit.models.faster_rcnn import build_detector
-from detkit.models.fpn_rcnn import FPNFasterRCNN
+from detkit.models.build import build_detector
+from detkit.models.roi_align import MultiLevelRoIAlign
 from detkit.runs.restore import restore_model
 from tests.models.overfit import overfit_one_image
 
@@ -24,19 +24,20 @@ TINY_FPN = [
 
 def _model(seed=0, overrides=()):
     keras.utils.set_random_seed(seed)
-    model = build_detector(load_config(overrides=TINY_FPN + list(overrides)).model, num_classes=2)
-    model.build_for_inference()
-    return model
+    return build_detector(load_config(overrides=TINY_FPN + list(overrides)), num_classes=2)
 
 
-def test_architecture_key_picks_the_model():
-    assert isinstance(_model(), FPNFasterRCNN)
+def test_architecture_key_picks_the_parts():
+    model = _model()
+    assert model.fpn is not None and isinstance(model.roi_settings.pooler, MultiLevelRoIAlign)
+    assert model.rpn_settings.anchors.placement == "torchvision" and model.transform.size_divisible == 32
 
 
 def test_inference_outputs_match_the_single_level_model():
     model = _model()
-    out = model((tf.random.uniform([2, 70, 90, 3], 0, 255), tf.constant([[70, 90], [50, 60]])))
-    assert set(out) == {"boxes", "scores", "labels", "num_detections", "proposals", "proposal_scores"}
+    out = model({"image": tf.random.uniform([2, 70, 90, 3], 0, 255), "image_hw": tf.constant([[70, 90], [50, 60]])})
+    assert set(out) == {"boxes", "scores", "labels", "num_detections"}
+    out = model.stages(tf.random.uniform([2, 70, 90, 3], 0, 255), tf.constant([[70, 90], [50, 60]]))
     assert out["boxes"].shape == (2, 300, 4) and out["proposals"].shape == (2, 50, 4)
     # Proposals stay inside each image's own size, not the padded batch.
     assert float(tf.reduce_max(out["proposals"][1, :, 2])) <= 60.0
@@ -132,7 +133,7 @@ def test_fpn_run_trains_predicts_and_exports(tiny_run, raccoon_dir, tmp_path):
     trained = train(cfg)
     assert trained.step == 3
     detector = Detector.from_checkpoint(trained.run_dir)
-    assert isinstance(detector.model, FPNFasterRCNN)
+    assert detector.model.fpn is not None
     path = os.path.join(raccoon_dir, "images", "raccoon-1.jpg")
     image = np.asarray(Image.open(path).convert("RGB"))
     found = detector.predict(image, min_prob=0.0)

@@ -1,14 +1,13 @@
 import numpy as np
 import tensorflow as tf
 
-from detkit.config.schema import RCNNConfig, TargetConfig
 from detkit.models import rcnn
+from detkit.models.matching import Sampling
 
 
 def _cfg(add_gt=True):
-    return RCNNConfig(target=TargetConfig(foreground_iou=0.5, background_iou_high=0.5, background_iou_low=0.1,
-                                          minibatch_size=4, foreground_fraction=0.25),
-                      add_gt_boxes=add_gt, box_weights=[10.0, 10.0, 5.0, 5.0])
+    """RoI sampling (fg >= 0.5, bg 0.1-0.5, 4 RoIs, 25% foreground) and torchvision's box weights."""
+    return dict(sampling=Sampling(0.5, 0.5, 0.1, 4, 0.25), box_weights=(10.0, 10.0, 5.0, 5.0), add_gt_boxes=add_gt)
 
 
 def test_rcnn_targets_labels_and_bands():
@@ -20,7 +19,7 @@ def test_rcnn_targets_labels_and_bands():
     ]])
     valid = tf.constant([[True, True, True, False]])
     gt = tf.constant([[[0.0, 0.0, 10.0, 10.0]]])
-    t = rcnn.rcnn_targets(proposals, valid, gt, tf.constant([[2]]), tf.constant([[True]]), _cfg(add_gt=False))
+    t = rcnn.rcnn_targets(proposals, valid, gt, tf.constant([[2]]), tf.constant([[True]]), **_cfg(add_gt=False))
     labels = t["labels"].numpy()[0]
     assert labels.tolist() == [2, 0, -1, -1]
     np.testing.assert_allclose(t["boxes"].numpy()[0, 1], [0, 0, 10, 30])
@@ -29,7 +28,7 @@ def test_rcnn_targets_labels_and_bands():
 def test_rcnn_targets_adds_ground_truth():
     proposals = tf.constant([[[50.0, 50.0, 60.0, 60.0]]])
     gt = tf.constant([[[0.0, 0.0, 10.0, 10.0]]])
-    t = rcnn.rcnn_targets(proposals, tf.constant([[False]]), gt, tf.constant([[1]]), tf.constant([[True]]), _cfg())
+    t = rcnn.rcnn_targets(proposals, tf.constant([[False]]), gt, tf.constant([[1]]), tf.constant([[True]]), **_cfg())
     assert t["labels"].numpy()[0].tolist()[0] == 1
     np.testing.assert_allclose(t["box_targets"].numpy()[0, 0], [0, 0, 0, 0], atol=1e-5)
 

@@ -1,7 +1,6 @@
 import numpy as np
 import tensorflow as tf
 
-from detkit.config.schema import PostprocessConfig
 from detkit.models import postprocess, proposals, roi_pooling
 
 
@@ -19,7 +18,7 @@ def test_roi_pool_matches_manual_crop():
 
 
 def test_class_wise_nms_keeps_overlaps_of_different_classes():
-    cfg = PostprocessConfig(score_threshold=0.3, nms_iou=0.5, max_per_class=10, max_total=10)
+    cfg = postprocess.DetectionSettings(score_threshold=0.3, nms_iou=0.5, max_per_class=10, max_total=10)
     boxes = tf.constant([[[[0.0, 0.0, 10.0, 10.0]] * 2, [[1.0, 1.0, 10.0, 10.0]] * 2,
                           [[50.0, 50.0, 60.0, 60.0]] * 2]])  # [1, 3, 2 classes, 4]
     scores = tf.constant([[[0.9, 0.8], [0.85, 0.1], [0.2, 0.6]]])
@@ -34,8 +33,24 @@ def test_proposals_nms_and_top_n():
     anchors = tf.constant([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [30.0, 30.0, 40.0, 40.0]])
     logits = tf.constant([[3.0, 2.0, 1.0]])
     deltas = tf.zeros([1, 3, 4])
-    boxes, scores, valid = proposals.generate_proposals(logits, deltas, anchors, tf.constant([[50.0, 50.0]]),
+    boxes, scores, valid = proposals.generate_proposals([logits], [deltas], [anchors], tf.constant([[50.0, 50.0]]),
                                                         pre_nms_top_n=3, post_nms_top_n=3, nms_iou=0.5)
     assert valid.numpy().tolist() == [[True, True, False]]
     np.testing.assert_allclose(boxes.numpy()[0, :2], [[0, 0, 10, 10], [30, 30, 40, 40]])
     np.testing.assert_allclose(scores.numpy()[0, :2], 1 / (1 + np.exp([-3.0, -1.0])), rtol=1e-5)
+
+
+def test_one_minimum_box_size_for_proposals_and_detections():
+    """Kept: both sides >= the minimum and neither zero; 0 drops only degenerate boxes."""
+    from detkit.models import box_ops
+
+    boxes = tf.constant([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 1.0, 3.0]])
+    assert box_ops.min_size_mask(boxes, 0.0).numpy().tolist() == [True, False, True]
+    assert box_ops.min_size_mask(boxes, 2.0).numpy().tolist() == [True, False, False]
+    settings = postprocess.DetectionSettings(0.0, 0.5, 10, 10, min_box_size=2.0)
+    rois = boxes[None]
+    logits = tf.constant([[[0.0, 5.0]] * 3])
+    out = postprocess.detections_from_rcnn(rois, tf.constant([[True] * 3]), logits, tf.zeros([1, 3, 1, 4]),
+                                           tf.constant([[10.0, 10.0]]), (10.0, 10.0, 5.0, 5.0), settings)
+    assert int(out["num_detections"][0]) == 1
+    np.testing.assert_allclose(out["boxes"].numpy()[0, 0], [0, 0, 2, 2], atol=1e-5)

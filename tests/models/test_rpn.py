@@ -1,13 +1,13 @@
 import numpy as np
 import tensorflow as tf
 
-from detkit.config.schema import RPNConfig, TargetConfig
 from detkit.models import rpn
+from detkit.models.matching import Sampling
 
 
-def _cfg(allowed_border=0.0, **target):
-    return RPNConfig(allowed_border=allowed_border, target=TargetConfig(**{"foreground_iou": 0.7, "background_iou_high": 0.3,
-                                            "minibatch_size": 4, "foreground_fraction": 0.5, **target}))
+def _cfg(allowed_border=0.0, minibatch_size=4):
+    """Sampling and border settings of the paper's RPN, with a minibatch of 4."""
+    return dict(sampling=Sampling(0.7, 0.3, 0.0, minibatch_size, 0.5), allowed_border=allowed_border)
 
 
 def test_rpn_targets_tiny_case():
@@ -18,7 +18,7 @@ def test_rpn_targets_tiny_case():
         [-5.0, 0.0, 5.0, 10.0],    # crosses the left border -> ignored
     ])
     gt = tf.constant([[[0.0, 0.0, 10.0, 10.0]]])
-    t = rpn.rpn_targets(anchors, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), _cfg())
+    t = rpn.rpn_targets(anchors, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), **_cfg())
     labels = t["labels"].numpy()[0]
     idx = t["indices"].numpy()[0]
     assert labels.tolist() == [1, 0, -1, -1]
@@ -26,17 +26,17 @@ def test_rpn_targets_tiny_case():
     np.testing.assert_allclose(t["box_targets"].numpy()[0, 0], [0, 0, 0, 0], atol=1e-6)
     # allowed_border < 0 keeps border-crossing anchors: anchor 3 (IoU 50/150 = 0.33) is then ignored
     # by IoU, not by position, and anchor 2 stays background.
-    kept = rpn.rpn_targets(anchors, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), _cfg(-1.0))
+    kept = rpn.rpn_targets(anchors, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), **_cfg(-1.0))
     assert kept["labels"].numpy()[0].tolist() == [1, 0, -1, -1]
     far = tf.constant([[-40.0, 0.0, -30.0, 10.0]])
-    bg = rpn.rpn_targets(far, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), _cfg(-1.0, minibatch_size=1))
+    bg = rpn.rpn_targets(far, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), **_cfg(-1.0, minibatch_size=1))
     assert bg["labels"].numpy()[0].tolist() == [0]
 
 
 def test_rpn_targets_fallback_when_no_anchor_passes():
     anchors = tf.constant([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 20.0, 20.0], [30.0, 30.0, 40.0, 40.0]])
     gt = tf.constant([[[0.0, 0.0, 12.0, 12.0]]])  # IoU 100/144 = 0.69 and 144/400 = 0.36: none >= 0.7
-    t = rpn.rpn_targets(anchors, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), _cfg())
+    t = rpn.rpn_targets(anchors, tf.constant([[50.0, 50.0]]), gt, tf.constant([[True]]), **_cfg())
     fg = t["indices"].numpy()[0][t["labels"].numpy()[0] == 1]
     assert fg.tolist() == [0]
     # Encoded target for the fallback anchor: centre offset (6 - 5) / 10, log(12 / 10).

@@ -1,16 +1,16 @@
-"""torchvision-layout bodies: shapes, torch names, padding, FrozenBatchNorm, freezing, config wiring."""
+"""torchvision-layout bodies: shapes, padding, FrozenBatchNorm, freezing, config wiring (their torchvision
+names: tests/pretrained/test_tv_body_names.py)."""
 import keras
 import numpy as np
 import pytest
 
 from detkit.config import load_config
-from detkit.config.schema import BaseNetworkConfig
-from detkit.errors import ConfigError, StateDictError
-from detkit.models.base_networks import build_base_network, build_tv_body
-from detkit.models.tv_layers import FrozenBatchNorm, conv, imagenet_preprocess
+from detkit.errors import ConfigError
+from detkit.models import bodies
+from detkit.models.transform import normalize
+from detkit.models.tv_layers import FrozenBatchNorm, conv
 from detkit.models.tv_mobilenet_v3 import make_divisible, tv_mobilenet_v3_large
 from detkit.models.tv_resnet import tv_resnet
-from detkit.pretrained.torch_layers import expected_torch_shapes, torch_named_layers, torch_state
 
 
 @pytest.fixture(scope="module")
@@ -30,26 +30,15 @@ def test_resnet50_returns_c2_to_c5_at_torch_sizes(resnet50):
                                               (1, 7, 10, 2048)]
 
 
-def test_resnet50_torch_names_and_shapes(resnet50):
-    names = torch_named_layers(resnet50)
-    # conv1 + bn1, 16 bottlenecks x 3 (conv + bn), 4 projections (conv + bn).
-    assert len(names) == 2 + 16 * 6 + 4 * 2
-    shapes = expected_torch_shapes(resnet50, "backbone.body.")
-    assert shapes["backbone.body.conv1.weight"] == (64, 3, 7, 7)
-    assert shapes["backbone.body.layer1.0.downsample.0.weight"] == (256, 64, 1, 1)
-    assert shapes["backbone.body.layer2.0.conv2.weight"] == (128, 128, 3, 3)  # the stride is in the 3x3 conv
-    assert names["layer2.0.conv2"].strides == (2, 2) and names["layer2.0.conv1"].strides == (1, 1)
-    assert shapes["backbone.body.layer4.2.bn3.running_var"] == (2048,)
-    assert not any(layer.use_bias for layer in names.values() if isinstance(layer, keras.layers.Conv2D))
+def _trained_modules(model):
+    """The first part of the module path of every layer with trainable weights."""
+    return {layer.name.split("_")[0] for layer in model.layers if layer.trainable_weights}
 
 
 def test_resnet_trainable_layers_freeze_from_the_bottom(resnet50):
-    trainable = {layer.torch_name.split(".")[0] for layer in torch_named_layers(resnet50).values()
-                 if layer.trainable_weights}
-    assert trainable == {"layer2", "layer3", "layer4"}
+    assert _trained_modules(resnet50) == {"layer2", "layer3", "layer4"}
     everything = tv_resnet(50, frozen_bn=False, trainable_layers=5)
-    assert {n.split(".")[0] for n, layer in torch_named_layers(everything).items() if layer.trainable_weights} == {
-        "conv1", "bn1", "layer1", "layer2", "layer3", "layer4"}
+    assert _trained_modules(everything) == {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4"}
 
 
 def test_mobilenet_returns_features_13_and_16(mobilenet):
@@ -57,22 +46,9 @@ def test_mobilenet_returns_features_13_and_16(mobilenet):
     assert [tuple(o.shape) for o in outs] == [(1, 2, 3, 160), (1, 2, 3, 960)]
 
 
-def test_mobilenet_torch_names_and_shapes(mobilenet):
-    shapes = expected_torch_shapes(mobilenet, "backbone.body.")
-    assert len(shapes) == 262
-    assert shapes["backbone.body.0.0.weight"] == (16, 3, 3, 3)
-    assert shapes["backbone.body.1.block.0.0.weight"] == (16, 1, 3, 3)  # no expansion in block 1: depthwise first
-    assert shapes["backbone.body.4.block.1.0.weight"] == (72, 1, 5, 5)
-    assert shapes["backbone.body.4.block.2.fc1.weight"] == (24, 72, 1, 1)  # _make_divisible(72 // 4) = 24
-    assert shapes["backbone.body.4.block.2.fc1.bias"] == (24,)
-    assert shapes["backbone.body.4.block.3.1.running_mean"] == (40,)
-    assert shapes["backbone.body.16.0.weight"] == (960, 160, 1, 1)
-
-
 def test_mobilenet_trainable_layers_follow_torchvision_stages(mobilenet):
     # Stages start at features 0, 2, 4, 7, 13, 16; three trainable stages = features 7 onwards.
-    trainable = {int(layer.torch_name.split(".")[0]) for layer in torch_named_layers(mobilenet).values()
-                 if layer.trainable_weights}
+    trainable = {int(layer.name.split("_")[1]) for layer in mobilenet.layers if layer.trainable_weights}
     assert min(trainable) == 7 and max(trainable) == 16
 
 
@@ -122,51 +98,27 @@ def test_padding_is_symmetric_on_even_sizes_unlike_tf_same():
     np.testing.assert_array_equal(out, np.outer([2, 3, 3], [2, 3, 3]))
 
 
-def test_imagenet_preprocess_is_torchvisions():
-    out = imagenet_preprocess(np.full((1, 1, 1, 3), 255.0, np.float32)).numpy().ravel()
+def test_imagenet_normalization_is_torchvisions():
+    out = normalize(np.full((1, 1, 1, 3), 255.0, np.float32), "imagenet").numpy().ravel()
     np.testing.assert_allclose(out, [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-6)
-
-
-def test_build_tv_body_loads_a_torch_npz_state_dict(tmp_path):
-    source = tv_mobilenet_v3_large(frozen_bn=True)
-    rng = np.random.default_rng(0)
-    state = {f"backbone.body.{k}": rng.normal(size=v.shape).astype(np.float32)
-             for k, v in torch_state(source).items()}
-    state["backbone.fpn.inner_blocks.0.0.weight"] = np.zeros((256, 160, 1, 1), np.float32)  # not the body's
-    path = str(tmp_path / "detector.npz")
-    np.savez(path, **state)
-    body = build_tv_body(BaseNetworkConfig(name="mobilenet_v3_large_tv", weights=path))
-    assert body.strides == (32, 32) and body.channels == (160, 960)
-    loaded = torch_state(body.model, "backbone.body.")
-    assert sorted(loaded) == sorted(k for k in state if k.startswith("backbone.body."))
-    np.testing.assert_array_equal(loaded["backbone.body.4.block.1.0.weight"], state["backbone.body.4.block.1.0.weight"])
-    # Pretrained weights: torchvision's default of three trainable stages.
-    assert not torch_named_layers(body.model)["6.block.0.0"].trainable
-    assert torch_named_layers(body.model)["7.block.0.0"].trainable
-
-    del state["backbone.body.16.1.running_var"]
-    np.savez(path, **state)
-    with pytest.raises(StateDictError, match=r"detector.npz: state dict has no key backbone.body.16.1.running_var "
-                                             r"\(expected shape \(960,\)\)$"):
-        build_tv_body(BaseNetworkConfig(name="mobilenet_v3_large_tv", weights=path))
 
 
 def test_config_refuses_what_tv_bodies_cannot_do():
     with pytest.raises(ConfigError, match="has no downloadable Keras ImageNet weights"):
-        build_tv_body(BaseNetworkConfig(name="resnet50_tv", weights="imagenet"))
+        load_config(overrides=["model.base_network.name=resnet50_tv", "model.base_network.weights=imagenet"])
     with pytest.raises(ConfigError, match=r"trainable_layers: must be within \[0, 5\] for resnet50_tv, got 6"):
         load_config(overrides=["model.base_network.name=resnet50_tv", "model.base_network.trainable_layers=6"])
     with pytest.raises(ConfigError, match="trainable_layers: only for the torchvision-layout bodies"):
         load_config(overrides=["model.base_network.trainable_layers=2"])
     with pytest.raises(ConfigError, match="mobilenet_v3_large_tv has no stride-16 output"):
-        build_base_network(BaseNetworkConfig(name="mobilenet_v3_large_tv", weights="none"))
+        load_config(overrides=["model.base_network.name=mobilenet_v3_large_tv", "model.base_network.weights=none"])
 
 
 def test_resnet_tv_also_serves_the_stride_16_detector():
-    base = build_base_network(BaseNetworkConfig(name="resnet50_tv", weights="none", freeze_batchnorm=False))
-    assert base.features(np.zeros((1, 96, 128, 3), np.float32)).shape == (1, 6, 8, 1024)
+    base, _ = bodies.single_level_body("resnet50_tv", [], [], frozen_bn=False, trainable_layers=5, with_tail=True)
+    assert base.model(np.zeros((1, 96, 128, 3), np.float32)).shape == (1, 6, 8, 1024)
     assert base.tail(np.zeros((2, 14, 14, 1024), np.float32)).shape == (2, 7, 7, 2048)
     # From scratch: torchvision trains every layer, with ordinary BatchNorm.
-    assert len(base.features.trainable_weights) > 0
+    assert len(base.model.trainable_weights) > 0
     assert any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
-               for layer in base.features.layers)
+               for layer in base.model.layers)

@@ -140,18 +140,14 @@ def imported_320(tmp_path_factory) -> dict:
     imported: {"weights": {path: array} of the source model, "run_dir"}."""
     import keras
 
-    from detkit.config import load_config
-    from detkit.models.faster_rcnn import build_detector
+    from detkit.models.build import build_detector
     from detkit.pretrained import torchvision as tv
-    from detkit.pretrained.torch_layers import torch_state
 
     tmp_path = tmp_path_factory.mktemp("imported_320")
     arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
     keras.utils.set_random_seed(3)
-    source = build_detector(load_config((), tv.config_overrides(arch)).model, 2)
-    source.build_for_inference()
-    tv._tag_box_predictor(source)  # torchvision's box rows for the background, as assign_state_dict reads them
-    state = torch_state(source)
+    source = build_detector(tv.arch_config(arch), 2)
+    state = tv.export_state_dict(source)
     assert state["roi_heads.box_predictor.cls_score.weight"].shape == (3, 1024)
     pth = str(tmp_path / "fasterrcnn_mobilenet_v3_large_320_fpn-mine.pth")
     write_pth(pth, state)
@@ -178,14 +174,13 @@ def test_init_from_an_imported_run_keeps_all_but_the_class_heads(imported_320):
     """train.init_from with another class count: body, FPN, RPN and box-head FCs restored, class heads new."""
     import keras
 
+    from detkit.models.build import build_detector
     from detkit.runs import load_run_config, resolve
-    from detkit.models.faster_rcnn import build_detector
     from detkit.runs.restore import restore_for_finetuning
 
     run_dir = imported_320["run_dir"]
     keras.utils.set_random_seed(4)
-    model = build_detector(load_run_config(run_dir).model, 5)
-    model.build_for_inference()
+    model = build_detector(load_run_config(run_dir), 5)
     head = model.rcnn_head
     fresh = {id(v): v.numpy() for v in (head.cls.kernel, head.cls.bias, head.box.kernel, head.box.bias)}
     restore_for_finetuning(model, resolve(run_dir).prefix, same_classes=False)

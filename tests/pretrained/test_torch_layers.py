@@ -4,24 +4,29 @@ import numpy as np
 import pytest
 
 from detkit.errors import CheckpointError, StateDictError
-from detkit.models.tv_layers import FrozenBatchNorm, named
-from detkit.pretrained.torch_layers import (expected_torch_shapes, load_torch_state, torch_named_layers,
-                                            torch_state)
+from detkit.models.tv_layers import FrozenBatchNorm
+from detkit.pretrained.torch_layers import expected_torch_shapes, load_torch_state, torch_state
 
 
-def _model() -> keras.Model:
-    """conv (bias) -> depthwise (x2) -> BN -> FrozenBN -> [nested 'head.' model: dense], torch-named."""
-    inputs = keras.Input((5, 5, 2))
-    x = named(keras.layers.Conv2D(3, 3, padding="same", name="c"), "conv")(inputs)
-    x = named(keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", use_bias=False, name="dw"),
-              "dw")(x)
-    x = named(keras.layers.BatchNormalization(name="bn"), "bn")(x)
-    x = named(FrozenBatchNorm(name="fbn"), "fbn")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    head_in = keras.Input((6,))
-    head = keras.Model(head_in, named(keras.layers.Dense(4, name="fc"), "fc")(head_in))
-    head.torch_prefix = "head."
-    return keras.Model(inputs, head(x))
+class Net:
+    """conv (bias) -> depthwise (x2) -> BN -> FrozenBN -> dense, and its table of torch module paths."""
+
+    def __init__(self):
+        inputs = keras.Input((5, 5, 2))
+        self.layers = {"conv": keras.layers.Conv2D(3, 3, padding="same", name="c"),
+                       "dw": keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", use_bias=False),
+                       "bn": keras.layers.BatchNormalization(), "fbn": FrozenBatchNorm(),
+                       "head.fc": keras.layers.Dense(4)}
+        x = inputs
+        for key in ("conv", "dw", "bn", "fbn"):
+            x = self.layers[key](x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        self.model = keras.Model(inputs, self.layers["head.fc"](x))
+
+
+def _model() -> dict:
+    """The table of a new Net."""
+    return Net().layers
 
 
 def _state() -> dict[str, np.ndarray]:
@@ -36,15 +41,13 @@ def _state() -> dict[str, np.ndarray]:
     return state
 
 
-def test_layers_are_found_by_torch_name_with_nested_prefixes():
-    assert sorted(torch_named_layers(_model())) == ["bn", "conv", "dw", "fbn", "head.fc"]
+def test_expected_shapes_follow_the_table_and_the_prefix():
     assert expected_torch_shapes(_model(), "net.")["net.dw.weight"] == (6, 1, 3, 3)
 
 
 def test_load_transposes_each_kind_of_layer():
-    model, state = _model(), _state()
-    assert load_torch_state(model, state, "net.") == []
-    layers = torch_named_layers(model)
+    layers, state = _model(), _state()
+    assert load_torch_state(layers, state, "net.") == []
     conv = state["net.conv.weight"]
     kernel = layers["conv"].kernel.numpy()
     assert kernel.shape == (3, 3, 2, 3)
@@ -65,9 +68,10 @@ def test_load_transposes_each_kind_of_layer():
 def test_loaded_conv_is_torch_cross_correlation():
     """A 3x3 'valid' conv on a 3x3 input is sum(x * w[o, i]) with no flip, as torch computes it."""
     inputs = keras.Input((3, 3, 2))
-    model = keras.Model(inputs, named(keras.layers.Conv2D(1, 3, use_bias=False), "conv")(inputs))
+    layer = keras.layers.Conv2D(1, 3, use_bias=False)
+    model = keras.Model(inputs, layer(inputs))
     w = np.arange(18, dtype=np.float32).reshape(1, 2, 3, 3)
-    load_torch_state(model, {"conv.weight": w})
+    load_torch_state({"conv": layer}, {"conv.weight": w})
     x = np.arange(18, dtype=np.float32).reshape(2, 3, 3)  # torch CHW
     expected = float(np.sum(x * w[0]))
     assert float(model(x.transpose(1, 2, 0)[None]).numpy().squeeze()) == pytest.approx(expected)
@@ -114,10 +118,3 @@ def test_unused_keys_under_the_prefix_raise_or_are_returned():
         load_torch_state(_model(), state, "net.")
     assert load_torch_state(_model(), state, "net.", allow_unused=True) == ["net.extra.weight", "net.other.bias"]
 
-
-def test_two_layers_with_one_torch_name_are_refused():
-    inputs = keras.Input((4,))
-    x = named(keras.layers.Dense(4), "fc")(inputs)
-    model = keras.Model(inputs, named(keras.layers.Dense(4), "fc")(x))
-    with pytest.raises(ValueError, match="two layers carry the torch name fc"):
-        torch_named_layers(model)

@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detkit.config import load_config
 from detkit.errors import StateDictError
-from detkit.models.faster_rcnn import build_detector
+from detkit.models.build import build_detector
 from detkit.pretrained import torchvision as tv
 
 R50 = "fasterrcnn_resnet50_fpn"
@@ -38,20 +37,26 @@ def test_num_classes_excludes_background():
 
 
 @pytest.mark.parametrize("arch", tv.ARCHS)
-def test_config_overrides_are_a_valid_config(arch):
-    cfg = load_config(overrides=tv.config_overrides(arch))
+def test_arch_config_is_a_valid_config(arch):
+    from detkit.config import dump_yaml, load_config
+
+    cfg = tv.arch_config(arch)
     assert cfg.model.architecture == "fpn"
     assert cfg.dataset.image.size_rounding == "floor"
     assert (cfg.dataset.image.min_size, cfg.dataset.image.max_size) == (
         (320, 640) if "320" in arch else (800, 1333))
+    assert cfg.model.rpn.test_proposals.post_nms_top_n == (150 if "320" in arch else 1000)
+    # As a run's config.yml: read back through the loader, every key checked, the same config.
+    path = f"/tmp/detkit-test-{arch}.yml"
+    with open(path, "w") as fh:
+        fh.write(dump_yaml(cfg))
+    assert load_config([path]) == cfg
     with pytest.raises(StateDictError, match="unknown torchvision arch"):
-        tv.config_overrides("retinanet")
+        tv.arch_config("retinanet")
 
 
 def _model(num_classes=2):
-    model = build_detector(load_config(overrides=tv.config_overrides(R50)).model, num_classes)
-    model.build_for_inference()
-    return model
+    return build_detector(tv.arch_config(R50), num_classes)
 
 
 def test_state_dict_round_trip_gives_the_same_detections():

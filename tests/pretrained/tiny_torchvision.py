@@ -32,8 +32,10 @@ def num_classes_in(state) -> int:
     return int(state["cls.bias"].shape[0]) - 1
 
 
-def config_overrides(arch: str) -> list[str]:
-    return list(OVERRIDES)
+def arch_config(arch: str):
+    from detkit.config import load_config
+
+    return load_config(overrides=OVERRIDES)
 
 
 def assign_state_dict(model, state, arch: str) -> None:
@@ -50,10 +52,12 @@ def tiny_state(num_classes: int = 90) -> dict:
 
 
 def install(monkeypatch) -> types.ModuleType:
-    """Make `from detkit.pretrained import torchvision` give this stand-in for one test."""
+    """Make the importer (and any later `from detkit.pretrained import torchvision`) use this stand-in for one test."""
     import detkit.pretrained
+    from detkit.pretrained import importer
 
     module = sys.modules[__name__]
     monkeypatch.setitem(sys.modules, "detkit.pretrained.torchvision", module)
     monkeypatch.setattr(detkit.pretrained, "torchvision", module, raising=False)
+    monkeypatch.setattr(importer, "tv", module)
     return module

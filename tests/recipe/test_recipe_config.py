@@ -155,7 +155,7 @@ def test_resuming_keeps_the_runs_values_for_unset_keys(dataset_dir, tmp_path):
 
 
 def test_fpn_architecture_gets_anchors_per_level_of_its_body(dataset_dir):
-    from detkit.models.fpn_rcnn import FPNFasterRCNN
+    from detkit.models.build import build_detector
 
     tc = training_config([], ["model.architecture=fpn"], dataset_dir=dataset_dir)
     cfg = tc.config
@@ -165,8 +165,9 @@ def test_fpn_architecture_gets_anchors_per_level_of_its_body(dataset_dir):
     assert cfg.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0], [512.0]]
     # At most 2 boxes per image: 2000 / 1000 proposals before NMS in total, 500 / 250 -> 300 per level.
     assert (cfg.model.rpn.train_proposals.pre_nms_top_n, cfg.model.rpn.test_proposals.pre_nms_top_n) == (500, 300)
-    FPNFasterRCNN(cfg.model, 2)  # the level count matches the body's (a mismatch is a ConfigError here)
-    tc = training_config([], ["model.architecture=fpn", "model.base_network.name=resnet50_tv"], dataset_dir=dataset_dir)
+    assert len(build_detector(cfg, 2).rpn_settings.anchors.sizes) == 4  # one per level of the body, and the pooled
+    tc = training_config([], ["model.architecture=fpn", "model.base_network.name=resnet50_tv",
+                              "model.base_network.weights=none"], dataset_dir=dataset_dir)
     assert tc.config.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0], [512.0], [1024.0]]
 
 

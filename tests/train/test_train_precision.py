@@ -57,7 +57,7 @@ def test_policy_scope_restores_the_global_policy_and_keeps_outputs_float32(tmp_p
         model = build_model(cfg, 2)
     assert keras.mixed_precision.global_policy().name == "float32"
     assert model.rpn_head.conv.compute_dtype == "float16" and model.rpn_head.conv.kernel.dtype == "float32"
-    out = model((tf.zeros([1, 64, 96, 3]), tf.constant([[64, 96]])))
+    out = model({"image": tf.zeros([1, 64, 96, 3]), "image_hw": tf.constant([[64, 96]])})
     assert out["boxes"].dtype == tf.float32 and out["scores"].dtype == tf.float32
     losses = model.compute_losses(tf.zeros([1, 64, 96, 3]), tf.constant([[64, 96]]),
                                   tf.constant([[[10.0, 10.0, 50.0, 40.0]]]), tf.constant([[1]]),

@@ -1,8 +1,6 @@
-"""The detector's one input transform: image bytes to upright pixels, resize for the network, boxes back.
-
-Used by the training pipeline (`detkit.datasets.pipeline`), `Detector`, batched prediction, evaluation and the
-SavedModel, so that every path scales images and boxes the same way: the shorter side to `min_size` unless the
-longer one would pass `max_size`, rounded, bilinear; detections are mapped back to original-image pixels.
+"""Image bytes to upright pixels in the TensorFlow graph (the SavedModel's input): JPEG/PNG/GIF/BMP decoding and
+the JPEG's EXIF orientation applied as Pillow's exif_transpose does, so that an exported model sees what
+`detkit predict` (which decodes with Pillow) sees.
 """
 from __future__ import annotations
 
@@ -11,55 +9,6 @@ import tensorflow as tf
 # Bounds of the in-graph EXIF scan: JPEG segments before the image data, and IFD0 entries.
 _MAX_SEGMENTS = 64
 _MAX_IFD_ENTRIES = 256
-
-
-def resize_scale(height: tf.Tensor, width: tf.Tensor, min_size: int, max_size: int) -> tf.Tensor:
-    """Scale that brings the shorter side to min_size unless the longer side would pass max_size."""
-    h = tf.cast(height, tf.float32)
-    w = tf.cast(width, tf.float32)
-    return tf.minimum(min_size / tf.minimum(h, w), max_size / tf.maximum(h, w))
-
-
-def scaled_hw(hw: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
-    """(height, width) times `scale`, rounded, at least 1 pixel."""
-    return tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
-
-
-def input_hw(hw: tf.Tensor, min_size: int, max_size: int, rounding: str = "round",
-             factor: tf.Tensor | None = None) -> tf.Tensor:
-    """The (height, width) the network sees for an image of size hw (times `factor`), at least 1 pixel.
-
-    "round" is detkit's float32 rounding; "floor" is torchvision's: scale and size in float64 (Python floats
-    there), then truncated, as F.interpolate(scale_factor=..., recompute_scale_factor=True) does.
-    """
-    if rounding == "floor":
-        sides = tf.cast(hw, tf.float64)
-        scale = tf.minimum(min_size / tf.reduce_min(sides), max_size / tf.reduce_max(sides))
-        if factor is not None:
-            scale *= tf.cast(factor, tf.float64)
-        return tf.maximum(tf.cast(tf.floor(sides * scale), tf.int32), 1)
-    scale = resize_scale(hw[0], hw[1], min_size, max_size)
-    if factor is not None:
-        scale *= factor
-    return scaled_hw(hw, scale)
-
-
-def resize(image: tf.Tensor, min_size: int, max_size: int,
-           rounding: str = "round") -> tuple[tf.Tensor, tf.Tensor]:
-    """An image [H, W, 3] resized for the network as float32, and its new (height, width)."""
-    new_hw = input_hw(tf.shape(image)[:2], min_size, max_size, rounding)
-    return tf.image.resize(tf.cast(image, tf.float32), new_hw), new_hw
-
-
-def box_scale(resized_hw: tf.Tensor, original_hw: tf.Tensor) -> tf.Tensor:
-    """[sx, sy, sx, sy] that maps (xmin, ymin, xmax, ymax) boxes from resized to original pixels."""
-    ratio = tf.cast(original_hw, tf.float32) / tf.cast(resized_hw, tf.float32)
-    return tf.stack([ratio[1], ratio[0], ratio[1], ratio[0]])
-
-
-def boxes_to_original(boxes: tf.Tensor, resized_hw: tf.Tensor, original_hw: tf.Tensor) -> tf.Tensor:
-    """Boxes [N, 4] in pixels of the resized image, in pixels of the original one."""
-    return tf.cast(boxes, tf.float32) * box_scale(resized_hw, original_hw)
 
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
