@@ -6,6 +6,8 @@ Everything is written below one output directory.
 """
 from __future__ import annotations
 
+import csv
+import glob
 import html
 import json
 import os
@@ -15,8 +17,22 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+from PIL import Image
+
+from detkit.datasets.readers.common import Source
+from detkit.datasets.transform import TransformOptions, transform
 from detkit.errors import DetkitError
+from detkit.eval.metrics import central_box_baseline, evaluate
+from detkit.eval.runner import collect
+from detkit.inference import Detector
+from detkit.inputs import read_image
+from detkit.train.trainer import train_from_options
 from detkit.utils import atomic
+from detkit.utils.draw import draw_detections, make_grid
+from detkit.utils.progress import progress
 
 DATA_PACKAGE = "detkit.data"
 # What the demo writes inside its output directory; the folders are removed and rewritten on each run, but
@@ -29,7 +45,6 @@ MARKER = ".detkit-demo"
 @dataclass
 class DemoResult:
     """Where the demo put its outputs and what it measured."""
-
     output_dir: str
     metrics: dict
     run_dir: str
@@ -67,9 +82,6 @@ def _prepare_output(output_dir: str) -> None:
 
 def _transform(data_dir: str) -> None:
     """Convert the packaged CSV annotations of both splits to TFRecords."""
-    from detkit.datasets.readers.common import Source
-    from detkit.datasets.transform import TransformOptions, transform
-
     for split in ("train", "test"):
         transform(TransformOptions(
             fmt="csv", output_dir=data_dir, splits=[split], overwrite=True, show_progress=True,
@@ -80,22 +92,12 @@ def _transform(data_dir: str) -> None:
 
 def _count_images(split: str) -> int:
     """How many photos a packaged split has (the CSV has one row per box)."""
-    import csv
-
     with open(_packaged("raccoon", f"{split}_labels.csv"), encoding="utf-8") as fh:
         return len({row["filename"] for row in csv.DictReader(fh)})
 
 
 def _loss_curve(run_dir: str, path: str) -> list[tuple[int, float]]:
     """Plot losses/total from the run's TensorBoard events to a PNG; return the points."""
-    import glob
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import tensorflow as tf
-
     points = []
     for events in sorted(glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))):
         for raw in tf.data.TFRecordDataset(events):
@@ -104,7 +106,8 @@ def _loss_curve(run_dir: str, path: str) -> list[tuple[int, float]]:
                 if value.tag == "losses/total":
                     points.append((event.step, float(tf.make_ndarray(value.tensor))))
     points.sort()
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig = Figure(figsize=(6, 3.2), dpi=100)  # no pyplot: no global figure state, no display backend
+    ax = fig.subplots()
     if points:
         ax.plot([p[0] for p in points], [p[1] for p in points], color="#d95f02")
     ax.set_xlabel("step")
@@ -113,18 +116,11 @@ def _loss_curve(run_dir: str, path: str) -> list[tuple[int, float]]:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return points
 
 
 def _predict_held_out(detector, output_dir: str) -> list[str]:
     """Draw detections on the held-out test photos; return the drawn file paths."""
-    import csv
-
-    from detkit.inputs import read_image
-    from detkit.utils.draw import draw_detections, make_grid
-    from detkit.utils.progress import progress
-
     with open(_packaged("raccoon", "test_labels.csv"), encoding="utf-8") as fh:
         names = sorted({row["filename"] for row in csv.DictReader(fh)})
 
@@ -133,7 +129,6 @@ def _predict_held_out(detector, output_dir: str) -> list[str]:
     drawn, records = [], []
     for name in progress(names, desc="predict", unit="img"):
         image = read_image(_packaged("raccoon", "images", name))
-        import numpy as np
 
         detections = detector.predict(np.asarray(image))
         records.append({"file": name, "objects": [d.to_json() for d in detections]})
@@ -145,7 +140,6 @@ def _predict_held_out(detector, output_dir: str) -> list[str]:
 
     atomic.write_text(os.path.join(out_dir, "predictions.jsonl"),
                       "".join(json.dumps(r) + "\n" for r in records))
-    from PIL import Image
 
     grid = make_grid([Image.open(p) for p in drawn[:12]], columns=4, cell_size=256)
     atomic.save_image(os.path.join(output_dir, "detections_grid.png"), grid)
@@ -189,11 +183,6 @@ def run_demo(output_dir: str, minutes: float, overrides: tuple[str, ...] = ()) -
     data_dir = os.path.join(output_dir, "data")
     _log(f"[1/4] converting the packaged raccoon photos to TFRecords in {data_dir}")
     _transform(data_dir)
-
-    from detkit.eval.metrics import central_box_baseline, evaluate
-    from detkit.eval.runner import collect
-    from detkit.inference import Detector
-    from detkit.train.trainer import train_from_options
 
     _log(f"[2/4] training Faster R-CNN from scratch for {minutes:g} minutes, as `detkit train --dataset-dir "
          f"{data_dir} --minutes {minutes:g}` does")

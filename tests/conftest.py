@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -12,6 +13,9 @@ from detkit.utils.tf_quiet import import_tensorflow
 import_tensorflow()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A model cache of the tests' own: models a developer has downloaded must not change what the tests train or
+# predict (`detkit train --dataset-dir` fine-tunes a downloaded detector). Tests of the cache set their own.
+os.environ["DETKIT_HOME"] = tempfile.mkdtemp(prefix="detkit-tests-home-")
 # The raccoon photos and CSV labels shipped with the package: every test runs from a fresh clone.
 PACKAGED_RACCOON = os.path.join(REPO_ROOT, "detkit", "data", "raccoon")
 

@@ -37,16 +37,26 @@ def eval_overrides(config_files: Sequence[str], overrides: Sequence[str]) -> lis
               help="With --watch: seconds between looks for a new checkpoint.")
 @click.option("--timeout", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="With --watch: stop after this many seconds without a new checkpoint (0 = never).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also write DIR/report.html and DIR/report.json: PR curves, confusion matrix, error types, AP "
+                   "by object size and the worst photos (DIR/LABEL/ with several splits; with --watch, the newest "
+                   "checkpoint's).")
+@click.option("--min-prob", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Score threshold of the TP/FP/FN counts and the confusion matrix (default: the one with the "
+                   "best F1 over all classes).")
 @click.option("--no-record", is_flag=True,
               help="Do not write TensorBoard summaries or RUN/metrics.json.")
 @click.option("--progress/--no-progress", "show_progress", default=True, help="Progress bar on stderr.")
 def evaluate(checkpoint: Optional[str], config_files: tuple[str, ...], overrides: tuple[str, ...],
              splits: tuple[str, ...], dataset_dirs: tuple[str, ...], as_json: bool, watch: bool,
-             interval: float, timeout: float, no_record: bool, show_progress: bool) -> None:
-    """Evaluate a checkpoint: VOC mAP at eval.iou_threshold (per class; all-point and VOC07) and COCO AP/AR.
+             interval: float, timeout: float, report_dir: Optional[str], min_prob: Optional[float], no_record: bool,
+             show_progress: bool) -> None:
+    """Evaluate a checkpoint: VOC mAP at eval.iou_threshold (per class; all-point and VOC07), COCO AP/AR, and
+    TP/FP/FN and the confusion matrix at a score threshold.
 
     Results go to stdout (a table, or JSON with --json), to TensorBoard under RUN/eval_<split>/ at the
-    checkpoint's step, and to RUN/metrics.json (shown by `detkit checkpoint list`).
+    checkpoint's step (with PR curves and the confusion matrix), and to RUN/metrics.json (shown by `detkit
+    checkpoint list`). --report DIR adds a page of figures saying why the detector fails (docs/report.md).
     """
     if not checkpoint and not config_files:
         raise CheckpointError(
@@ -76,6 +86,13 @@ def evaluate(checkpoint: Optional[str], config_files: tuple[str, ...], overrides
         cfg = evaluator.config
         targets = make_targets(splits, dataset_dirs, cfg.dataset.dir, cfg.eval.split)
         first = evaluator.first_entry()
-        evaluator.evaluate_checkpoint(first, targets, show, show_progress, not no_record, _log)
+        if report_dir:
+            from detkit.eval.evaluator import report_directory
+            from detkit.eval.report_page import check_replaceable
+
+            for target in targets:  # before the evaluation, not after minutes of it
+                check_replaceable(report_directory(report_dir, targets, target))
+        evaluator.evaluate_checkpoint(first, targets, show, show_progress, not no_record, _log, min_prob, report_dir)
         if watch:
-            evaluator.watch(first, targets, show, interval, timeout, show_progress, not no_record, _log)
+            evaluator.watch(first, targets, show, interval, timeout, show_progress, not no_record, _log, min_prob,
+                            report_dir)

@@ -28,13 +28,16 @@ def check_training_data(dataset_dir: str, split: str) -> None:
                    "read from its training split is the whole config.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
               help="Time budget in minutes (sets train.max_minutes; the recipe fits its schedule to it).")
+@click.option("--from-scratch", is_flag=True,
+              help="Train from nothing even when a COCO detector is downloaded (`detkit checkpoint download`), "
+                   "which the recipe otherwise fine-tunes.")
 @click.option("--no-check", is_flag=True,
               help="With --dataset-dir: train without checking the training split's annotations first.")
 @click.option("--local-workers", "local_workers", type=int, default=None, metavar="N",
               help="Start N worker processes on this machine with a generated TF_CONFIG (127.0.0.1 ports): "
                    "multi-worker training tried locally. On a real cluster, set TF_CONFIG on each node instead.")
 def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir: Optional[str],
-          minutes: Optional[float], no_check: bool, local_workers: Optional[int]) -> None:
+          minutes: Optional[float], from_scratch: bool, no_check: bool, local_workers: Optional[int]) -> None:
     """Train a detector; resumes when the run directory has checkpoints.
 
     Keys the config leaves unset come from a recipe read from the training data (train.recipe), printed with
@@ -51,7 +54,8 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
         from detkit.train.launcher import train_with_local_workers
 
         train_with_local_workers(local_workers, config_files, tuple(option_overrides(dataset_dir, minutes)) + overrides,
-                                 cfg.train.run_name, cfg.train.local_workers_kill_grace_seconds, is_verbose())
+                                 cfg.train.run_name, cfg.train.local_workers_kill_grace_seconds, is_verbose(),
+                                 from_scratch)
         return
     if cfg.train.mixed_precision == "mixed_bfloat16":
         from detkit.utils.cpu import prepare_bf16_environment
@@ -61,6 +65,6 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
     tensorflow()
     from detkit.train.trainer import train_from_options
 
-    result = train_from_options(config_files, overrides, dataset_dir, minutes)
+    result = train_from_options(config_files, overrides, dataset_dir, minutes, from_scratch)
     if result.chief:  # one result line per cluster, not one per worker
         click.echo(result.run_dir)

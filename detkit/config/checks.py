@@ -31,6 +31,11 @@ def _check_target(prefix: str, t: TargetConfig) -> None:
     _positive(f"{prefix}.minibatch_size", t.minibatch_size)
 
 
+def pyramid_strides(m: ModelConfig) -> tuple[int, ...]:
+    """The strides of the body maps an fpn model is built on: model.fpn.body_strides, or all of the body's."""
+    return tuple(m.fpn.body_strides) or PYRAMID_STRIDES[m.base_network.name]
+
+
 def _check_architecture(m: ModelConfig) -> None:
     """Keys one architecture has and the other has not: set for the wrong one, they are an error, not ignored."""
     bn = m.base_network
@@ -49,6 +54,14 @@ def _check_architecture(m: ModelConfig) -> None:
     if bn.name not in PYRAMID_STRIDES:
         raise ConfigError(f"config key model.base_network.name: {bn.name} has no fpn body; use "
                           f"{', '.join(PYRAMID_STRIDES)} (or model.architecture: single_level)")
+    available = PYRAMID_STRIDES[bn.name]
+    chosen = m.fpn.body_strides
+    if chosen and (len(set(available)) < len(available) or sorted(set(chosen)) != chosen
+                   or not set(chosen) <= set(available)):
+        allowed = ("all of them: []" if len(set(available)) < len(available)
+                   else f"increasing strides among {list(available)}")
+        raise ConfigError(f"config key model.fpn.body_strides: {bn.name} gives maps at strides {list(available)}; "
+                          f"choose {allowed}, got {chosen}")
     if m.anchors.sizes != AnchorsConfig().sizes:
         raise ConfigError("config key model.anchors.sizes: the fpn architecture takes one list of sizes per level "
                           "from model.fpn.anchor_sizes; leave model.anchors.sizes at its default")
@@ -61,7 +74,7 @@ def _check_architecture(m: ModelConfig) -> None:
     if m.rcnn.reduce_channels:
         raise ConfigError("config key model.rcnn.reduce_channels: the fpn architecture pools the pyramid's levels, "
                           "already model.fpn.channels wide; set model.fpn.channels instead, and this key to 0 or null")
-    levels = len(PYRAMID_STRIDES[bn.name]) + 1
+    levels = len(pyramid_strides(m)) + 1
     sizes = m.fpn.anchor_sizes
     if len(sizes) != levels:
         raise ConfigError(f"config key model.fpn.anchor_sizes: {bn.name} gives {levels} pyramid levels (with the "
@@ -90,6 +103,11 @@ def check_values(c: Config) -> None:
         raise ConfigError(
             f"config key dataset.image.min_size: must be <= dataset.image.max_size, got {img.min_size} > {img.max_size}"
         )
+    tiles = img.tiles
+    _positive("dataset.image.tiles.size", tiles.size, allow_zero=True)
+    if not 0.0 <= tiles.overlap < 1.0:
+        raise ConfigError(f"config key dataset.image.tiles.overlap: must be within [0, 1), got {tiles.overlap}")
+    _fraction("dataset.image.tiles.min_visible", tiles.min_visible)
     aug = c.dataset.augment
     if len(aug.scale_range) != 2 or not 0 < aug.scale_range[0] <= aug.scale_range[1]:
         raise ConfigError(f"config key dataset.augment.scale_range: expected [low, high] with 0 < low <= high, got {aug.scale_range}")

@@ -24,6 +24,20 @@ class AugmentConfig:
 
 
 @dataclass
+class TilesConfig:
+    """Large photos with small objects as overlapping tiles at their own resolution (SAHI's sliced inference)."""
+
+    # Side of the square tiles in original-image pixels; 0 = no tiles (the whole photo is resized).
+    size: int = 0
+    # Fraction of a tile's side shared with its neighbour.
+    overlap: float = 0.25
+    # Also detect on the whole photo resized (objects larger than a tile), merged with the tiles' by NMS.
+    whole_image: bool = True
+    # Training crops keep a box when at least this fraction of its area is inside the crop.
+    min_visible: float = 0.5
+
+
+@dataclass
 class ImageConfig:
     """How images are resized before entering the network."""
 
@@ -31,6 +45,7 @@ class ImageConfig:
     max_size: int = 1000
     # How the resized size is rounded: "round" (detkit), or "floor" (torchvision's F.interpolate).
     size_rounding: Literal["round", "floor"] = "round"
+    tiles: TilesConfig = field(default_factory=TilesConfig)
 
 
 @dataclass
@@ -196,6 +211,8 @@ class FPNConfig:
     """The fpn architecture: pyramid, per-level anchors, proposal filtering, RoIAlign."""
 
     channels: int = 256
+    # The strides of the body's maps the pyramid is built on, finest first; [] = all of the body's.
+    body_strides: list[int] = field(default_factory=list)
     # Anchor sizes of each pyramid level, finest first (the body's levels, then the max-pooled one).
     anchor_sizes: list[list[float]] = field(default_factory=lambda: [[32.0], [64.0], [128.0], [256.0], [512.0]])
     # The batch is zero-padded (after normalisation) to a multiple of this.

@@ -18,6 +18,7 @@ from detkit.datasets import sampling
 from detkit.datasets.classes import read_classes
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
+from detkit.models.tiles import boxes_in_tile, random_tile
 from detkit.models.transform import InputTransform
 
 
@@ -62,6 +63,23 @@ def _random_crop(image: tf.Tensor, boxes: tf.Tensor, min_fraction: float) -> tup
     return image, tf.clip_by_value(boxes, 0.0, 1.0)
 
 
+def _random_tile(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, record: dict, size: int,
+                 min_visible: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, dict]:
+    """A random tile of the image at its own resolution, with the boxes (normalised to the tile) that keep
+    `min_visible` of their area in it; the per-box flags of `record` filtered alike."""
+    hw = tf.shape(image)[:2]
+    fhw = tf.cast(hw, tf.float32)
+    offset = random_tile(hw, size)
+    tile = image[offset[0]:offset[0] + size, offset[1]:offset[1] + size]
+    tile_hw = tf.shape(tile)[:2]
+    pixel = boxes * tf.stack([fhw[1], fhw[0], fhw[1], fhw[0]])
+    inside, keep = boxes_in_tile(pixel, offset, tile_hw, min_visible)
+    thw = tf.cast(tile_hw, tf.float32)
+    normalised = tf.boolean_mask(inside, keep) / tf.stack([thw[1], thw[0], thw[1], thw[0]])
+    extra = {k: tf.boolean_mask(record[k], keep) for k in ("difficult", "is_crowd")}
+    return tile, normalised, tf.boolean_mask(labels, keep), extra
+
+
 def _color_jitter(image: tf.Tensor, aug: AugmentConfig) -> tf.Tensor:
     """Random brightness/contrast/saturation/hue on a 0-255 float image."""
     x = image / 255.0
@@ -86,7 +104,11 @@ def prepare(record: dict, cfg: DatasetConfig, transform: Optional[InputTransform
     labels = tf.cast(record["labels"], tf.int32)
     orig_hw = tf.shape(image)[:2]
     aug = cfg.augment
-    if training and aug.crop_probability > 0:
+    tiles = cfg.image.tiles
+    if training and tiles.size > 0:
+        image, boxes, labels, extra = _random_tile(image, boxes, labels, record, tiles.size, tiles.min_visible)
+        record = {**record, **extra}
+    elif training and aug.crop_probability > 0:
         image, boxes = tf.cond(
             tf.random.uniform([]) < aug.crop_probability,
             lambda: _random_crop(image, boxes, aug.crop_min_fraction),

@@ -11,18 +11,25 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from detkit import runs
+from detkit.datasets.pipeline import read_class_names
 from detkit.errors import CheckpointError, ConfigError, DatasetError
 from detkit.eval.class_map import label_map
+from detkit.eval.metrics import evaluate
 from detkit.eval.report import clean, write_summaries
+from detkit.eval.report_page import write_report
+from detkit.eval.runner import collect
+from detkit.eval.tensorboard import write_curves_and_confusion
+from detkit.inference import Detector
 from detkit.runs import CheckpointEntry, layout
+from detkit.runs.restore import restore_model
 
 
 @dataclass
 class Target:
     """One (dataset dir, split) to evaluate on, and the label its results are stored under."""
-
     dataset_dir: str
     split: str
     label: str
@@ -58,12 +65,14 @@ def make_targets(splits: Sequence[str], dataset_dirs: Sequence[str], default_dir
     return targets
 
 
+def report_directory(report_dir: str, targets: Sequence[Target], target: Target) -> str:
+    """Where `--report DIR` puts the report of `target`: DIR itself, or DIR/LABEL when there are several."""
+    return report_dir if len(targets) == 1 else os.path.join(report_dir, target.label)
+
+
 class Evaluator:
     """Holds one model and restores each checkpoint of a run into it."""
-
     def __init__(self, source: str, run_overrides: Iterable[str] = ()):
-        from detkit.inference import Detector
-
         self.detector = Detector.from_checkpoint(source, run_overrides)
         self.run_dir = self.detector.checkpoint.run_dir
         self.config = self.detector.config
@@ -82,7 +91,6 @@ class Evaluator:
         """Restore `prefix` into the model unless it is the one loaded."""
         if os.path.realpath(prefix) == os.path.realpath(self.loaded_prefix):
             return
-        from detkit.runs.restore import restore_model
 
         restore_model(self.detector.model, prefix)
         self.loaded_prefix = prefix
@@ -95,7 +103,6 @@ class Evaluator:
         """
         if dataset_dir in self._label_maps:
             return self._label_maps[dataset_dir]
-        from detkit.datasets.pipeline import read_class_names
 
         names = read_class_names(dataset_dir)
         try:
@@ -109,40 +116,67 @@ class Evaluator:
         self._label_maps[dataset_dir] = (names, mapping)
         return names, mapping
 
-    def evaluate(self, prefix: str, target: Target, show_progress: bool = True,
-                 log: Callable[[str], None] = lambda message: None) -> dict:
-        """The metrics of one checkpoint on one target (classes matched by name when the dataset's differ)."""
-        from detkit.eval.runner import evaluate_model
-
+    def collect(self, prefix: str, target: Target, show_progress: bool = True,
+                log: Callable[[str], None] = lambda message: None) -> tuple[list[str], list, list]:
+        """The dataset's class names, ground truth and detections of one checkpoint on one target."""
         self.load(prefix)
         names, mapping = self.check_classes(target.dataset_dir, log)
-        return evaluate_model(self.detector.model, self.config, target.dataset_dir, target.split,
-                              names, show_progress=show_progress, label_map=mapping)
+        gts, dets = collect(self.detector.model, self.config, target.dataset_dir, target.split, show_progress,
+                            label_map=mapping)
+        return names, gts, dets
+
+    def evaluate(self, prefix: str, target: Target, show_progress: bool = True,
+                 log: Callable[[str], None] = lambda message: None, min_prob: Optional[float] = None) -> dict:
+        """The metrics of one checkpoint on one target (classes matched by name when the dataset's differ)."""
+        names, gts, dets = self.collect(prefix, target, show_progress, log)
+        return evaluate(gts, dets, names, self.config.eval.iou_threshold, min_prob)
 
     def evaluate_checkpoint(self, entry: CheckpointEntry, targets: list[Target], on_result: Callable[[dict], None],
                             show_progress: bool = True, record: bool = True,
-                            log: Callable[[str], None] = lambda message: None) -> list[dict]:
-        """Evaluate one checkpoint on every target; record to TensorBoard and metrics.json if asked."""
+                            log: Callable[[str], None] = lambda message: None, min_prob: Optional[float] = None,
+                            report_dir: Optional[str] = None) -> list[dict]:
+        """Evaluate one checkpoint on every target; record to TensorBoard and metrics.json if asked, and write
+        a report to `report_dir` (to report_dir/LABEL with several targets) if given."""
         results = []
         for target in targets:
-            metrics = clean(self.evaluate(entry.prefix, target, show_progress, log))
+            names, gts, dets = self.collect(entry.prefix, target, show_progress, log)
+            metrics = clean(evaluate(gts, dets, names, self.config.eval.iou_threshold, min_prob))
             result = {"checkpoint": entry.prefix, "step": entry.step, "run_dir": self.run_dir,
                       "dataset_dir": target.dataset_dir, "split": target.split, "label": target.label}
             result.update(metrics)
             if record:
-                write_summaries(layout.eval_log_dir(self.run_dir, target.label), entry.step, metrics)
-                try:
-                    runs.record_metrics(self.run_dir, entry.name, entry.step, target.label,
-                                        dict(metrics, dataset_dir=target.dataset_dir, split=target.split))
-                except OSError as exc:
-                    log(f"warning: cannot record metrics in {self.run_dir} ({exc.strerror or exc})")
+                self._record(entry, target, metrics, names, gts, dets, min_prob, log)
+            if report_dir:
+
+                directory = report_directory(report_dir, targets, target)
+                write_report(directory, gts, dets, names, result, target.dataset_dir, target.split,
+                             self.config.dataset.num_parallel_calls, min_prob)
+                log(f"report of {entry.name} on {target.label}: {os.path.join(directory, 'report.html')}")
             on_result(result)
             results.append(result)
         return results
 
+    def _record(self, entry: CheckpointEntry, target: Target, metrics: dict, names: list[str], gts: list, dets: list,
+                min_prob: Optional[float], log: Callable[[str], None]) -> None:
+        """TensorBoard scalars, PR curves and confusion matrix under RUN/eval_LABEL/, and RUN/metrics.json."""
+        writer = tf.summary.create_file_writer(layout.eval_log_dir(self.run_dir, target.label))
+        try:
+            write_summaries(writer, entry.step, metrics)
+            write_curves_and_confusion(writer, entry.step, gts, dets, names, min_prob=min_prob)
+        finally:
+            writer.close()
+        # The confusion matrix is in TensorBoard and the report; metrics.json keeps one line of numbers per class.
+        kept = {k: v for k, v in metrics.items() if k != "confusion"}
+        try:
+            runs.record_metrics(self.run_dir, entry.name, entry.step, target.label,
+                                dict(kept, dataset_dir=target.dataset_dir, split=target.split))
+        except OSError as exc:
+            log(f"warning: cannot record metrics in {self.run_dir} ({exc.strerror or exc})")
+
     def watch(self, first: CheckpointEntry, targets: list[Target], on_result: Callable[[dict], None],
               interval: float, timeout: float = 0.0, show_progress: bool = True, record: bool = True,
-              log: Callable[[str], None] = lambda message: None) -> None:
+              log: Callable[[str], None] = lambda message: None, min_prob: Optional[float] = None,
+              report_dir: Optional[str] = None) -> None:
         """Evaluate each new checkpoint of the run after `first` until Ctrl-C or `timeout` s without one."""
         done = {first.name}
         last_step = first.step
@@ -158,7 +192,8 @@ class Evaluator:
                 for entry in new:
                     done.add(entry.name)
                     try:
-                        self.evaluate_checkpoint(entry, targets, on_result, show_progress, record, log)
+                        self.evaluate_checkpoint(entry, targets, on_result, show_progress, record, log, min_prob,
+                                                 report_dir)
                     except CheckpointError as exc:  # deleted by the trainer's max_to_keep meanwhile
                         log(f"warning: skipped {entry.name}: {exc}")
                         continue

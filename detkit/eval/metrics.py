@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from detkit.eval.coco_metrics import coco_metrics
+from detkit.eval.diagnosis import MATCH_IOU, threshold_counts
 from detkit.eval.records import Detections, GroundTruth
 from detkit.eval.voc_map import voc_average_precision
 from detkit.runs.metrics import map_key, map_label
@@ -27,13 +28,17 @@ def evaluate(
     detections: Sequence[Detections],
     class_names: list[str],
     iou_threshold: float = 0.5,
+    min_prob: float | None = None,
 ) -> dict[str, Any]:
-    """VOC mAP at `iou_threshold` plus COCO AP/AR, as a JSON-serialisable dict."""
+    """VOC mAP at `iou_threshold`, COCO AP/AR, and TP/FP/FN and the confusion matrix at IoU 0.5 and a score
+    threshold (`min_prob`, else the best F1 of all classes), as a JSON-serialisable dict."""
     class_ids = list(range(1, len(class_names) + 1))
     _check_labels(ground_truths, len(class_names), "ground truth")
     _check_labels(detections, len(class_names), "detections")
     voc = voc_average_precision(ground_truths, detections, class_ids, iou_threshold)
     coco = coco_metrics(ground_truths, detections, class_ids)
+    voc50 = voc if float(iou_threshold) == MATCH_IOU else None
+    counts = threshold_counts(ground_truths, detections, class_names, min_prob, voc50)
 
     result: dict[str, Any] = {
         "iou_threshold": float(iou_threshold),
@@ -46,9 +51,11 @@ def evaluate(
             "ap": voc.per_class[class_id].ap,
             "ap_voc07": voc.per_class[class_id].ap_voc07,
             "num_gt": voc.per_class[class_id].npos,
+            **counts["per_class"][name],
         }
         for class_id, name in zip(class_ids, class_names)
     }
+    result.update({key: counts[key] for key in ("threshold", "threshold_rule", "confusion", "ignored_detections")})
     result["num_images"] = len(ground_truths)
     result["num_detections"] = int(sum(len(d.boxes) for d in detections))
     return result

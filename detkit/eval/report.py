@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import tensorflow as tf
+
 from detkit.eval.metrics import map_key
 
 COCO_KEYS = [
@@ -48,21 +50,22 @@ def format_table(result: dict) -> str:
 
     iou = result.get("iou_threshold", 0.5)
     key = map_key(iou)
-    lines.append(f"{'class':<{width}}{'AP@' + format(iou, 'g'):>10}{'AP (VOC07)':>13}{'#gt':>8}")
+    lines.append(f"{'class':<{width}}{'AP@' + format(iou, 'g'):>10}{'AP (VOC07)':>13}{'#gt':>8}"
+                 f"{'TP':>7}{'FP':>7}{'FN':>7}")
     for name, values in per_class.items():
         lines.append(f"{name:<{width}}{num(values.get('ap')):>10}{num(values.get('ap_voc07')):>13}"
-                     f"{values.get('num_gt', 0):>8}")
+                     f"{values.get('num_gt', 0):>8}{values.get('tp', '-'):>7}{values.get('fp', '-'):>7}"
+                     f"{values.get('fn', '-'):>7}")
     lines.append(f"{'mean':<{width}}{num(result.get(key)):>10}{num(result.get(key + '_voc07')):>13}")
+    if "threshold" in result:
+        lines.append(f"TP/FP/FN at IoU 0.5 and score >= {result['threshold']:.3f} ({result['threshold_rule']})")
     lines.append("")
     lines.append("COCO  " + "  ".join(f"{short} {num(result.get(k)).strip()}" for k, short in COCO_KEYS))
     return "\n".join(lines)
 
 
-def write_summaries(log_dir: str, step: int, metrics: dict) -> None:
-    """Scalars in `log_dir` at the checkpoint's step: metrics/NAME and metrics/ap/CLASS."""
-    import tensorflow as tf
-
-    writer = tf.summary.create_file_writer(log_dir)
+def write_summaries(writer, step: int, metrics: dict) -> None:
+    """Scalars in a tf.summary writer at the checkpoint's step: metrics/NAME and metrics/ap/CLASS."""
     with writer.as_default(step=step):
         for key in scalar_keys(metrics.get("iou_threshold", 0.5)):
             value = metrics.get(key)
@@ -73,4 +76,3 @@ def write_summaries(log_dir: str, step: int, metrics: dict) -> None:
             if isinstance(value, (int, float)) and math.isfinite(value):
                 tf.summary.scalar(f"metrics/ap/{name}", value)
     writer.flush()
-    writer.close()

@@ -8,8 +8,10 @@ import tensorflow as tf
 
 from detkit.config import Config
 from detkit.datasets import pipeline
+from detkit.datasets.tfrecord import data_loss_error
 from detkit.eval.class_map import apply_label_map
 from detkit.eval.metrics import Detections, GroundTruth, evaluate
+from detkit.eval.tensorboard import write_curves_and_confusion
 from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
 from detkit.utils.progress import progress
 
@@ -55,7 +57,6 @@ def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
         except StopIteration:
             return
         except tf.errors.DataLossError as exc:
-            from detkit.datasets.tfrecord import data_loss_error
 
             raise data_loss_error(dataset_dir, split, exc) from None
         yield batch
@@ -84,4 +85,12 @@ def evaluate_model(model: FasterRCNN, cfg: Config, dataset_dir: str, split: str,
                    show_progress: bool = True, label_map: Optional[np.ndarray] = None) -> dict:
     """VOC and COCO metrics of `model` on a split whose classes are `class_names` (see `collect` for label_map)."""
     gts, dets = collect(model, cfg, dataset_dir, split, show_progress, label_map=label_map)
+    return evaluate(gts, dets, class_names, iou_threshold=cfg.eval.iou_threshold)
+
+
+def evaluate_and_summarise(model: FasterRCNN, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
+                           writer, step: int, prefix: str = "eval/") -> dict:
+    """`evaluate_model` (no progress bar), also writing its PR curves and confusion matrix to `writer`."""
+    gts, dets = collect(model, cfg, dataset_dir, split, show_progress=False)
+    write_curves_and_confusion(writer, step, gts, dets, class_names, prefix)
     return evaluate(gts, dets, class_names, iou_threshold=cfg.eval.iou_threshold)

@@ -29,6 +29,9 @@ class ClassAP:
     num_detections: int
     recall: np.ndarray = field(repr=False)
     precision: np.ndarray = field(repr=False)
+    # Score and hit (true positive) of each point of the curve, in the curve's order.
+    scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    hits: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 @dataclass
@@ -76,11 +79,24 @@ def match_image(
     Outcome is 1 for a true positive, 0 for a false positive and -1 for a detection on an ignored
     (difficult) gt, which VOC counts as neither.
     """
+    order, outcome, _ = match_image_to_gt(det_boxes, det_scores, gt_boxes, gt_ignore, iou_threshold)
+    return order, outcome
+
+
+def match_image_to_gt(
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_ignore: np.ndarray,
+    iou_threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`match_image` plus, per detection in score order, the index of the gt it found (-1: none)."""
     # Stable sort, like pycocotools, so equal scores keep their input order.
     order = np.argsort(-np.asarray(det_scores, dtype=np.float64), kind="mergesort")
     outcome = np.zeros(len(order), dtype=np.int8)
+    found = np.full(len(order), -1, dtype=np.int64)
     if len(gt_boxes) == 0 or len(order) == 0:
-        return order, outcome
+        return order, outcome, found
     ious = iou_matrix(np.asarray(det_boxes)[order], gt_boxes)
     matched = np.zeros(len(gt_boxes), dtype=bool)
     for k in range(len(order)):
@@ -91,10 +107,12 @@ def match_image(
             continue
         if gt_ignore[j]:
             outcome[k] = -1
+            found[k] = j
         elif not matched[j]:
             matched[j] = True
             outcome[k] = 1
-    return order, outcome
+            found[k] = j
+    return order, outcome, found
 
 
 def interpolated_ap(recall: np.ndarray, precision: np.ndarray, method: str = "all_point") -> float:
@@ -147,22 +165,33 @@ def class_average_precision(
 
     score = np.concatenate(scores) if scores else np.zeros(0)
     outcome = np.concatenate(outcomes) if outcomes else np.zeros(0, dtype=np.int8)
-    # Images are concatenated in ground-truth order and sorted stably: the same tie-breaking as pycocotools.
-    order = np.argsort(-score, kind="mergesort")
-    outcome = outcome[order]
-    outcome = outcome[outcome >= 0]
-    tp = np.cumsum(outcome == 1, dtype=np.float64)
-    fp = np.cumsum(outcome == 0, dtype=np.float64)
-    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    recall = tp / npos if npos else np.zeros_like(tp)
-
+    sorted_scores, hits, recall, precision = precision_recall(score, outcome, npos)
     if npos == 0:
         ap = ap07 = ap101 = None
     else:
         ap = interpolated_ap(recall, precision, "all_point")
         ap07 = interpolated_ap(recall, precision, "voc07")
         ap101 = interpolated_ap(recall, precision, "coco101")
-    return ClassAP(class_id, ap, ap07, ap101, npos, int(len(score)), recall, precision)
+    return ClassAP(class_id, ap, ap07, ap101, npos, int(len(score)), recall, precision, sorted_scores, hits)
+
+
+def precision_recall(scores: np.ndarray, outcome: np.ndarray,
+                     npos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The curve of one class: (scores, hit or not, recall, precision) per detection by falling score.
+
+    `outcome` is `match_image`'s per detection (ignored ones, -1, are left out), `npos` the gts to find.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    # Images are concatenated in ground-truth order and sorted stably: the same tie-breaking as pycocotools.
+    order = np.argsort(-scores, kind="mergesort")
+    outcome = np.asarray(outcome)[order]
+    kept = outcome >= 0
+    hits = outcome[kept] == 1
+    tp = np.cumsum(hits, dtype=np.float64)
+    fp = np.cumsum(~hits, dtype=np.float64)
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    recall = tp / npos if npos else np.zeros_like(tp)
+    return scores[order][kept], hits, recall, precision
 
 
 def group_detections(

@@ -138,14 +138,17 @@ def single_level_body(name: str, small_widths: list[int], small_blocks: list[int
 
 
 def pyramid_body(name: str, small_widths: list[int], small_blocks: list[int], frozen_bn: bool,
-                 trainable_layers: int) -> tuple[Body, keras.Model]:
+                 trainable_layers: int, strides: tuple[int, ...] = ()) -> tuple[Body, keras.Model]:
     """The maps of body `name` for the fpn architecture (small_resnet: strides 4, 8, 16; the *_tv bodies:
-    torchvision's), and the whole network."""
+    torchvision's), only those of `strides` when given, and the whole network."""
     if name == "small_resnet":
         full = small_resnet(small_widths, small_blocks)
-        outputs = [full.get_layer(small_resnet_stage_output(small_blocks, s)).output
-                   for s in SMALL_RESNET_PYRAMID_STAGES]
+        stages = [s for s in SMALL_RESNET_PYRAMID_STAGES if not strides or 2 ** s in strides]
+        outputs = [full.get_layer(small_resnet_stage_output(small_blocks, s)).output for s in stages]
         model = keras.Model(full.input, outputs, name="small_resnet_pyramid")
-        return Body(model, tuple(2 ** s for s in SMALL_RESNET_PYRAMID_STAGES), "tf"), full
-    model, strides = tv_body(name, frozen_bn, trainable_layers)
-    return Body(model, tuple(strides), "imagenet"), model
+        return Body(model, tuple(2 ** s for s in stages), "tf"), full
+    full, all_strides = tv_body(name, frozen_bn, trainable_layers)
+    if not strides or tuple(strides) == tuple(all_strides):
+        return Body(full, tuple(all_strides), "imagenet"), full
+    outputs = [o for o, s in zip(full.outputs, all_strides) if s in strides]
+    return Body(keras.Model(full.input, outputs, name=f"{name}_pyramid"), tuple(strides), "imagenet"), full

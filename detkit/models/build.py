@@ -22,6 +22,7 @@ from detkit.models.rcnn import RCNNHead
 from detkit.models.roi_align import MultiLevelRoIAlign
 from detkit.models.roi_pooling import RoIPool
 from detkit.models.rpn import RPNHead
+from detkit.models.tiles import Tiling
 from detkit.models.transform import InputTransform
 
 # The width the fc head's 1x1 conv thins a single-level body's map to when model.rcnn.reduce_channels is null.
@@ -55,7 +56,8 @@ def build_detector(cfg: Config, num_classes: int) -> FasterRCNN:
     bn = m.base_network
     fpn = m.architecture == "fpn"
     builder = bodies.pyramid_body if fpn else bodies.single_level_body
-    extra = {} if fpn else {"with_tail": m.rcnn.enabled and m.rcnn.head == "conv5"}
+    extra = ({"strides": tuple(m.fpn.body_strides)} if fpn
+             else {"with_tail": m.rcnn.enabled and m.rcnn.head == "conv5"})
     body, whole = builder(bn.name, bn.small_widths, bn.small_blocks, bn.freeze_batchnorm, _trainable_layers(m),
                           **extra)
     bodies.freeze(whole, bn.trainable, bn.fine_tune_from, bn.freeze_batchnorm)
@@ -94,7 +96,9 @@ def build_detector(cfg: Config, num_classes: int) -> FasterRCNN:
     pp = m.postprocess
     detections = DetectionSettings(pp.score_threshold, pp.nms_iou, pp.max_per_class, pp.max_total, pp.min_box_size)
     lw = m.loss_weights
+    tiles = image.tiles
+    tiling = Tiling(tiles.size, tiles.overlap, tiles.whole_image) if tiles.size > 0 else None
     model = FasterRCNN(transform, body.model, neck, rpn_head, rpn, rcnn_head, roi, detections, num_classes,
-                       LossWeights(lw.rpn_class, lw.rpn_box, lw.rcnn_class, lw.rcnn_box, lw.l2))
+                       LossWeights(lw.rpn_class, lw.rpn_box, lw.rcnn_class, lw.rcnn_box, lw.l2), tiling)
     model.create_variables(side=2 * max(strides) if fpn else 4 * bodies.STRIDE)
     return model

@@ -20,6 +20,7 @@ from detkit.models.anchors import AnchorGenerator
 from detkit.models.matching import Sampling
 from detkit.models.postprocess import DetectionSettings
 from detkit.models.proposals import ProposalSettings
+from detkit.models.tiles import Tiling, cut_tiles, merge_detections, tile_grid
 from detkit.models.transform import InputTransform
 
 Pooler = Callable[[list, tf.Tensor], tf.Tensor]
@@ -82,9 +83,10 @@ class FasterRCNN(keras.Model):
     def __init__(self, transform: InputTransform, backbone: keras.Model, fpn: Optional[keras.layers.Layer],
                  rpn_head: rpn.RPNHead, rpn_settings: RPNSettings, rcnn_head: Optional[rcnn.RCNNHead],
                  roi_settings: Optional[RoIHeadSettings], detections: DetectionSettings, num_classes: int,
-                 loss_weights: LossWeights = LossWeights(), **kwargs):
+                 loss_weights: LossWeights = LossWeights(), tiling: Optional[Tiling] = None, **kwargs):
         super().__init__(name="faster_rcnn", **kwargs)
         self.transform = transform
+        self.tiling = tiling
         # Checkpoints name the layers by these attributes, in this order.
         self.backbone = backbone
         self.fpn = fpn
@@ -155,12 +157,44 @@ class FasterRCNN(keras.Model):
         return out
 
     def detect(self, images: tf.Tensor, image_hw: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Detections of original images [B, H, W, 3] (0-255, zero-padded) of sizes image_hw [B, 2], in their pixels."""
+        """Detections of original images [B, H, W, 3] (0-255, zero-padded) of sizes image_hw [B, 2], in their pixels:
+        of the whole images resized, or of their tiles and (optionally) the whole images, merged."""
+        if self.tiling is None:
+            return self._detect_resized(images, image_hw)
+        spec = {"boxes": tf.TensorSpec([self.detections.max_total, 4], tf.float32),
+                "scores": tf.TensorSpec([self.detections.max_total], tf.float32),
+                "labels": tf.TensorSpec([self.detections.max_total], tf.int32),
+                "num_detections": tf.TensorSpec([], tf.int32)}
+        return tf.map_fn(lambda args: self._detect_tiled(*args), (images, tf.cast(image_hw, tf.int32)),
+                         fn_output_signature=spec)
+
+    def _detect_resized(self, images: tf.Tensor, image_hw: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Detections of whole images, each resized by the input transform, in their own pixels."""
         resized, resized_hw = self.transform.resize_batch(images, image_hw)
         out = self.stages(resized, resized_hw)
         boxes = self.transform.boxes_to_original(out["boxes"], resized_hw, image_hw)
         return {"boxes": boxes, "scores": out["scores"], "labels": out["labels"],
                 "num_detections": out["num_detections"]}
+
+    def _detect_tiled(self, image: tf.Tensor, image_hw: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One image's detections over its tiles (and the whole image), merged by per-class NMS."""
+        t = self.tiling
+        offsets = tile_grid(image_hw, t.size, t.overlap)
+        tiles, tiles_hw = cut_tiles(image, image_hw, offsets, t.size)
+        passes = [self._detect_resized(tiles, tiles_hw)]
+        shift = tf.cast(tf.concat([offsets[:, ::-1], offsets[:, ::-1]], axis=1), tf.float32)[:, None, :]
+        passes[0]["boxes"] = passes[0]["boxes"] + shift
+        if t.whole_image:
+            passes.append(self._detect_resized(image[None], image_hw[None]))
+        boxes, scores, labels = [], [], []
+        for out in passes:
+            valid = tf.range(tf.shape(out["scores"])[1])[None, :] < out["num_detections"][:, None]
+            boxes.append(tf.reshape(out["boxes"], [-1, 4]))
+            scores.append(tf.reshape(tf.where(valid, out["scores"], 0.0), [-1]))
+            labels.append(tf.reshape(tf.where(valid, out["labels"], 1), [-1]))
+        d = self.detections
+        return merge_detections(tf.concat(boxes, 0), tf.concat(scores, 0), tf.concat(labels, 0), self.num_classes,
+                                d.nms_iou, d.max_per_class, d.max_total)
 
     def call(self, batch: dict, training: bool = False) -> dict[str, tf.Tensor]:
         """Detections (inference) or losses (training) of a batch; see the class docstring."""

@@ -56,6 +56,8 @@ MODELS: dict[str, ZooModel] = {m.name: m for m in (
 )}
 # With no --checkpoint and no -c, predict and server use the most accurate model that is downloaded.
 DEFAULT_ORDER = ("accurate", "mobile", "fast")
+# `detkit train --dataset-dir` fine-tunes the downloaded model that trains fastest on a CPU.
+FINETUNE_ORDER = ("fast", "mobile", "accurate")
 
 
 def cache_dir() -> str:
@@ -95,6 +97,14 @@ def default_model() -> tuple[str, str]:
     raise CheckpointError("no checkpoint given and no downloaded model: `detkit checkpoint download accurate` (or "
                           "fast) gets a COCO detector; or pass --checkpoint RUN_DIR or -c config.yml of a run "
                           "trained with `detkit train -c config.yml`")
+
+
+def model_to_finetune() -> Optional[tuple[str, str]]:
+    """(name, run dir) of the downloaded model `train --dataset-dir` starts from (the fastest to train), or None."""
+    for name in FINETUNE_ORDER:
+        if is_downloaded(name):
+            return name, model_dir(name)
+    return None
 
 
 def expected_hash_prefix(url: str) -> Optional[str]:

@@ -14,6 +14,7 @@ from detkit.datasets.inspect import format_report, summarize
 from detkit.datasets.sources import check_training_sources
 from detkit.datasets.statistics import SplitStatistics, split_statistics
 from detkit.recipe.rules import FROM_SCRATCH, Recipe, RecipeOptions, make_recipe
+from detkit.pretrained.zoo import model_to_finetune
 from detkit.runs import latest_checkpoint, load_run_config, resolve
 
 
@@ -56,30 +57,45 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def recipe_options(user_keys: set[str], cfg: Config) -> RecipeOptions:
+def recipe_options(user_keys: set[str], cfg: Config, finetune: str = "") -> RecipeOptions:
     """What the user's own keys decide: a chosen backbone (name or weights) or train.init_from keeps its own
     training; train.init_from also keeps the weights' shapes (no input size or anchors chosen); a step or epoch
-    bound keeps its own schedule; a max_minutes is the time budget; model.architecture=fpn gets per-level anchors."""
+    bound keeps its own schedule; a max_minutes is the time budget; model.architecture (and model.fpn.body_strides)
+    narrow the models the recipe chooses between; a chosen fpn body gets anchors per level of its maps."""
     minutes = cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None
     initialised = bool(cfg.train.init_from)
     from_scratch = not ({"model.base_network.name", "model.base_network.weights"} & user_keys) and not initialised
-    # A chosen backbone with no time budget keeps its epochs (a GPU run is not bounded by the CPU default).
-    schedule = not ({"train.num_steps", "train.num_epochs"} & user_keys) and (from_scratch or minutes is not None)
-    fpn_levels = 0
-    if cfg.model.architecture == "fpn":
+    # A chosen backbone with no time budget keeps its epochs (a GPU run is not bounded by the CPU default); a
+    # downloaded detector detkit chose to fine-tune gets the CPU default, as training from scratch does.
+    schedule = not ({"train.num_steps", "train.num_epochs"} & user_keys) and (
+        from_scratch or minutes is not None or bool(finetune))
+    architecture = cfg.model.architecture if "model.architecture" in user_keys else ""
+    strides: tuple[int, ...] = ()
+    if cfg.model.architecture == "fpn" and (not from_scratch or "model.fpn.body_strides" in user_keys):
         body = FROM_SCRATCH["model.base_network.name"] if from_scratch else cfg.model.base_network.name
         if body not in PYRAMID_STRIDES:
             raise ConfigError(f"config key model.base_network.name: {body} has no fpn body; use "
                               f"{', '.join(PYRAMID_STRIDES)} (or model.architecture: single_level)")
-        # One level per body map, plus the FPN's max-pooled one.
-        fpn_levels = len(PYRAMID_STRIDES[body]) + 1
-    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule, fpn_levels=fpn_levels,
-                         shapes=not initialised, side=cfg.dataset.image.max_size)
+        strides = tuple(cfg.model.fpn.body_strides) or PYRAMID_STRIDES[body]
+    return RecipeOptions(minutes=minutes, from_scratch=from_scratch, schedule=schedule, architecture=architecture,
+                         body_strides=strides, shapes=not initialised, side=cfg.dataset.image.max_size,
+                         finetune=finetune or cfg.train.init_from)
 
 
-def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config) -> Recipe:
-    """The recipe of a split's statistics, given the keys the user set."""
-    return make_recipe(stats, recipe_options(user_keys, cfg))
+def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config, finetune: str = "") -> Recipe:
+    """The recipe of a split's statistics, given the keys the user set (and the downloaded detector it starts from)."""
+    return make_recipe(stats, recipe_options(user_keys, cfg, finetune))
+
+
+# Keys with which the user chooses the model: a downloaded detector is fine-tuned only when none is set.
+MODEL_KEYS = {"model.base_network.name", "model.base_network.weights", "model.architecture", "train.init_from"}
+
+
+def downloaded_start(user_keys: set[str]) -> Optional[tuple[str, str]]:
+    """(name, run dir) of the downloaded COCO detector `detkit train` fine-tunes when the user chose no model."""
+    if MODEL_KEYS & user_keys:
+        return None
+    return model_to_finetune()
 
 
 def option_overrides(dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> list[str]:
@@ -109,10 +125,13 @@ def init_from_base(init_from: str) -> tuple[dict, str]:
 
 
 def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
-                    dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainingConfig:
+                    dataset_dir: Optional[str] = None, minutes: Optional[float] = None,
+                    from_scratch: bool = False) -> TrainingConfig:
     """Defaults + recipe (from dataset.dir's training split) + -c files + -o values; `detkit train`'s config.
 
     With train.init_from, that run's model.* and dataset.image.* lie under the recipe instead of the defaults.
+    When the user chooses no model and a COCO detector is downloaded (`detkit checkpoint download`), that
+    detector is the train.init_from (fine-tuned), unless `from_scratch`.
     """
     cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     overrides = option_overrides(dataset_dir, minutes) + list(overrides)
@@ -124,6 +143,10 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
         # Resuming: the run's own values (its recipe included) fill the keys left unset, so the same command resumes
         # even if the data changed since; keys the user sets are still compared with the run's by the trainer.
         return TrainingConfig(load_config(config_files, overrides, under=saved), None, user_keys, resuming=run_dir)
+    start = None if from_scratch else downloaded_start(user_keys)
+    if start is not None:
+        overrides = [f"train.init_from={json.dumps(start[1])}"] + overrides
+        cfg = requested_config(config_files, overrides)
     base, source_dir = init_from_base(cfg.train.init_from) if cfg.train.init_from else ({}, "")
     if base:
         cfg = from_dict(merged_dict(config_files, overrides, _merge(default_dict(), base)), check_ranges=False)
@@ -134,7 +157,10 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
         # No recipe from an unusable dataset: the trainer names the problem, in its usual order (after the
         # strategy's and the run's own checks).
         return TrainingConfig(load_config(config_files, overrides), None, user_keys)
-    recipe = recipe_for(stats, user_keys, cfg)
+    recipe = recipe_for(stats, user_keys, cfg, f"the downloaded COCO detector {start[0]}" if start else "")
+    if start is not None:
+        recipe.notes.insert(0, f"fine-tuning the downloaded COCO detector {start[0]} ({start[1]}): its weights are "
+                               "the start, its class heads new; `detkit train --from-scratch` trains from nothing")
     if source_dir:
         recipe.notes.insert(0, f"train.init_from {cfg.train.init_from}: model.* and dataset.image.* are that run's "
                                f"({source_dir}/config.yml), the shapes its weights need; the recipe chooses only "

@@ -15,8 +15,9 @@ from detkit.datasets.sampling import class_repeat_factors
 from detkit.datasets.statistics import SplitStatistics, resize_scales
 
 STRIDE = 16
-# Objects shorter than this after the resize fall between the cells of stride-16 features (one cell and a half).
-MIN_OBJECT_PX = 24
+# An object shorter than this many cells of a feature map falls between them: 24 px at stride 16, 12 at stride 8.
+OBJECT_CELLS = 1.5
+MIN_OBJECT_PX = OBJECT_CELLS * STRIDE
 # The share of each class's boxes allowed below MIN_OBJECT_PX ("the small objects that matter" start above it).
 SMALL_QUANTILE = 0.10
 # Input side (the longer side after resize): at least this (the from-scratch backbone needs context), step 32.
@@ -32,8 +33,11 @@ ROI_SECONDS = 0.0003
 MAX_RCNN_SAMPLES = 256
 # Class imbalance (image frequency of the most over the least frequent class) that turns repeat factor sampling on.
 IMBALANCE_RATIO = 4.0
-# Box scale range (98th over 2nd percentile of sqrt(w*h)) from which one stride-16 level serves the data poorly.
-FPN_SCALE_RANGE = 8.0
+# Width of the pyramid of the from-scratch multi-level models: their levels cost as little as the body's own maps.
+FPN_CHANNELS = 64
+# Photos at least this much larger than the CPU budget's side are cut into tiles at their own resolution when the
+# model cannot resolve their small objects within the budget.
+TILE_FACTOR = 1.5
 DEFAULT_MINUTES = 15.0
 BATCH_SIZE = 4
 
@@ -65,6 +69,23 @@ FROM_SCRATCH: dict[str, Any] = {
 }
 
 
+# Fine-tuning a downloaded detector (torchvision's reference recipe, lr 0.02 for a batch of 16, scaled to 4):
+# SGD with momentum on a cosine schedule, torchvision's weight decay, flips and mild scale jitter. Its frozen
+# BatchNorm and input size are the downloaded model's own (train.init_from keeps its model.* and dataset.image.*).
+FINETUNE: dict[str, Any] = {
+    "train.batch_size": BATCH_SIZE,
+    "train.optimizer.type": "sgd",
+    "train.optimizer.momentum": 0.9,
+    "train.optimizer.clip_norm": 10.0,
+    "train.learning_rate.schedule": "cosine",
+    "train.learning_rate.base": 0.005,
+    "train.learning_rate.final_fraction": 0.02,
+    "model.loss_weights.l2": 0.0001,
+    "dataset.augment.flip_horizontal": True,
+    "dataset.augment.scale_range": [0.8, 1.2],
+}
+
+
 @dataclass
 class Choice:
     """Config values chosen together, and why."""
@@ -93,7 +114,10 @@ class RecipeOptions:
     minutes: Optional[float] = None          # time budget; None = DEFAULT_MINUTES
     images_per_second: Optional[float] = None  # measured training speed; None = estimated from the pixel count
     from_scratch: bool = True                # apply FROM_SCRATCH (False when the user chose a backbone)
-    fpn_levels: int = 0                      # pyramid levels of the fpn model; 0 = the single-level model
+    finetune: str = ""                       # the detector train.init_from starts from: apply FINETUNE (its name)
+    architecture: str = ""                   # the user's model.architecture; "" = the recipe chooses (from scratch)
+    # The body maps of the user's pyramid (model.fpn.body_strides, or all of a chosen body's); () = none chosen.
+    body_strides: tuple[int, ...] = ()
     shapes: bool = True                      # choose input size and anchors (False when weights fix the model)
     side: int = 0                            # the input side when `shapes` is False (for the schedule's estimate)
     schedule: bool = True                    # choose steps and schedule (False when the user bounded the run)
@@ -122,26 +146,120 @@ def _pow2_ceil(value: float) -> int:
     return 1 << max(0, math.ceil(math.log2(max(value, 1.0))))
 
 
-def choose_input_size(st: SplitStatistics) -> tuple[int, Choice]:
-    """The longer side of the resized image (min_size = max_size = side)."""
+@dataclass(frozen=True)
+class Candidate:
+    """A from-scratch model the recipe trains: its pyramid (none for the single-level model) and its cost."""
+
+    name: str
+    architecture: str              # single_level | fpn
+    body_strides: tuple[int, ...]  # the small_resnet maps the pyramid is built on (() for single_level)
+    # Training seconds per input pixel relative to the single-level model (benchmarks/train_speed.py).
+    cost_factor: float
+
+    @property
+    def finest_stride(self) -> int:
+        """The stride of the finest feature map: what the smallest object is measured against."""
+        return self.body_strides[0] if self.body_strides else STRIDE
+
+    @property
+    def levels(self) -> int:
+        """Feature levels the RPN runs on (the pyramid's max-pooled one included)."""
+        return len(self.body_strides) + 1 if self.body_strides else 1
+
+    def smallest_object(self) -> float:
+        """The smallest object side (pixels after the resize) its finest map resolves."""
+        return OBJECT_CELLS * self.finest_stride
+
+
+CANDIDATES = (
+    Candidate("single_level", "single_level", (), 1.0),
+    Candidate("pyramid from stride 8", "fpn", (8, 16), 1.3),
+    Candidate("pyramid from stride 4", "fpn", (4, 8, 16), 1.8),
+)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model, its input side (the longer side after the resize, or the tile side) and the tile size (0 = the
+    whole photo resized)."""
+
+    candidate: Candidate
+    side: int
+    tile: int = 0
+
+
+def small_object_fraction(st: SplitStatistics) -> float:
+    """The SMALL_QUANTILE of each class's boxes' shorter side, as a fraction of its image's longer side."""
+    long_side = np.maximum(st.image_width, st.image_height)
+    short_rel = np.minimum(st.box_width, st.box_height) / long_side[st.box_image]
+    return weighted_quantile(short_rel, class_weights(st.box_label, len(st.classes)), SMALL_QUANTILE)
+
+
+def budget_side(st: SplitStatistics) -> int:
+    """The longest input side the CPU budget of pixels per image allows at the photos' median aspect."""
     long_side = np.maximum(st.image_width, st.image_height)
     aspect = float(np.median(np.minimum(st.image_width, st.image_height) / np.maximum(long_side, 1.0)))
-    budget_side = max(MIN_SIDE, int(math.sqrt(PIXEL_BUDGET / max(aspect, 1e-3)) // SIDE_STEP * SIDE_STEP))
-    short_rel = np.minimum(st.box_width, st.box_height) / long_side[st.box_image]
-    small = weighted_quantile(short_rel, class_weights(st.box_label, len(st.classes)), SMALL_QUANTILE)
-    wanted = MIN_OBJECT_PX / max(small, 1e-6)
-    side = min(max(MIN_SIDE, _round_up(wanted, SIDE_STEP)), budget_side)
+    return max(MIN_SIDE, int(math.sqrt(PIXEL_BUDGET / max(aspect, 1e-3)) // SIDE_STEP * SIDE_STEP))
+
+
+def choose_model(st: SplitStatistics, candidates: tuple[Candidate, ...] = CANDIDATES) -> tuple[ModelChoice, Choice]:
+    """The cheapest model and input side at which the small objects stay resolvable, within the CPU budget.
+
+    Each candidate needs a side at which the small objects (SMALL_QUANTILE) cover OBJECT_CELLS cells of its finest
+    map: upscaling buys resolution and costs epochs (time per image grows with the pixels and the pyramid), so
+    the cheapest one that fits wins. When none fits and the photos are much larger than the budget, they are
+    cut into tiles at their own resolution; otherwise the finest model takes the budget's side.
+    """
+    small = small_object_fraction(st)
+    budget = budget_side(st)
+    native = float(np.median(np.maximum(st.image_width, st.image_height)))
     pct = round(SMALL_QUANTILE * 100)
-    why = (f"{pct}% of each class's boxes are shorter than {small:.3g} of the image's longer side; at {side} px that "
-           f"is {small * side:.0f} px")
-    if wanted > budget_side:
-        why += (f" (under the {MIN_OBJECT_PX} px stride-16 features need: the CPU budget of "
-                f"{PIXEL_BUDGET // 1000}k px/image caps the side)")
-    elif side == MIN_SIDE and wanted < MIN_SIDE:
-        why += f" (>= {MIN_OBJECT_PX} px already at the smallest input, {MIN_SIDE})"
-    else:
-        why += f" (>= {MIN_OBJECT_PX} px, what stride-16 features resolve)"
-    return side, Choice("input size", {"dataset.image.min_size": side, "dataset.image.max_size": side}, why)
+    fits = []
+    for c in candidates:
+        side = max(MIN_SIDE, _round_up(c.smallest_object() / max(small, 1e-6), SIDE_STEP))
+        if side <= budget:
+            fits.append((side * side * c.cost_factor, c, side))
+    head = f"{pct}% of each class's boxes are shorter than {small:.3g} of the image's longer side"
+    if fits:
+        _, c, side = min(fits, key=lambda f: f[0])
+        why = (f"{head}; at {side} px that is {small * side:.0f} px, over the {c.smallest_object():g} px its finest "
+               f"map (stride {c.finest_stride}) resolves")
+        if len(fits) > 1 or c is not candidates[0]:
+            why += " — the cheapest model that resolves them (input pixels times each model's cost)"
+        return ModelChoice(c, side), _model_choice(ModelChoice(c, side), why)
+    finest = candidates[-1]
+    if native >= TILE_FACTOR * budget:
+        tile = min(budget, _round_up(native, SIDE_STEP))
+        resolving = [c for c in candidates if small * native >= c.smallest_object()]
+        c = resolving[0] if resolving else finest
+        choice = ModelChoice(c, tile, tile)
+        why = (f"{head}: no model resolves them within the CPU budget ({PIXEL_BUDGET // 1000}k px, side {budget}); "
+               f"the photos ({native:.0f} px) are cut into {tile} px tiles at their own resolution, where they are "
+               f"{small * native:.0f} px (stride {c.finest_stride} resolves {c.smallest_object():g} px)")
+        return choice, _model_choice(choice, why)
+    choice = ModelChoice(finest, budget)
+    why = (f"{head}: at {budget} px, the CPU budget's side, that is {small * budget:.0f} px, under the "
+           f"{finest.smallest_object():g} px even the finest map (stride {finest.finest_stride}) resolves")
+    return choice, _model_choice(choice, why)
+
+
+def choose_input_size(st: SplitStatistics, model: Candidate) -> tuple[ModelChoice, Choice]:
+    """The input side (and tiles) for a model the user chose, by the same rule as choose_model."""
+    choice, made = choose_model(st, (model,))
+    return choice, Choice("input size", {k: v for k, v in made.values.items() if k.startswith("dataset.")},
+                          made.reason)
+
+
+def _model_choice(choice: ModelChoice, why: str) -> Choice:
+    """The config values of a model choice."""
+    c = choice.candidate
+    values: dict[str, Any] = {"model.architecture": c.architecture,
+                              "dataset.image.min_size": choice.side, "dataset.image.max_size": choice.side}
+    if c.architecture == "fpn":
+        values.update({"model.fpn.body_strides": list(c.body_strides), "model.fpn.channels": FPN_CHANNELS})
+    if choice.tile:
+        values.update({"dataset.image.tiles.size": choice.tile, "dataset.augment.crop_probability": 0.0})
+    return Choice("model and input size", values, why)
 
 
 def resized_boxes(st: SplitStatistics, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,42 +268,49 @@ def resized_boxes(st: SplitStatistics, side: int) -> tuple[np.ndarray, np.ndarra
     return st.box_width * scale, st.box_height * scale
 
 
-def choose_anchors(st: SplitStatistics, side: int) -> tuple[float, Choice]:
-    """Anchor sizes one octave apart covering the 2nd-98th percentile of sqrt(w*h), and ratios covering h/w.
-
-    Returns (98th / 2nd percentile of the box sizes, the choice).
-    """
+def _anchor_octaves(st: SplitStatistics, side: int, floor_px: float) -> tuple[int, float, float]:
+    """(log2 of the lowest anchor size, 2nd and 98th percentile of sqrt(w*h) after the resize)."""
     w, h = resized_boxes(st, side)
     keep = (w > 0) & (h > 0)
-    w, h = w[keep], h[keep]
-    size = np.sqrt(w * h)
+    size = np.sqrt(w[keep] * h[keep])
     lo, hi = np.quantile(size, [0.02, 0.98])
-    k_lo = max(int(math.floor(math.log2(max(lo, 1.0)))), int(math.log2(STRIDE)))
+    return max(int(math.floor(math.log2(max(lo, 1.0)))), int(math.log2(floor_px))), float(lo), float(hi)
+
+
+def choose_ratios(st: SplitStatistics, side: int) -> tuple[list[float], str]:
+    """Anchor ratios (h/w, powers of two) covering the 5th-95th percentile of the boxes' h/w."""
+    w, h = resized_boxes(st, side)
+    keep = (w > 0) & (h > 0)
+    r_lo, r_hi = np.quantile(np.log2(h[keep] / w[keep]), [0.05, 0.95])
+    k_rlo = max(-2, min(-1, int(round(r_lo))))
+    k_rhi = min(2, max(1, int(round(r_hi))))
+    ratios = [float(2.0 ** k) for k in range(k_rlo, k_rhi + 1)]
+    return ratios, f"h/w {2 ** r_lo:.2g}-{2 ** r_hi:.2g} (5th-95th): ratios {', '.join(f'{r:g}' for r in ratios)}"
+
+
+def choose_anchors(st: SplitStatistics, side: int, stride: int = STRIDE) -> Choice:
+    """One level's anchor sizes, an octave apart, covering the 2nd-98th percentile of sqrt(w*h) (not below the
+    stride), and ratios covering h/w."""
+    k_lo, lo, hi = _anchor_octaves(st, side, stride)
     # Small objects are the hard end: the lowest anchor is at or below the 2nd percentile; the highest is within
     # half an octave of the 98th.
     k_hi = min(max(int(round(math.log2(max(hi, 1.0)))), k_lo), int(math.floor(math.log2(side))))
     sizes = [float(2 ** k) for k in range(k_lo, max(k_hi, k_lo) + 1)]
-    r_lo, r_hi = np.quantile(np.log2(h / w), [0.05, 0.95])
-    k_rlo = max(-2, min(-1, int(round(r_lo))))
-    k_rhi = min(2, max(1, int(round(r_hi))))
-    ratios = [float(2.0 ** k) for k in range(k_rlo, k_rhi + 1)]
-    why = (f"boxes after resize are {lo:.0f}-{hi:.0f} px (sqrt(w*h), 2nd-98th percentile) and h/w "
-           f"{2 ** r_lo:.2g}-{2 ** r_hi:.2g} (5th-95th): anchors an octave apart from {sizes[0]:g} to {sizes[-1]:g} "
-           f"(not below the stride, {STRIDE}, nor above the image) and ratios {', '.join(f'{r:g}' for r in ratios)}")
-    return float(hi / max(lo, 1e-6)), Choice("anchors", {"model.anchors.sizes": sizes, "model.anchors.ratios": ratios}, why)
+    ratios, ratio_why = choose_ratios(st, side)
+    why = (f"boxes after resize are {lo:.0f}-{hi:.0f} px (sqrt(w*h), 2nd-98th percentile) and {ratio_why}: anchors "
+           f"an octave apart from {sizes[0]:g} to {sizes[-1]:g} (not below the stride, {stride}, nor above the image)")
+    return Choice("anchors", {"model.anchors.sizes": sizes, "model.anchors.ratios": ratios}, why)
 
 
-def fpn_anchors(st: SplitStatistics, side: int, levels: int, ratios: list[float]) -> Choice:
-    """One anchor size per pyramid level of the fpn model, an octave apart from the small boxes, with `ratios`."""
-    w, h = resized_boxes(st, side)
-    size = np.sqrt(w * h)[(w > 0) & (h > 0)]
-    lo, hi = np.quantile(size, [0.02, 0.98])
-    k_lo = max(int(math.floor(math.log2(max(lo, 1.0)))), int(math.log2(STRIDE)))
+def pyramid_anchors(st: SplitStatistics, side: int, levels: int, finest_stride: int) -> Choice:
+    """One anchor size per pyramid level, an octave apart from the small boxes (not below twice the finest
+    stride), with the ratios covering h/w."""
+    k_lo, lo, hi = _anchor_octaves(st, side, 2 * finest_stride)
     sizes = [[float(2 ** (k_lo + i))] for i in range(levels)]
-    why = (f"the fpn model has {levels} pyramid levels: one anchor size per level, an octave apart from "
-           f"{sizes[0][0]:g} (boxes after resize are {lo:.0f}-{hi:.0f} px, 2nd-98th percentile; not below {STRIDE}) "
-           f"to {sizes[-1][0]:g}")
-    why += f", ratios {', '.join(f'{r:g}' for r in ratios)} (as for one level)"
+    ratios, ratio_why = choose_ratios(st, side)
+    why = (f"the pyramid has {levels} levels: one anchor size per level, an octave apart from {sizes[0][0]:g} "
+           f"(boxes after resize are {lo:.0f}-{hi:.0f} px, 2nd-98th percentile; not below twice the finest stride, "
+           f"{2 * finest_stride}) to {sizes[-1][0]:g}; {ratio_why}")
     return Choice("anchors", {"model.fpn.anchor_sizes": sizes, "model.anchors.ratios": ratios}, why)
 
 
@@ -244,16 +369,27 @@ def choose_class_balance(st: SplitStatistics) -> Choice:
                   f"t = {t:.3g} (median class image-frequency); images of {rare!r} repeated {r.max():.2f}x")
 
 
-def choose_schedule(st: SplitStatistics, side: int, rois: int, opts: RecipeOptions) -> Choice:
-    """Cosine schedule on the clock for the time budget; steps from the measured or estimated speed."""
-    minutes = opts.minutes if opts.minutes else DEFAULT_MINUTES
+def input_pixels(st: SplitStatistics, side: int, tile: int = 0) -> float:
+    """Mean pixels per training image: each photo resized to `side`, or a tile of at most tile x tile pixels."""
+    if tile:
+        return float(np.mean(np.minimum(st.image_width, tile) * np.minimum(st.image_height, tile)))
     scale = resize_scales(st.image_height, st.image_width, side, side)
-    pixels = float(np.mean(st.image_width * st.image_height * scale ** 2))
+    return float(np.mean(st.image_width * st.image_height * scale ** 2))
+
+
+def choose_schedule(st: SplitStatistics, side: int, rois: int, opts: RecipeOptions,
+                    model: Optional[ModelChoice] = None) -> Choice:
+    """Cosine schedule on the clock for the time budget; steps from the measured or estimated speed (the input's
+    pixels times the model's cost, plus the RoIs)."""
+    minutes = opts.minutes if opts.minutes else DEFAULT_MINUTES
+    pixels = input_pixels(st, side, model.tile if model else 0)
+    factor = model.candidate.cost_factor if model else 1.0
     if opts.images_per_second:
         ips, how = opts.images_per_second, "measured"
     else:
-        ips = 1.0 / (pixels / TRAIN_PIXELS_PER_SECOND + rois * ROI_SECONDS)
-        how = f"estimated for {pixels / 1000:.0f}k px and {rois} RoIs per image"
+        ips = 1.0 / (pixels * factor / TRAIN_PIXELS_PER_SECOND + rois * ROI_SECONDS)
+        how = f"estimated for {pixels / 1000:.0f}k px" + (f" x {factor:g} (its pyramid)" if factor != 1.0 else "") + \
+              f" and {rois} RoIs per image"
     steps = max(1, int(minutes * 60 * ips / BATCH_SIZE))
     warmup = int(min(100, max(10, 0.03 * steps)))
     epochs = steps * BATCH_SIZE / max(st.num_images, 1)
@@ -262,15 +398,6 @@ def choose_schedule(st: SplitStatistics, side: int, rois: int, opts: RecipeOptio
                                "train.learning_rate.warmup_steps": warmup},
                   f"{budget} at ~{ips:.1f} images/s ({how}) is ~{steps} steps of {BATCH_SIZE} (~{epochs:.0f} epochs): "
                   f"{warmup} warm-up steps, cosine on the clock; num_steps {4 * steps} only as a ceiling")
-
-
-def fpn_note(scale_range: float) -> Optional[str]:
-    """The multi-level (fpn) model as a suggestion when box scales span more than FPN_SCALE_RANGE."""
-    if scale_range < FPN_SCALE_RANGE:
-        return None
-    return (f"box sizes span {scale_range:.0f}x (over {FPN_SCALE_RANGE:g}x): the multi-level model "
-            "(-o model.architecture=fpn) may suit this data; the recipe keeps the single-level one, which is what "
-            "has been measured training from scratch on a CPU")
 
 
 def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> Recipe:
@@ -283,23 +410,30 @@ def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> R
             "backbone", dict(FROM_SCRATCH),
             "no pretrained weights assumed (none set): small_resnet, a light residual net that trains from scratch "
             "on a CPU, batch 4 for BatchNorm, Adam + cosine, heavy augmentation against memorising few images"))
-    side = opts.side
+    if opts.finetune:
+        recipe.choices.append(Choice(
+            "fine-tuning", dict(FINETUNE),
+            f"starting from {opts.finetune}: its body, pyramid and heads are trained already (the class heads are "
+            "new), so SGD at torchvision's fine-tuning rate (0.005 for a batch of 4) on a cosine schedule, its frozen "
+            "BatchNorm and input size, flips and mild scale jitter"))
+    side, model = opts.side, None
+    levels = len(opts.body_strides) + 1 if opts.body_strides else 0
     if opts.shapes:
-        side, size_choice = choose_input_size(st)
-        recipe.choices.append(size_choice)
-        scale_range, anchor_choice = choose_anchors(st, side)
-        if opts.fpn_levels:
-            # The fpn model reads one size per level from model.fpn.anchor_sizes (never model.anchors.sizes).
-            recipe.choices.append(fpn_anchors(st, side, opts.fpn_levels, anchor_choice.values["model.anchors.ratios"]))
+        if opts.from_scratch and not opts.body_strides:
+            model, choice = choose_model(st, tuple(c for c in CANDIDATES if opts.architecture in ("", c.architecture)))
         else:
-            recipe.choices.append(anchor_choice)
-            note = fpn_note(scale_range)
-            if note:
-                recipe.notes.append(note)
-    sampling = choose_sampling(st, opts.fpn_levels)
+            mine = Candidate("your model", "fpn" if opts.body_strides else "single_level", opts.body_strides,
+                             CANDIDATES[0].cost_factor)
+            model, choice = choose_input_size(st, mine) if not opts.from_scratch else choose_model(st, (mine,))
+        recipe.choices.append(choice)
+        side, c = model.side, model.candidate
+        levels = c.levels if c.architecture == "fpn" else 0
+        recipe.choices.append(pyramid_anchors(st, side, levels, c.finest_stride) if levels
+                              else choose_anchors(st, side))
+    sampling = choose_sampling(st, levels)
     recipe.choices += sampling
     recipe.choices.append(choose_class_balance(st))
     if opts.schedule:
         rois = sampling[0].values["model.rcnn.target.minibatch_size"]
-        recipe.choices.append(choose_schedule(st, side, rois, opts))
+        recipe.choices.append(choose_schedule(st, side, rois, opts, model))
     return recipe

@@ -142,7 +142,7 @@ def _terminate_on_sigterm():  # noqa: ANN202 - a signal handler or None
 
 
 def train_with_local_workers(num_workers: int, config_files: Sequence[str], overrides: Sequence[str], run_name: str,
-                             kill_grace_seconds: float = 10.0, verbose: bool = False) -> None:
+                             kill_grace_seconds: float = 10.0, verbose: bool = False, from_scratch: bool = False) -> None:
     """`detkit train` with the same -c/-o as N local multi-worker processes; ConfigError for what cannot work."""
     if num_workers < 1:
         raise ConfigError(f"option --local-workers: must be >= 1, got {num_workers}")
@@ -152,7 +152,8 @@ def train_with_local_workers(num_workers: int, config_files: Sequence[str], over
     if os.environ.get("TF_CONFIG", "").strip():
         raise ConfigError("option --local-workers: TF_CONFIG is already set; unset it, or run without "
                           "--local-workers to join that cluster")
-    args = ["train"] + [a for f in config_files for a in ("-c", f)] + [a for o in overrides for a in ("-o", o)]
+    args = (["train"] + [a for f in config_files for a in ("-c", f)] + [a for o in overrides for a in ("-o", o)]
+            + (["--from-scratch"] if from_scratch else []))
     if "train.strategy" not in " ".join(overrides):
         args += ["-o", "train.strategy=multi_worker"]
     run_local_workers(num_workers, (["-v"] if verbose else []) + args, kill_grace_seconds)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import keras
+import tensorflow as tf
 
 from detkit.utils import cpu
 
@@ -14,7 +15,6 @@ from detkit.utils import cpu
 @dataclass
 class PrecisionChoice:
     """The policy a run uses and the one-line reason for it."""
-
     policy: str
     reason: str
     warning: str = ""
@@ -28,7 +28,6 @@ class PrecisionChoice:
 @dataclass
 class Hardware:
     """What the precision choice depends on (gathered once, passed in so tests can fake it)."""
-
     gpu_compute_capabilities: list[tuple[int, int]]
     cpu_flags: set[str]
     onednn_isa_cap: Optional[str]
@@ -36,8 +35,6 @@ class Hardware:
 
 def detect_hardware() -> Hardware:
     """GPUs' compute capabilities, CPU flags and detkit's oneDNN cap on this machine."""
-    import tensorflow as tf
-
     caps = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)

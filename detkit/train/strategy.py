@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import Mapping, Optional
+
+import tensorflow as tf
 
 from detkit.errors import ConfigError, DetkitError
-
-if TYPE_CHECKING:  # TensorFlow is imported only when a strategy is built
-    import tensorflow as tf
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
@@ -17,7 +16,6 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 @dataclass
 class ClusterSpec:
     """The parts of TF_CONFIG detkit needs: workers, this task, and who the chief is."""
-
     workers: list[str]
     task_type: str
     task_index: int
@@ -88,8 +86,6 @@ def build(name: str) -> tf.distribute.Strategy:
 
     multi_worker reads TF_CONFIG itself (TensorFlow's cluster resolver); parse_tf_config() has checked it.
     """
-    import tensorflow as tf
-
     try:
         return _build(name)
     except (ValueError, RuntimeError, tf.errors.OpError) as exc:
@@ -103,8 +99,6 @@ def build(name: str) -> tf.distribute.Strategy:
 
 def _build(name: str) -> tf.distribute.Strategy:
     """build() without the error translation."""
-    import tensorflow as tf
-
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
@@ -124,7 +118,6 @@ def is_chief(cluster: Optional[ClusterSpec]) -> bool:
 @dataclass
 class Distribution:
     """The tf.distribute strategy of this process, why it was chosen, and this process's place in the cluster."""
-
     strategy: tf.distribute.Strategy
     name: str
     why: str
@@ -153,7 +146,6 @@ class Distribution:
         """
         if self.workers <= 1:
             return flags
-        import tensorflow as tf
 
         value = tf.constant([1.0 if f else 0.0 for f in flags])
         reduced = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(value,)),
@@ -164,8 +156,6 @@ class Distribution:
 def start(requested: str) -> Distribution:
     """Build the strategy train.strategy names; it must come before any other TensorFlow op runs in this process,
     as multi-worker collectives can only be configured at start-up."""
-    import tensorflow as tf
-
     cluster = parse_tf_config()
     name, why = resolve(requested, cluster, len(tf.config.list_physical_devices("GPU")))
     return Distribution(build(name), name, why, cluster if name == "multi_worker" else None)

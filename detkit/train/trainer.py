@@ -24,7 +24,7 @@ from detkit.datasets import pipeline
 from detkit.datasets.sources import check_training_sources
 from detkit.datasets.tfrecord import data_loss_error
 from detkit.errors import CheckpointError, ConfigError, DetkitError, first_line, is_disk_full
-from detkit.eval.runner import evaluate_model
+from detkit.eval.runner import evaluate_and_summarise
 from detkit.models.build import build_detector
 from detkit.models.faster_rcnn import FasterRCNN
 from detkit.pretrained.initial_weights import load_initial_weights
@@ -92,15 +92,17 @@ def build_model(cfg: Config, num_classes: int) -> FasterRCNN:
 
 
 def train_from_options(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
-                       dataset_dir: Optional[str] = None, minutes: Optional[float] = None) -> TrainResult:
-    """`detkit train`: the strategy first, then the config with the recipe read from the data, then training.
+                       dataset_dir: Optional[str] = None, minutes: Optional[float] = None,
+                       from_scratch: bool = False) -> TrainResult:
+    """`detkit train`: the strategy first, then the config with the recipe read from the data (fine-tuning a
+    downloaded COCO detector unless `from_scratch` or a model is chosen), then training.
 
     The recipe reads the training split through TensorFlow, so it comes after the strategy: a multi-worker
     strategy cannot start once TensorFlow has run an op. Every worker derives the same recipe from the same data.
     """
     requested = requested_config(config_files, overrides, dataset_dir, minutes)
     distribution = strategies.start(requested.train.strategy)
-    tc = training_config(config_files, overrides, dataset_dir, minutes)
+    tc = training_config(config_files, overrides, dataset_dir, minutes, from_scratch)
     return train(tc.config, recipe=tc, distribution=distribution)
 
 
@@ -334,9 +336,9 @@ def _train(run: Run, resume_from: Optional[str], ckpt_dir: str,
 
 
 def _evaluate(run: Run, model: FasterRCNN, writer, step: int) -> None:
-    """VOC mAP at eval.iou_threshold and COCO AP on train.eval_split, logged under eval/."""
+    """VOC mAP at eval.iou_threshold, COCO AP, PR curves and the confusion matrix on train.eval_split, under eval/."""
     cfg = run.cfg
-    metrics = evaluate_model(model, cfg, cfg.dataset.dir, cfg.train.eval_split, run.class_names, show_progress=False)
+    metrics = evaluate_and_summarise(model, cfg, cfg.dataset.dir, cfg.train.eval_split, run.class_names, writer, step)
     key = map_key(cfg.eval.iou_threshold)
     summaries.write_scalars(writer, step, {f"eval/{key}": metrics[key], "eval/coco_ap": metrics["coco_ap"]})
     hooks.log(f"step {step}: {cfg.train.eval_split} {map_label(cfg.eval.iou_threshold)} {metrics[key]:.3f}, "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -9,6 +10,8 @@ import re
 import shutil
 import tempfile
 from typing import Any, Iterator
+
+from PIL import Image
 
 
 def temp_path_for(path: str) -> str:
@@ -23,7 +26,6 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 def _exchange(a: str, b: str) -> bool:
     """Swap two paths in one step with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
     try:
-        import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
@@ -107,8 +109,6 @@ def write_json(path: str, obj: Any) -> None:
 
 def save_image(path: str, image: Any, **options: Any) -> None:
     """Atomically save a Pillow image; the format comes from `path`'s extension, as with Image.save."""
-    from PIL import Image
-
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
     with atomic_path(path) as tmp:
         image.save(tmp, format=fmt, **options)

@@ -182,3 +182,24 @@ def make_grid(images: list[Image.Image], columns: int, cell_size: int) -> Image.
         row, col = divmod(n, columns)
         grid.paste(thumb, (col * cell_size + (cell_size - size[0]) // 2, row * cell_size + (cell_size - size[1]) // 2))
     return grid
+
+
+def add_legend(image: Image.Image, entries: Sequence[tuple[str, RGB]]) -> Image.Image:
+    """A new image: `image` above a strip with a coloured swatch and its text per entry."""
+    font = load_font(max(12, min(image.size) // 30))
+    probe = ImageDraw.Draw(image)
+    boxes = [probe.textbbox((0, 0), text, font=font) for text, _ in entries]
+    height = max([b[3] - b[1] for b in boxes] + [10])
+    pad = max(4, height // 2)
+    strip = Image.new("RGB", (image.width, height + 2 * pad), GRID_BACKGROUND)
+    draw = ImageDraw.Draw(strip)
+    x = pad
+    for (text, color), (left, top, _, _) in zip(entries, boxes):
+        draw.rectangle((x, pad, x + height - 1, pad + height - 1), fill=color, outline=OUTLINE)
+        x += height + pad // 2
+        draw.text((x - left, pad - top), text, fill=(255, 255, 255), font=font)
+        x += round(probe.textlength(text, font=font)) + 2 * pad
+    out = Image.new("RGB", (image.width, image.height + strip.height))
+    out.paste(image.convert("RGB"), (0, 0))
+    out.paste(strip, (0, image.height))
+    return out

@@ -39,7 +39,7 @@ def _scalars(event_dir: str) -> dict:
     acc = EventAccumulator(event_dir, size_guidance={"tensors": 0})
     acc.Reload()
     out = {}
-    for tag in acc.Tags()["tensors"]:
+    for tag in [t for t in acc.Tags()["tensors"] if t.startswith("metrics/")]:  # not the PR curves or images
         import tensorflow as tf
 
         out[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
@@ -63,6 +63,7 @@ def test_json_metrics_equal_evaluate_model_and_are_recorded(tiny_run, run_copy):
     expected = evaluate_model(detector.model, detector.config, tiny_run["dataset_dir"], "test",
                               detector.class_names, show_progress=False)
     per_class = expected.pop("per_class")
+    assert metrics["confusion"] == expected.pop("confusion")
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, abs=1e-12), key
     for name, values in per_class.items():
@@ -140,7 +141,7 @@ def test_watch_evaluates_each_new_checkpoint(tiny_run, run_copy):
     thread.start()
     try:
         result = invoke("eval", "--checkpoint", run_copy, "--json", "--no-progress", "--watch",
-                        "--interval", "0.2", "--timeout", "3")
+                        "--interval", "0.2", "--timeout", "3", "--report", os.path.join(run_copy, "..", "report"))
     finally:
         thread.join()
     out = json_lines(result)
@@ -148,3 +149,10 @@ def test_watch_evaluates_each_new_checkpoint(tiny_run, run_copy):
     assert out[0]["map50"] == pytest.approx(out[1]["map50"])  # same weights under another name
     assert "stopped watching" in result.stderr
     assert set(json.load(open(os.path.join(run_copy, "metrics.json")))) == {"ckpt-6", "ckpt-9"}
+    # The report is the newest checkpoint's; TensorBoard has the PR curves of both.
+    assert json.load(open(os.path.join(run_copy, "..", "report", "report.json")))["step"] == 9
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(run_copy, "eval_test"), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Tensors("pr_curve/raccoon/pr_curves")] == [6, 9]

@@ -359,3 +359,26 @@ def test_training_dataset_with_repeat_factor_sampling_runs(dataset_dir):
     cfg = dataset_config(dataset_dir, "dataset.repeat_factor_threshold=1.0", "dataset.shuffle_buffer=0")
     batch = next(iter(pipeline.training_dataset(cfg, transform_of(cfg), batch_size=2, seed=0)))
     assert batch["image"].shape[0] == 2
+
+
+def test_training_tiles_are_crops_at_the_photos_own_resolution(records, dataset_dir):
+    """With dataset.image.tiles.size, a training image is a random tile of the photo (not resized), with the
+    boxes that keep at least min_visible of their area in it."""
+    import tensorflow as tf
+
+    from detkit.datasets import pipeline
+
+    tf.random.set_seed(7)
+    cfg = dataset_config(dataset_dir, "dataset.image.min_size=60", "dataset.image.max_size=60",
+                         "dataset.image.tiles.size=60", "dataset.image.tiles.min_visible=0.5")
+    seen_boxes = set()
+    for _ in range(12):
+        out = pipeline.prepare(records["wide.png"], cfg, transform_of(cfg), training=True)
+        assert out["image_hw"].numpy().tolist() == [60, 60]  # a 60-pixel tile of the 100x200 photo, as it is
+        boxes = out["boxes"].numpy()
+        seen_boxes.add(len(boxes))
+        # wide.png's one box is (40, 20, 80, 60) in its pixels: 40 x 40.
+        for box in boxes:
+            assert (box >= -1e-4).all() and box[2] <= 60 + 1e-4 and box[3] <= 60 + 1e-4
+            assert (box[2] - box[0]) * (box[3] - box[1]) >= 0.5 * 40 * 40 - 1e-2
+    assert seen_boxes == {0, 1}  # some tiles hold the box, some do not

@@ -71,3 +71,12 @@ def test_a_coco_model_evaluates_on_a_dataset_of_two_coco_classes(tiny_run, tmp_p
     assert list(result["per_class"]) == ["person", "dog"]
     assert result["num_detections"] == dogs  # toothbrushes dropped, dogs kept
     assert result["per_class"]["dog"]["num_gt"] == 0 and result["per_class"]["person"]["num_gt"] > 0
+
+    # The report of a COCO model on that dataset speaks of the dataset's classes.
+    (reported,) = evaluator.evaluate_checkpoint(evaluator.first_entry(), [Target(str(data), "test", "test")],
+                                                lambda r: None, show_progress=False, record=False,
+                                                report_dir=str(tmp_path / "report"))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["confusion"]["labels"] == ["person", "dog", "background"]
+    assert sum(report["confusion"]["matrix"][0]) == result["per_class"]["person"]["num_gt"]
+    assert report["per_class"]["dog"]["ap50"] is None and reported["num_detections"] == dogs

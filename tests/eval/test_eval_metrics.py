@@ -11,6 +11,7 @@ B = [100.0, 100.0, 300.0, 300.0]
 KEYS = {
     "map50", "map50_voc07", "coco_ap", "coco_ap50", "coco_ap75", "coco_ap_small", "coco_ap_medium",
     "coco_ap_large", "coco_ar1", "coco_ar10", "coco_ar100", "per_class", "num_images", "num_detections",
+    "threshold", "threshold_rule", "confusion", "ignored_detections",
 }
 
 
@@ -30,10 +31,13 @@ def test_perfect_detections():
     assert result["map50"] == 1.0 and result["map50_voc07"] == 1.0
     assert result["coco_ap"] == pytest.approx(1.0) and result["coco_ar100"] == pytest.approx(1.0)
     assert result["per_class"] == {
-        "raccoon": {"ap": 1.0, "ap_voc07": 1.0, "num_gt": 2},
-        "dog": {"ap": 1.0, "ap_voc07": 1.0, "num_gt": 1},
+        "raccoon": {"ap": 1.0, "ap_voc07": 1.0, "num_gt": 2, "ap50": 1.0, "tp": 2, "fp": 0, "fn": 0},
+        "dog": {"ap": 1.0, "ap_voc07": 1.0, "num_gt": 1, "ap50": 1.0, "tp": 1, "fp": 0, "fn": 0},
     }
     assert result["num_images"] == 3 and result["num_detections"] == 3
+    assert result["threshold"] == 0.9 and result["threshold_rule"] == "best F1 over all classes"
+    assert result["confusion"] == {"labels": ["raccoon", "dog", "background"],
+                                   "matrix": [[2, 0, 0], [0, 1, 0], [0, 0, 0]]}
 
 
 def test_missing_detection_entries_count_as_no_detections():
@@ -53,7 +57,8 @@ def test_no_detections_at_all():
 def test_class_without_gt_reports_none_and_is_left_out_of_the_mean():
     g = [GroundTruth("a", [A], [1], None, None, 400, 300)]
     result = evaluate(g, [Detections("a", [A, B], [1, 2], [0.9, 0.8])], ["raccoon", "dog"])
-    assert result["per_class"]["dog"] == {"ap": None, "ap_voc07": None, "num_gt": 0}
+    assert result["per_class"]["dog"] == {"ap": None, "ap_voc07": None, "num_gt": 0, "ap50": None, "tp": 0,
+                                          "fp": 0, "fn": 0}  # threshold 0.9, the best F1
     assert result["map50"] == 1.0
     json.dumps(result, allow_nan=False)
 
@@ -62,7 +67,18 @@ def test_stricter_threshold():
     g = [GroundTruth("a", [B], [1], None, None, 400, 300)]
     shifted = [Detections("a", [[150.0, 100.0, 350.0, 300.0]], [1], [0.9])]  # IoU 0.6
     assert evaluate(g, shifted, ["raccoon"])["map50"] == 1.0
-    assert evaluate(g, shifted, ["raccoon"], iou_threshold=0.7)["map70"] == 0.0
+    strict = evaluate(g, shifted, ["raccoon"], iou_threshold=0.7)
+    assert strict["map70"] == 0.0
+    # The counts stay at IoU 0.5, as their name says.
+    assert strict["per_class"]["raccoon"]["ap50"] == 1.0 and strict["per_class"]["raccoon"]["tp"] == 1
+
+
+def test_min_prob_sets_the_threshold_of_the_counts():
+    dets = [Detections("a", [A, B], [1, 2], [0.9, 0.3]), Detections("b", [B], [1], [0.6])]
+    result = evaluate(gts(), dets, ["raccoon", "dog"], min_prob=0.5)
+    assert result["threshold"] == 0.5 and result["threshold_rule"].startswith("given")
+    assert result["confusion"]["matrix"] == [[2, 0, 0], [0, 0, 1], [0, 0, 0]]
+    assert result["per_class"]["dog"]["fn"] == 1
 
 
 def test_labels_outside_class_names_are_rejected():

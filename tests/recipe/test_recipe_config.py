@@ -48,7 +48,7 @@ def test_zero_config_is_the_recipe(dataset_dir):
     # b is in 2 of 6 images, a in 6: 3x apart, under the 4x that turns resampling on.
     assert cfg.dataset.repeat_factor_threshold == 0.0
     record = tc.record()
-    assert [c["name"] for c in record["choices"]] == ["backbone", "input size", "anchors", "samples", "proposals",
+    assert [c["name"] for c in record["choices"]] == ["backbone", "model and input size", "anchors", "samples", "proposals",
                                                       "detections", "class balance", "schedule"]
     schedule = record["choices"][-1]
     assert schedule["yours"] == {"train.max_minutes": 2.0} and "train.max_minutes" not in schedule["applied"]
@@ -159,13 +159,17 @@ def test_fpn_architecture_gets_anchors_per_level_of_its_body(dataset_dir):
 
     tc = training_config([], ["model.architecture=fpn"], dataset_dir=dataset_dir)
     cfg = tc.config
-    # Boxes of 80x60 px after the x2 resize (sqrt 69.3): 64, then one octave per level of small_resnet's 3 outputs
-    # and the pooled level.
+    # The recipe's cheapest pyramid that resolves the boxes: small_resnet's stride-8 and 16 maps (and the pooled
+    # level), 64 channels. Boxes of 80x60 px after the x2 resize (sqrt 69.3): 64, then one octave per level.
     assert cfg.model.base_network.name == "small_resnet"
-    assert cfg.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0], [512.0]]
-    # At most 2 boxes per image: 2000 / 1000 proposals before NMS in total, 500 / 250 -> 300 per level.
-    assert (cfg.model.rpn.train_proposals.pre_nms_top_n, cfg.model.rpn.test_proposals.pre_nms_top_n) == (500, 300)
-    assert len(build_detector(cfg, 2).rpn_settings.anchors.sizes) == 4  # one per level of the body, and the pooled
+    assert cfg.model.fpn.body_strides == [8, 16] and cfg.model.fpn.channels == 64
+    assert cfg.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0]]
+    # At most 2 boxes per image: 2000 / 1000 proposals before NMS in total, 667 / 333 -> 700 / 400 per level.
+    assert (cfg.model.rpn.train_proposals.pre_nms_top_n, cfg.model.rpn.test_proposals.pre_nms_top_n) == (700, 400)
+    assert len(build_detector(cfg, 2).rpn_settings.anchors.sizes) == 3  # one per level of the body, and the pooled
+    # The user's own levels win: all three of small_resnet's maps, and the pooled level.
+    tc = training_config([], ["model.architecture=fpn", "model.fpn.body_strides=[4,8,16]"], dataset_dir=dataset_dir)
+    assert tc.config.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0], [512.0]]
     tc = training_config([], ["model.architecture=fpn", "model.base_network.name=resnet50_tv",
                               "model.base_network.weights=none"], dataset_dir=dataset_dir)
     assert tc.config.model.fpn.anchor_sizes == [[64.0], [128.0], [256.0], [512.0], [1024.0]]
@@ -227,4 +231,37 @@ def test_fpn_training_from_the_command_line(dataset_dir, tmp_path, run_detkit):
         *[a for o in tiny for a in ("-o", o)])
     assert code == 0, err
     saved = yaml.safe_load((tmp_path / "jobs" / "fpn" / "config.yml").read_text())
-    assert saved["model"]["fpn"]["anchor_sizes"] == [[64.0], [128.0], [256.0], [512.0]]
+    assert saved["model"]["fpn"]["anchor_sizes"] == [[64.0], [128.0], [256.0]]
+    assert saved["model"]["fpn"]["body_strides"] == [8, 16] and saved["model"]["fpn"]["channels"] == 16
+
+
+def test_a_downloaded_detector_is_fine_tuned_unless_a_model_is_chosen_or_from_scratch(dataset_dir, zoo_home):
+    """`detkit train --dataset-dir` with a COCO detector in the cache starts from it: its model and input size, the
+    fine-tuning recipe, new class heads; --from-scratch, or any key that chooses a model, trains from nothing."""
+    tc = training_config(dataset_dir=dataset_dir, minutes=2)
+    cfg = tc.config
+    assert cfg.train.init_from == zoo_home
+    names = [c["name"] for c in tc.record()["choices"]]
+    assert names[0] == "fine-tuning" and "backbone" not in names and "model and input size" not in names
+    # The downloaded (here: the tests' tiny) model's own shapes, and the fine-tuning recipe's training.
+    assert (cfg.dataset.image.min_size, cfg.dataset.image.max_size) == (160, 224)
+    assert cfg.model.base_network.small_widths == [8, 16, 16, 32]
+    assert (cfg.train.optimizer.type, cfg.train.learning_rate.base, cfg.train.learning_rate.schedule) == (
+        "sgd", 0.005, "cosine")
+    assert cfg.train.max_minutes == 2 and cfg.train.num_steps > 0
+    assert "fine-tuning the downloaded COCO detector fast" in tc.describe()
+    assert "--from-scratch" in tc.describe()
+    for scratch in (training_config(dataset_dir=dataset_dir, minutes=2, from_scratch=True),
+                    training_config([], ["model.architecture=single_level"], dataset_dir=dataset_dir, minutes=2)):
+        assert scratch.config.train.init_from == "" and scratch.record()["choices"][0]["name"] == "backbone"
+
+
+@pytest.mark.slow
+def test_zero_config_training_fine_tunes_the_downloaded_detector(dataset_dir, zoo_home, tmp_path, run_detkit):
+    code, out, err = run_detkit("train", "--dataset-dir", dataset_dir, "--minutes", "0.05",
+                                "-o", f"train.job_dir={tmp_path / 'jobs'}", "-o", "train.run_name=tuned")
+    assert code == 0, err
+    assert "fine-tuning the downloaded COCO detector fast" in err
+    assert f"initialised from {zoo_home}" in err and "(class heads re-initialised)" in err
+    saved = yaml.safe_load((tmp_path / "jobs" / "tuned" / "config.yml").read_text())
+    assert saved["train"]["init_from"] == zoo_home

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from detkit.datasets.statistics import from_records
-from detkit.recipe.rules import (RecipeOptions, choose_schedule, class_weights, make_recipe,
-                                 weighted_quantile)
+from detkit.recipe.rules import (CANDIDATES, ModelChoice, RecipeOptions, choose_schedule, class_weights,
+                                 make_recipe, weighted_quantile)
 
 
 def record(width: int, height: int, boxes: list[tuple[float, float, float, float]], labels: list[int]) -> dict:
@@ -62,8 +62,10 @@ def test_one_large_object_per_photo_gives_the_raccoon_like_recipe():
     st = stats([record(500, 375, [b], [1]) for b in boxes], ["raccoon"])
     r = make_recipe(st)
     v = values(r)
-    # Short side / long side: 0.3, 0.4, 0.5, 0.6; 24 px needs a side of 80 at most: the smallest input, 320.
+    # Short side / long side: 0.3, 0.4, 0.5, 0.6; 24 px needs a side of 80 at most: the smallest input, 320, where
+    # the single-level model is the cheapest of those that resolve them.
     assert (v["dataset.image.min_size"], v["dataset.image.max_size"]) == (320, 320)
+    assert v["model.architecture"] == "single_level" and "model.fpn.body_strides" not in v
     # 2nd percentile 99.6 px -> 64 (octave at or below), 98th 218.9 px -> 256 (nearest octave, log2 = 7.77).
     assert v["model.anchors.sizes"] == [64.0, 128.0, 256.0]
     assert v["model.anchors.ratios"] == [0.5, 1.0, 2.0]
@@ -81,11 +83,11 @@ def test_small_dense_objects_give_a_bigger_input_smaller_anchors_and_more_detect
     grid = [(x, y, x + 30, y + 30) for x in range(0, 600, 60) for y in range(0, 360, 60)]
     assert len(grid) == 60
     st = stats([record(640, 480, grid, [1] * 60) for _ in range(5)], ["cell"])
-    r = make_recipe(st)
+    r = make_recipe(st, RecipeOptions(architecture="single_level"))
     v = values(r)
     # 24 / 0.046875 = 512, within the 640x480 budget (side <= 640 at 4:3).
     assert v["dataset.image.max_size"] == 512 and v["dataset.image.min_size"] == 512
-    assert "24 px" in reasons(r)["input size"]
+    assert "24 px" in reasons(r)["model and input size"]
     # Boxes become 30 * 0.8 = 24 px: anchors 16 (floor of log2 24) to 32 (nearest octave).
     assert v["model.anchors.sizes"] == [16.0, 32.0]
     # 60 boxes per image: 16 * 60 = 960 -> capped at 256 sampled RoIs (CPU) and 512 anchors; proposals 2 x 256.
@@ -96,12 +98,43 @@ def test_small_dense_objects_give_a_bigger_input_smaller_anchors_and_more_detect
     assert v["model.postprocess.max_total"] == 150 and v["model.postprocess.max_per_class"] == 150
 
 
-def test_tiny_objects_are_capped_by_the_cpu_budget():
-    st = stats([record(640, 480, [(0, 0, 8, 8), (100, 100, 108, 110)], [1, 1]) for _ in range(3)], ["dot"])
+def test_small_objects_choose_the_cheapest_model_that_resolves_them():
+    """Upscaling buys resolution and costs epochs: the single-level model wants 512 px for 30-px cells in
+    640-px photos (512^2 = 262k px), the stride-8 pyramid 320 px (102k px x 1.3 = 133k): the pyramid wins."""
+    grid = [(x, y, x + 30, y + 30) for x in range(0, 600, 60) for y in range(0, 360, 60)]
+    st = stats([record(640, 480, grid, [1] * 60) for _ in range(5)], ["cell"])
     r = make_recipe(st)
-    # 24 / (8 / 640) = 1920 wanted; sqrt(640*480 / 0.75) = 640 is the budget.
-    assert values(r)["dataset.image.max_size"] == 640
-    assert "CPU budget" in reasons(r)["input size"]
+    v = values(r)
+    # 12 / 0.046875 = 256 -> the smallest input, 320; the stride-8 map resolves 12 px, the boxes are 15 px.
+    assert v["model.architecture"] == "fpn" and v["model.fpn.body_strides"] == [8, 16]
+    assert v["dataset.image.max_size"] == 320 and v["model.fpn.channels"] == 64
+    # Boxes become 15 px: one anchor size per level from 16 (twice the finest stride): 16, 32, 64.
+    assert v["model.fpn.anchor_sizes"] == [[16.0], [32.0], [64.0]] and "model.anchors.sizes" not in v
+    assert "stride 8" in reasons(r)["model and input size"] and "3 levels" in reasons(r)["anchors"]
+
+
+def test_tiny_objects_are_capped_by_the_cpu_budget():
+    st = stats([record(640, 480, [(0, 0, 4, 4), (100, 100, 104, 106)], [1, 1]) for _ in range(3)], ["dot"])
+    r = make_recipe(st)
+    # 4 / 640 of the side: even stride 4 wants 6 / (4 / 640) = 960; sqrt(640*480 / 0.75) = 640 is the budget,
+    # and the photos are no larger than it: the finest model at the budget's side.
+    v = values(r)
+    assert v["dataset.image.max_size"] == 640 and v["model.fpn.body_strides"] == [4, 8, 16]
+    assert "CPU budget" in reasons(r)["model and input size"] and "dataset.image.tiles.size" not in v
+
+
+def test_large_photos_with_small_objects_are_cut_into_tiles_at_their_own_resolution():
+    # 2400x1800 photos with 16-px objects: 16 / 2400 of the side; no model resolves them at 640.
+    boxes = [(x, y, x + 16, y + 16) for x in range(100, 2300, 300) for y in range(100, 1700, 300)]
+    st = stats([record(2400, 1800, boxes, [1] * len(boxes)) for _ in range(3)], ["bird"])
+    r = make_recipe(st)
+    v = values(r)
+    # At their own resolution they are 16 px: the stride-8 pyramid resolves 12, on 640-px tiles.
+    assert v["dataset.image.tiles.size"] == 640 and v["dataset.image.max_size"] == 640
+    assert v["model.fpn.body_strides"] == [8, 16] and v["dataset.augment.crop_probability"] == 0.0
+    assert "tiles" in reasons(r)["model and input size"]
+    # A training image is one 640x640 tile: 409.6k px x 1.3 per step.
+    assert "410k px x 1.3" in reasons(r)["schedule"]
 
 
 def test_tall_boxes_widen_the_ratios():
@@ -136,6 +169,9 @@ def test_schedule_fits_the_budget_at_the_estimated_or_measured_speed():
     # images/s; 10 min -> 600 * 15.534 / 4 = 2330 steps; warm-up 3% of them, 69.
     c = choose_schedule(st, 320, 64, RecipeOptions(minutes=10))
     assert c.values == {"train.max_minutes": 10, "train.num_steps": 4 * 2330, "train.learning_rate.warmup_steps": 69}
+    # The stride-8 pyramid costs 1.3x per pixel: 76800 * 1.3 / 1.7e6 + 0.0192 = 0.077929 s, 12.832 images/s.
+    c = choose_schedule(st, 320, 64, RecipeOptions(minutes=10), ModelChoice(CANDIDATES[1], 320))
+    assert c.values["train.num_steps"] == 4 * 1924
     c = choose_schedule(st, 320, 64, RecipeOptions(minutes=10, images_per_second=8.0))
     assert c.values == {"train.max_minutes": 10, "train.num_steps": 4 * 1200, "train.learning_rate.warmup_steps": 36}
     assert "measured" in c.reason
@@ -148,32 +184,33 @@ def wide_scale_split():
     return stats([record(640, 480, [(0, 0, 16, 16), (300, 100, 600, 400)], [1, 1]) for _ in range(4)], ["x"])
 
 
-def test_wide_scale_range_keeps_one_level_and_notes_fpn():
-    r = make_recipe(wide_scale_split())
+def test_a_chosen_single_level_model_keeps_one_level():
+    r = make_recipe(wide_scale_split(), RecipeOptions(architecture="single_level"))
     v = values(r)
-    assert "model.architecture" not in v and "model.fpn.anchor_sizes" not in v
+    assert v["model.architecture"] == "single_level" and "model.fpn.anchor_sizes" not in v
     # 10% of boxes are 16 / 640 of the longer side: 24 px wants 960, the 640x480 budget caps the side at 640 (x1).
     assert v["dataset.image.max_size"] == 640
     # 2nd percentile 16 px -> 16; 98th 300 px -> 256 (log2 300 = 8.23).
     assert v["model.anchors.sizes"] == [16.0, 32.0, 64.0, 128.0, 256.0]
-    assert len(r.notes) == 1 and "19x" in r.notes[0] and "model.architecture=fpn" in r.notes[0]
-    assert "RecipeOptions" not in r.notes[0]
 
 
-def test_fpn_gets_one_anchor_size_per_level_and_per_level_proposals():
-    r = make_recipe(wide_scale_split(), RecipeOptions(fpn_levels=4))
+def test_a_chosen_pyramid_gets_one_anchor_size_per_level_and_per_level_proposals():
+    r = make_recipe(wide_scale_split(), RecipeOptions(architecture="fpn", body_strides=(4, 8, 16)))
     v = values(r)
-    # From the 2nd percentile (16 px) one octave per level: small_resnet's 3 outputs + the pooled level.
-    assert v["model.fpn.anchor_sizes"] == [[16.0], [32.0], [64.0], [128.0]]
+    # The user's pyramid (small_resnet's 3 maps + the pooled level): from 8 px (twice stride 4), one octave per level.
+    assert v["model.fpn.anchor_sizes"] == [[8.0], [16.0], [32.0], [64.0]]
     assert "model.anchors.sizes" not in v and v["model.anchors.ratios"] == [0.5, 1.0, 2.0]
     # 2 boxes per image: 64 RoIs, 300 / 100 proposals after NMS as for one level; before NMS the single level's
     # 2000 / 1000 in total are split over 4 levels: 500 and 250 -> 300 (rounded up to 100) per level.
     assert v["model.rpn.train_proposals.post_nms_top_n"] == 300 and v["model.rpn.test_proposals.post_nms_top_n"] == 100
     assert v["model.rpn.train_proposals.pre_nms_top_n"] == 500 and v["model.rpn.test_proposals.pre_nms_top_n"] == 300
-    assert "per level" in reasons(r)["proposals"] and "4 pyramid levels" in reasons(r)["anchors"]
-    assert r.notes == []
-    v = values(make_recipe(wide_scale_split(), RecipeOptions(fpn_levels=5, from_scratch=False)))
-    assert v["model.fpn.anchor_sizes"] == [[16.0], [32.0], [64.0], [128.0], [256.0]]
+    assert "per level" in reasons(r)["proposals"] and "4 levels" in reasons(r)["anchors"]
+    # A chosen body (resnet50_tv's 4 maps + the pooled level): only its input size (stride 4 resolves the 16 / 640
+    # boxes at the smallest input, 320, where they are 8 px) and anchors from twice stride 4.
+    v = values(make_recipe(wide_scale_split(), RecipeOptions(from_scratch=False, architecture="fpn",
+                                                             body_strides=(4, 8, 16, 32))))
+    assert v["model.fpn.anchor_sizes"] == [[8.0], [16.0], [32.0], [64.0], [128.0]]
+    assert "model.architecture" not in v and v["dataset.image.max_size"] == 320
     assert v["model.rpn.train_proposals.pre_nms_top_n"] == 400 and v["model.rpn.test_proposals.pre_nms_top_n"] == 200
 
 
