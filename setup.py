@@ -27,6 +27,7 @@ setup(
         "pycocotools>=2.0.7",
         "matplotlib",
         "imageio[ffmpeg]>=2.28",
+        "imagehash>=4.3",  # perceptual hashes: `dataset check` finds near-identical photos
     ],
     extras_require={
         # `detkit server web`: FastAPI on uvicorn, python-multipart for uploads.

@@ -5,7 +5,20 @@ from typing import Optional
 
 import click
 
-from detkit.cli.common import config_options, is_verbose, tensorflow
+from detkit.cli.common import config_options, echo_err, is_verbose, tensorflow
+
+
+def check_training_data(dataset_dir: str, split: str) -> None:
+    """Print the annotation check of the training split on stderr; stop (its one-line error) on what would break it."""
+    from detkit.datasets.check import check_for_training
+    from detkit.datasets.check.report import format_text, summary_line
+    from detkit.datasets.transform import CheckFailed
+
+    try:
+        echo_err(summary_line(check_for_training(dataset_dir, split)))
+    except CheckFailed as exc:
+        echo_err(format_text(exc.report, limit=5))
+        raise
 
 
 @click.command("train")
@@ -18,19 +31,25 @@ from detkit.cli.common import config_options, is_verbose, tensorflow
 @click.option("--from-scratch", is_flag=True,
               help="Train from nothing even when a COCO detector is downloaded (`detkit checkpoint download`), "
                    "which the recipe otherwise fine-tunes.")
+@click.option("--no-check", is_flag=True,
+              help="With --dataset-dir: train without checking the training split's annotations first.")
 @click.option("--local-workers", "local_workers", type=int, default=None, metavar="N",
               help="Start N worker processes on this machine with a generated TF_CONFIG (127.0.0.1 ports): "
                    "multi-worker training tried locally. On a real cluster, set TF_CONFIG on each node instead.")
 def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir: Optional[str],
-          minutes: Optional[float], from_scratch: bool, local_workers: Optional[int]) -> None:
+          minutes: Optional[float], from_scratch: bool, no_check: bool, local_workers: Optional[int]) -> None:
     """Train a detector; resumes when the run directory has checkpoints.
 
     Keys the config leaves unset come from a recipe read from the training data (train.recipe), printed with
-    the reason for each choice and written to the run's config.yml and recipe.json.
+    the reason for each choice and written to the run's config.yml and recipe.json. With --dataset-dir, the
+    training split's annotations are checked first (`detkit dataset check`): its summary goes to stderr, and
+    findings that would break training stop it.
     """
     from detkit.recipe.config import option_overrides, requested_config
 
     cfg = requested_config(config_files, overrides, dataset_dir, minutes)
+    if dataset_dir and not no_check:
+        check_training_data(dataset_dir, cfg.dataset.split)
     if local_workers is not None:
         from detkit.train.launcher import train_with_local_workers
 

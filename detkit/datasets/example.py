@@ -25,6 +25,8 @@ class Example:
     is_crowd: tuple[bool, ...] = ()
     image_bytes: Optional[bytes] = field(default=None, repr=False)  # set once loaded and validated
     format: str = ""  # "jpeg" or "png" once loaded
+    # What the reader changed to fit the format to boxes ("polygon as its bounding box"), counted in the summary.
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse parallel tuples of different lengths (a reader bug, not bad input)."""

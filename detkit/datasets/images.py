@@ -65,18 +65,23 @@ def validate_image(data: bytes) -> LoadedImage:
             if fmt == "jpeg":
                 im.draft(None, (max(1, width // DRAFT_SCALE), max(1, height // DRAFT_SCALE)))
             im.load()
-    except BadImage:
-        raise
-    except Image.UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised file content)") from None
-    except Image.DecompressionBombError as exc:
-        # Not corrupt: Pillow refuses to decode this many pixels at all, so say so and how to fix it.
-        raise BadImage(too_large_reason(exc)) from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
-        raise BadImage(f"corrupt or truncated image ({exc})") from None
+        raise image_error(exc) from None
     if width < 1 or height < 1:
         raise BadImage(f"image has no pixels ({width}x{height})")
     return LoadedImage(data, fmt, width, height)
+
+
+def image_error(exc: Exception) -> BadImage:
+    """The BadImage, with its reason, for what Pillow raised while opening or decoding an image."""
+    if isinstance(exc, BadImage):
+        return exc
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return BadImage("not an image (unrecognised file content)")
+    if isinstance(exc, Image.DecompressionBombError):
+        # Not corrupt: Pillow refuses to decode this many pixels at all, so say so and how to fix it.
+        return BadImage(too_large_reason(exc))
+    return BadImage(f"corrupt or truncated image ({exc})")
 
 
 def too_large_reason(exc: Exception) -> str:

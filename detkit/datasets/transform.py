@@ -1,19 +1,24 @@
-"""`detkit dataset transform`: annotations in VOC, COCO or CSV -> sharded TFRecords, classes.json, summaries."""
+"""`detkit dataset transform`: annotations (VOC, COCO, CSV, YOLO, LabelMe) -> sharded TFRecords, classes.json, summaries.
+
+The stages are also those of `dataset check --fix` and `dataset export`: read the annotations of each split
+(`read_inputs`), check them (`detkit.datasets.check`), load and validate the images and make the boxes valid
+(`prepare_split`), then write records (here) or another format (`detkit.datasets.export`).
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from detkit.datasets.boxes import BoxReport, sanitize_boxes
 from detkit.datasets.classes import classes_path, label_map, read_classes, reconcile, sorted_classes
 from detkit.datasets.example import Example, Problem
-from detkit.datasets.images import BadImage, LoadedImage, load_image
+from detkit.datasets.images import BadImage, LoadedImage, load_image, validate_image
 from detkit.datasets.output import Staging, check_split_name, check_writable
 from detkit.datasets.parallel import ordered_map
-from detkit.datasets.readers import FORMATS, Reader, Source, get_reader
+from detkit.datasets.readers import CONVERTED, FORMATS, Reader, Source, get_reader
 from detkit.datasets.tfrecord import ShardWriter, encode_example, list_splits, shard_name
 from detkit.errors import DatasetError, first_line, is_disk_full
 from detkit.utils.pause import pause_point
@@ -24,7 +29,7 @@ from detkit.utils.progress import progress
 class TransformOptions:
     """Everything `detkit dataset transform` takes."""
 
-    fmt: str  # voc | coco | csv
+    fmt: str  # voc | coco | csv | yolo | labelme (or readers.CONVERTED: a transform output read back)
     output_dir: str
     splits: Sequence[str]
     source: Source
@@ -37,6 +42,7 @@ class TransformOptions:
     shard_size: Optional[int] = None  # images per shard; default 1000 when neither is given
     workers: int = 2
     show_progress: bool = False
+    check: bool = True  # run `detkit dataset check` on the annotations first and stop on its errors
 
 
 @dataclass
@@ -62,9 +68,11 @@ class SplitStats:
     over_cap: int = 0
     reencoded: list[dict] = field(default_factory=list)
     size_mismatches: list[dict] = field(default_factory=list)
+    notes: Counter = field(default_factory=Counter)
 
     def add(self, example: Example) -> None:
         """Count a written example."""
+        self.notes.update(example.notes)
         self.images += 1
         self.negatives += example.num_boxes == 0
         self.boxes_per_class.update(example.classes)
@@ -96,18 +104,52 @@ class ClassCap:
         return True
 
 
+class CheckFailed(DatasetError):
+    """`dataset check` found what would break training; `report` holds every finding."""
+
+    def __init__(self, message: str, report: object):
+        """One-line `message`; the full CheckReport in `report`."""
+        super().__init__(message)
+        self.report = report
+
+
 def transform(opts: TransformOptions) -> dict[str, dict]:
-    """Convert every split of `opts`; returns the summary of each split (also written as JSON)."""
+    """Convert every split of `opts`; returns the summary of each split (also written as JSON).
+
+    With `opts.check`, the annotations and images are checked first (`detkit dataset check`): CheckFailed before
+    anything is written when a finding would break training; the check's counts go in each summary ("check").
+    """
     _check_options(opts)
     check_writable(opts.output_dir, opts.splits, opts.overwrite)
-    read = get_reader(opts.fmt)
-    inputs = {split: _read_split(read, opts, split) for split in opts.splits}
-    classes = _class_map(inputs, opts)
+    inputs = read_inputs(opts)
+    report = None
+    if opts.check:
+        from detkit.datasets.check import check_inputs, failure_message
+
+        report = check_inputs(inputs, opts.fmt, skip_bad=opts.skip_bad, workers=opts.workers,
+                              show_progress=opts.show_progress)
+        if report.errors:
+            raise CheckFailed(failure_message(report, "convert as it is with --no-check"), report)
+    return write_inputs(inputs, opts, report)
+
+
+def write_inputs(inputs: dict[str, SplitInput], opts: TransformOptions, report: object = None,
+                 extra: Optional[dict[str, dict]] = None) -> dict[str, dict]:
+    """Write the read (and maybe fixed) splits as TFRecords in opts.output_dir; the summaries.
+
+    `report` (a CheckReport) adds each split's check counts; `extra` adds keys to a split's summary.
+    """
+    classes = class_map(inputs, opts)
     try:
         with Staging(opts.output_dir, "transform") as staging:
             shards, summaries = {}, {}
             for split, data in inputs.items():
                 shards[split], summaries[split] = _write_split(split, data, classes, staging.dir, opts)
+                if report is not None:
+                    from detkit.datasets.check import check_counts
+
+                    summaries[split]["check"] = check_counts(report, split)
+                summaries[split].update((extra or {}).get(split, {}))
             staging.publish(shards, summaries, classes)
     except OSError as exc:
         fix = "free some space or choose another --output-dir" if is_disk_full(exc) else "choose a writable --output-dir"
@@ -115,27 +157,40 @@ def transform(opts: TransformOptions) -> dict[str, dict]:
     return summaries
 
 
-def _check_options(opts: TransformOptions) -> None:
-    """Refuse contradictory or incomplete options before reading anything."""
-    if opts.fmt not in FORMATS:
-        raise DatasetError(f"unknown dataset type {opts.fmt!r}; expected one of {', '.join(FORMATS)}")
-    if not opts.splits:
+def check_source(fmt: str, splits: Sequence[str], src: Source) -> None:
+    """Refuse a format, split list or source description that cannot work, before reading anything."""
+    if fmt not in FORMATS and fmt != CONVERTED:
+        raise DatasetError(f"unknown dataset type {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if not splits:
         raise DatasetError("give at least one --split")
-    for split in opts.splits:
+    for split in splits:
         check_split_name(split)
-    if len(set(opts.splits)) != len(opts.splits):
-        raise DatasetError(f"--split given twice: {list(opts.splits)}")
-    src = opts.source
+    if len(set(splits)) != len(splits):
+        raise DatasetError(f"--split given twice: {list(splits)}")
     if src.data_dir is not None and (src.annotations or src.images_dir):
         raise DatasetError("give --data-dir, or --annotations with --images-dir, not both")
     if src.data_dir is None and not (src.annotations and src.images_dir):
         raise DatasetError("give --data-dir, or both --annotations and --images-dir")
-    if src.explicit and len(opts.splits) > 1:
+    if src.explicit and len(splits) > 1:
         raise DatasetError("--annotations/--images-dir describe one split: give exactly one --split")
-    flat_voc = opts.fmt == "voc" and src.data_dir and not os.path.isdir(os.path.join(src.data_dir, "Annotations"))
-    if flat_voc and len(opts.splits) > 1:
-        raise DatasetError(f"{src.data_dir}: the flat VOC layout (annotations/ + images/, or XML beside each image) has no split files, "
-                           "so every annotation goes to the one --split named; give exactly one")
+    flat = _flat_layout(fmt, src.data_dir, splits) if src.data_dir and len(splits) > 1 else ""
+    if flat:
+        raise DatasetError(f"{src.data_dir}: the flat {flat} has no split files, so every annotation goes to the one "
+                           "--split named; give exactly one")
+
+
+def _flat_layout(fmt: str, data_dir: str, splits: Sequence[str]) -> str:
+    """The name of `data_dir`'s layout if it holds one split only (flat VOC, LabelMe files without split folders)."""
+    if fmt == "voc" and not os.path.isdir(os.path.join(data_dir, "Annotations")):
+        return "VOC layout (annotations/ + images/, or XML beside each image)"
+    if fmt == "labelme" and not any(os.path.isdir(os.path.join(data_dir, s)) for s in splits):
+        return "LabelMe layout (JSON files without a folder per split)"
+    return ""
+
+
+def _check_options(opts: TransformOptions) -> None:
+    """Refuse contradictory or incomplete options before reading anything."""
+    check_source(opts.fmt, opts.splits, opts.source)
     if opts.only_classes is not None and not [c for c in opts.only_classes if c.strip()]:
         raise DatasetError("--only-classes: give at least one class name")
     if opts.num_shards is not None and opts.shard_size is not None:
@@ -146,15 +201,28 @@ def _check_options(opts: TransformOptions) -> None:
             raise DatasetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def _read_split(read: Reader, opts: TransformOptions, split: str) -> SplitInput:
+def read_inputs(opts: TransformOptions, keep_problems: bool = False,
+                adjust: Optional[Callable[[Example], Example]] = None) -> dict[str, SplitInput]:
+    """The annotations of every split of `opts`, filtered by --only-classes.
+
+    A reader Problem is fatal unless opts.skip_bad or `keep_problems` (the check lists them all); `adjust` maps
+    each example as it is read, before classes are collected (--merge-classes).
+    """
+    read = get_reader(opts.fmt)
+    return {split: _read_split(read, opts, split, keep_problems, adjust) for split in opts.splits}
+
+
+def _read_split(read: Reader, opts: TransformOptions, split: str, keep_problems: bool = False,
+                adjust: Optional[Callable[[Example], Example]] = None) -> SplitInput:
     """All examples of a split from the annotations; a Problem is fatal unless --skip-bad."""
     examples, problems, seen = [], [], set()
     for item in read(opts.source, split):
         if isinstance(item, Problem):
-            if not opts.skip_bad:
+            if not (opts.skip_bad or keep_problems):
                 raise DatasetError(item.message() + " (use --skip-bad to skip it)")
             problems.append(item)
             continue
+        item = adjust(item) if adjust else item
         examples.append(item)
         seen.update(item.classes)
     if not examples and not problems:
@@ -169,10 +237,10 @@ def _read_split(read: Reader, opts: TransformOptions, split: str) -> SplitInput:
     return data
 
 
-def _class_map(inputs: dict[str, SplitInput], opts: TransformOptions) -> list[str]:
+def class_map(inputs: dict[str, SplitInput], opts: TransformOptions) -> list[str]:
     """Sorted class names of the converted splits (or of --only-classes), kept consistent with splits left in place."""
     seen = set().union(*(d.classes_seen for d in inputs.values()))
-    kept_splits = [s for s in list_splits(opts.output_dir) if s not in opts.splits]
+    kept_splits = [s for s in list_splits(opts.output_dir) if s not in opts.splits] if opts.output_dir else []
     existing = read_classes(opts.output_dir) if kept_splits and os.path.exists(classes_path(opts.output_dir)) else None
     if opts.only_classes is not None:
         wanted = sorted_classes(c.strip() for c in opts.only_classes if c.strip())
@@ -189,32 +257,44 @@ def _class_map(inputs: dict[str, SplitInput], opts: TransformOptions) -> list[st
 def _load(example: Example) -> LoadedImage | Problem:
     """Read and validate one image in a worker thread; a Problem names the image file."""
     try:
+        if example.image_bytes is not None:  # a record read back, or an image embedded in its annotation
+            return validate_image(example.image_bytes)
         return load_image(example.image_path)
     except BadImage as exc:
         return Problem(example.image_path, str(exc))
 
 
-def _write_split(split: str, data: SplitInput, classes: list[str], staging_dir: str,
-                 opts: TransformOptions) -> tuple[list[str], dict]:
-    """Validate images, fix boxes, apply caps and write the split's records; (staged shard paths, summary)."""
-    labels = label_map(classes)
-    stats, boxes, cap = SplitStats(), BoxReport(), ClassCap(opts.class_examples)
-    skipped = [p.as_dict() for p in data.problems]
-    writer = ShardWriter(staging_dir, split, num_shards=opts.num_shards, shard_size=opts.shard_size)
+@dataclass
+class PreparedSplit:
+    """What preparing a split counted: written images, box fixes, skipped images."""
+
+    stats: SplitStats = field(default_factory=SplitStats)
+    boxes: BoxReport = field(default_factory=BoxReport)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def prepare_split(split: str, data: SplitInput, opts: TransformOptions, counts: PreparedSplit) -> Iterator[Example]:
+    """The split's examples with validated image bytes and valid boxes, after --class-examples/--limit-examples.
+
+    Images that cannot be used are skipped into `counts.skipped`; each yielded example is counted once the
+    consumer asks for the next.
+    """
+    counts.skipped.extend(p.as_dict() for p in data.problems)
+    stats, cap = counts.stats, ClassCap(opts.class_examples)
     bar = progress(total=len(data.examples), desc=f"{split}", unit="img", disable=not opts.show_progress)
     results = ordered_map(_load, data.examples, workers=opts.workers)
     try:
         for example, loaded in results:
             bar.update(1)
             if isinstance(loaded, Problem):
-                skipped.append(loaded.as_dict())
+                counts.skipped.append(loaded.as_dict())
                 continue
             example = _with_image(example, loaded, stats)
-            example = sanitize_boxes(example, boxes)
+            example = sanitize_boxes(example, counts.boxes)
             if not cap.admit(example.classes):
                 stats.over_cap += 1
                 continue
-            writer.write(encode_example(example, labels))
+            yield example
             stats.add(example)
             if stats.images == 1:
                 pause_point("transform.records")
@@ -223,11 +303,24 @@ def _write_split(split: str, data: SplitInput, classes: list[str], staging_dir: 
     finally:
         results.close()
         bar.close()
-        paths = writer.close()
     if not stats.images:
-        first = f"; first: {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
-        raise DatasetError(f"split {split!r}: no usable images ({len(skipped)} skipped{first})")
-    summary = _summary(split, opts, classes, stats, boxes, skipped, data.filtered_boxes, len(paths))
+        first = f"; first: {counts.skipped[0]['file']}: {counts.skipped[0]['reason']}" if counts.skipped else ""
+        raise DatasetError(f"split {split!r}: no usable images ({len(counts.skipped)} skipped{first})")
+
+
+def _write_split(split: str, data: SplitInput, classes: list[str], staging_dir: str,
+                 opts: TransformOptions) -> tuple[list[str], dict]:
+    """Validate images, fix boxes, apply caps and write the split's records; (staged shard paths, summary)."""
+    labels = label_map(classes)
+    counts = PreparedSplit()
+    writer = ShardWriter(staging_dir, split, num_shards=opts.num_shards, shard_size=opts.shard_size)
+    try:
+        for example in prepare_split(split, data, opts, counts):
+            writer.write(encode_example(example, labels))
+    finally:
+        paths = writer.close()
+    summary = split_summary(split, opts, classes, counts, data.filtered_boxes)
+    summary["shards"] = [shard_name(split, i, len(paths)) for i in range(len(paths))]
     return paths, summary
 
 
@@ -244,10 +337,10 @@ def _with_image(example: Example, loaded: LoadedImage, stats: SplitStats) -> Exa
                                width=loaded.width, height=loaded.height)
 
 
-def _summary(split: str, opts: TransformOptions, classes: list[str], stats: SplitStats, boxes: BoxReport,
-             skipped: list[dict], filtered: int, num_shards: int) -> dict:
-    """The `<split>-summary.json` content."""
-    src = opts.source
+def split_summary(split: str, opts: TransformOptions, classes: list[str], counts: PreparedSplit,
+                  filtered: int) -> dict:
+    """The `<split>-summary.json` content (without "shards")."""
+    src, stats, boxes = opts.source, counts.stats, counts.boxes
     return {
         "split": split,
         "type": opts.fmt,
@@ -264,9 +357,9 @@ def _summary(split: str, opts: TransformOptions, classes: list[str], stats: Spli
         "dropped_box_details": boxes.dropped_details,
         "filtered_boxes": filtered,  # boxes of classes outside --only-classes
         "images_over_class_cap": stats.over_cap,  # left out by --class-examples
-        "skipped": skipped,
+        "skipped": counts.skipped,
         "reencoded": stats.reencoded,
         "size_mismatches": stats.size_mismatches,
+        "reader_notes": dict(sorted(stats.notes.items())),  # e.g. "polygon as its bounding box": 12
         "classes": classes,
-        "shards": [shard_name(split, i, num_shards) for i in range(num_shards)],
     }

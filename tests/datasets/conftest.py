@@ -106,12 +106,70 @@ def cli() -> Callable[..., object]:
     return run
 
 
+# ---------------------------------------------------------------- converters from VOC XML, written from each
+# format's own description (not with detkit's writers), so the readers are tested against independent files.
+def _voc_objects(xml_path: Path) -> tuple[str, list[tuple[str, list[float]]]]:
+    """(filename, [(class, [xmin, ymin, xmax, ymax])]) of a VOC XML file."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(xml_path).getroot()
+    objects = [(o.findtext("name").strip(), [float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")])
+               for o in root.findall("object")]
+    return root.findtext("filename").strip(), objects
+
+
+def _find_image(images_dir: Path, filename: str, xml_path: Path) -> Path:
+    """The image of an XML: by its <filename>, else by the XML's stem with any extension."""
+    if (images_dir / filename).is_file():
+        return images_dir / filename
+    return next(p for p in sorted(images_dir.iterdir()) if p.stem == xml_path.stem and p.suffix.lower() in (".jpg", ".png"))
+
+
+def voc_to_yolo(xml_paths: Sequence[Path], images_dir: Path, root: Path, split: str, names: Sequence[str],
+                roboflow: bool = False) -> Path:
+    """Ultralytics' layout (images/SPLIT + labels/SPLIT) or Roboflow's (SPLIT/images + SPLIT/labels) of VOC files,
+    6 decimals per value as Ultralytics writes; returns the folder of the images. data.yaml is written by the caller."""
+    folder = root / split / "images" if roboflow else root / "images" / split
+    labels = root / split / "labels" if roboflow else root / "labels" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    for xml_path in xml_paths:
+        filename, objects = _voc_objects(xml_path)
+        image = _find_image(images_dir, filename, xml_path)
+        with Image.open(image) as im:
+            assert im.getexif().get(0x0112, 1) == 1, "the converter does not rotate boxes"
+            w, h = im.size
+        (folder / image.name).symlink_to(image)
+        lines = [f"{names.index(c)} {(b[0] + b[2]) / 2 / w:.6f} {(b[1] + b[3]) / 2 / h:.6f} {(b[2] - b[0]) / w:.6f} "
+                 f"{(b[3] - b[1]) / h:.6f}" for c, b in objects]
+        (labels / (image.stem + ".txt")).write_text("".join(line + "\n" for line in lines))
+    return folder
+
+
+def voc_to_labelme(xml_paths: Sequence[Path], images_dir: Path, out_dir: Path) -> Path:
+    """One LabelMe JSON per VOC file (rectangles, imagePath relative to the JSON, no imageData) in out_dir."""
+    import os
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for xml_path in xml_paths:
+        filename, objects = _voc_objects(xml_path)
+        image = _find_image(images_dir, filename, xml_path)
+        with Image.open(image) as im:
+            w, h = im.size
+        shapes = [{"label": c, "points": [[b[0], b[1]], [b[2], b[3]]], "group_id": None, "description": "",
+                   "shape_type": "rectangle", "flags": {}} for c, b in objects]
+        data = {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": os.path.relpath(image, out_dir),
+                "imageData": None, "imageHeight": h, "imageWidth": w}
+        (out_dir / (xml_path.stem + ".json")).write_text(json.dumps(data, indent=2))
+    return out_dir
+
+
 @pytest.fixture
 def helpers():
     """The helper functions above, for tests to call."""
     class H:
         pass
 
-    for fn in (make_image, write_voc, write_csv, write_coco, records, summary, classes):
+    for fn in (make_image, write_voc, write_csv, write_coco, records, summary, classes, voc_to_yolo, voc_to_labelme):
         setattr(H, fn.__name__, staticmethod(fn))
     return H

@@ -1,0 +1,25 @@
+"""One writer per export format (`detkit dataset export`): the inverse of the readers of the same name.
+
+Each writer takes loaded examples (pixel boxes of the stored image, image bytes) split by split and writes
+the format's layout, with coordinates written so that its reader gives back the same float32 records.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+EXPORT_FORMATS = ("coco", "voc", "yolo")
+
+
+def get_writer(fmt: str) -> Any:
+    """The writer class of an export format."""
+    if fmt == "coco":
+        from detkit.datasets.writers.coco import CocoWriter as writer
+    elif fmt == "voc":
+        from detkit.datasets.writers.voc import VocWriter as writer
+    elif fmt == "yolo":
+        from detkit.datasets.writers.yolo import YoloWriter as writer
+    else:
+        from detkit.errors import DatasetError
+
+        raise DatasetError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    return writer
