@@ -16,7 +16,7 @@ import os
 from typing import Any, Iterator, Optional
 
 from detkit.datasets.example import Example, PixelBox, Problem, ReaderItem
-from detkit.datasets.orientation import SWAPS_AXES, box_to_stored, read_orientation, upright_size
+from detkit.datasets.orientation import SWAPS_AXES, box_to_stored, read_orientation
 from detkit.datasets.readers.common import (BadValue, ImageFinder, Source, parse_number, parse_size, read_text,
                                             require_dir)
 from detkit.errors import DatasetError
