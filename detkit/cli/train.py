@@ -8,19 +8,6 @@ import click
 from detkit.cli.common import config_options, echo_err, is_verbose, tensorflow
 
 
-def check_training_data(dataset_dir: str, split: str) -> None:
-    """Print the annotation check of the training split on stderr; stop (its one-line error) on what would break it."""
-    from detkit.datasets.check import check_for_training
-    from detkit.datasets.check.report import format_text, summary_line
-    from detkit.datasets.transform import CheckFailed
-
-    try:
-        echo_err(summary_line(check_for_training(dataset_dir, split)))
-    except CheckFailed as exc:
-        echo_err(format_text(exc.report, limit=5))
-        raise
-
-
 @click.command("train")
 @config_options
 @click.option("--dataset-dir", type=click.Path(), default=None, metavar="DIR",
@@ -49,7 +36,9 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
 
     cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     if dataset_dir and not no_check:
-        check_training_data(dataset_dir, cfg.dataset.split)
+        from detkit.datasets.check import check_before_training
+
+        check_before_training(dataset_dir, cfg.dataset.split, echo_err)
     if local_workers is not None:
         from detkit.train.launcher import train_with_local_workers
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
 from detkit.datasets.boxes import BoxReport, sanitize_boxes
+from detkit.datasets.check.findings import CheckFailed
 from detkit.datasets.classes import classes_path, label_map, read_classes, reconcile, sorted_classes
 from detkit.datasets.example import Example, Problem
 from detkit.datasets.images import BadImage, LoadedImage, load_image, validate_image
@@ -102,15 +103,6 @@ class ClassCap:
             return False
         self.counts.update(wanted)
         return True
-
-
-class CheckFailed(DatasetError):
-    """`dataset check` found what would break training; `report` holds every finding."""
-
-    def __init__(self, message: str, report: object):
-        """One-line `message`; the full CheckReport in `report`."""
-        super().__init__(message)
-        self.report = report
 
 
 def transform(opts: TransformOptions) -> dict[str, dict]:

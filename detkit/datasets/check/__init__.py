@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
-from detkit.datasets.check.findings import ERROR, KINDS, CheckReport, Finding, SplitCounts
+from detkit.datasets.check.findings import ERROR, KINDS, CheckFailed, CheckReport, Finding, SplitCounts
 from detkit.datasets.check.images import NEAR_DUPLICATE_BITS, hamming_pairs, read_facts
+from detkit.datasets.check.report import format_text, summary_line
 from detkit.datasets.check.rules import class_findings, duplicate_image_findings, image_findings, problem_findings
 from detkit.datasets.example import Example
 from detkit.datasets.parallel import ordered_map
@@ -165,13 +166,23 @@ def failure_message(report: CheckReport, escape: str) -> str:
 
 def check_for_training(dataset_dir: str, split: str) -> CheckReport:
     """The annotation check `detkit train --dataset-dir` runs on its training split; CheckFailed on errors."""
-    from detkit.datasets.transform import CheckFailed
-
     report = check(CheckOptions(fmt=CONVERTED, splits=[split], source=Source(data_dir=dataset_dir), images=False))
     if report.errors:
         raise CheckFailed(failure_message(report, "train as it is with --no-check"), report)
     return report
 
 
-__all__ = ["CheckOptions", "CheckReport", "ERROR", "Finding", "KINDS", "check", "check_counts", "check_for_training",
+def check_before_training(dataset_dir: str, split: str, log: Callable[[str], None]) -> CheckReport:
+    """`check_for_training` with its summary line logged, or its findings (at most five per kind) before CheckFailed."""
+    try:
+        report = check_for_training(dataset_dir, split)
+    except CheckFailed as exc:
+        log(format_text(exc.report, limit=5))
+        raise
+    log(summary_line(report))
+    return report
+
+
+__all__ = ["CheckFailed", "CheckOptions", "CheckReport", "ERROR", "Finding", "KINDS", "check", "check_before_training",
+           "check_counts", "check_for_training",
            "check_inputs", "failure_message", "parse_merges"]

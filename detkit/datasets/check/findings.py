@@ -5,6 +5,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from detkit.errors import DatasetError
+
 ERROR = "error"  # would break training (or teach it wrong boxes): transform and train stop
 WARNING = "warning"  # worth fixing; training works
 NOTE = "note"  # reported for information (images without boxes are useful negatives)
@@ -105,3 +107,12 @@ class CheckReport:
         """Counts for <split>-summary.json and scripts."""
         return {sev + "s": len(self.by_severity(sev)) for sev in (ERROR, WARNING, NOTE)} | {
             "kinds": dict(sorted(self.kind_counts().items(), key=lambda kv: list(KINDS).index(kv[0])))}
+
+
+class CheckFailed(DatasetError):
+    """`dataset check` found what would break training; `report` holds every finding."""
+
+    def __init__(self, message: str, report: object):
+        """One-line `message`; the full CheckReport in `report`."""
+        super().__init__(message)
+        self.report = report
