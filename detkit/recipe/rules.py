@@ -174,7 +174,7 @@ class Candidate:
 CANDIDATES = (
     Candidate("single_level", "single_level", (), 1.0),
     Candidate("pyramid from stride 8", "fpn", (8, 16), 1.3),
-    Candidate("pyramid from stride 4", "fpn", (4, 8, 16), 1.8),
+    Candidate("pyramid from stride 4", "fpn", (4, 8, 16), 2.4),
 )
 
 
