@@ -14,6 +14,8 @@ from PIL import Image, ImageOps
 
 from detkit.errors import DatasetError
 
+# Lazy imports: imageio and its ffmpeg plugin are optional (video input only) and loaded when a video is read.
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 _GLOB_CHARS = set("*?[")

@@ -15,6 +15,9 @@ from detkit.cli.common import tensorflow
 from detkit.config.schema import TrainConfig
 from detkit.errors import CheckpointError, DetkitError
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 @click.group("checkpoint")
 def checkpoint_group() -> None:
     """List, inspect, delete, export, pack and unpack runs; download or import pretrained COCO detectors."""

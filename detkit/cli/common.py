@@ -9,6 +9,9 @@ import click
 
 from detkit.config import Config, load_config
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 
 def config_options(func: Callable) -> Callable:
     """Add -c/--config (repeatable) and -o/--override (repeatable) to a command."""

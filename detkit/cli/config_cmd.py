@@ -5,6 +5,9 @@ import click
 
 from detkit.cli.common import build_config, config_options
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 
 @click.group("config")
 def config_group() -> None:

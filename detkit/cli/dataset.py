@@ -10,6 +10,9 @@ import click
 
 from detkit.cli.common import echo_err, tensorflow
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 if TYPE_CHECKING:
     from detkit.datasets.readers import Source
 

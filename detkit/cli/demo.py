@@ -5,6 +5,9 @@ import click
 
 from detkit.cli.common import tensorflow
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 
 @click.command("demo")
 @click.option("--output", "output_dir", default="detkit-demo", show_default=True, type=click.Path(file_okay=False),

@@ -11,6 +11,9 @@ from detkit.cli.common import config_options, run_overrides, tensorflow
 from detkit.errors import CheckpointError
 from detkit.runs import checkpoint_source
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 
 def _log(message: str) -> None:
     click.echo(f"detkit: {message}", err=True)

@@ -1,6 +1,7 @@
 """Entry point of the `detkit` command: a click group and one-line error reporting."""
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
@@ -26,8 +27,6 @@ cli.add_command(config_group)
 
 def _register_commands() -> None:
     """Attach the command groups; their modules import TensorFlow only when run."""
-    import importlib
-
     for module, attr in [
         ("detkit.cli.dataset", "dataset_group"),
         ("detkit.cli.train", "train"),

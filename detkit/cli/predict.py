@@ -15,6 +15,9 @@ from detkit.cli.common import checkpoint_or_default, config_options, run_overrid
 from detkit.errors import DatasetError, DetkitError
 from detkit.runs import checkpoint_source
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 
 def _split_classes(value: Optional[str]) -> Optional[list[str]]:
     if not value:

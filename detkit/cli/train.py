@@ -7,6 +7,9 @@ import click
 
 from detkit.cli.common import config_options, echo_err, is_verbose, tensorflow
 
+# Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
+# most) is imported when the command runs.
+
 
 @click.command("train")
 @config_options

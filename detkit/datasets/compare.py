@@ -5,6 +5,9 @@ from typing import Sequence
 
 import numpy as np
 
+from detkit.datasets.classes import read_classes
+from detkit.datasets.tfrecord import iter_records
+
 FIELDS = ("image", "format", "filename", "source_id", "height", "width", "boxes", "labels", "label_text", "difficult",
           "is_crowd")
 
@@ -15,9 +18,6 @@ def record_differences(dir_a: str, dir_b: str, split: str, ignore: Sequence[str]
     Boxes must be equal as float32 (not merely close); `ignore` names fields of tfrecord.parse_example to skip
     (e.g. "source_id", which a round trip through COCO turns into an image id).
     """
-    from detkit.datasets.classes import read_classes
-    from detkit.datasets.tfrecord import iter_records
-
     out: list[str] = []
     if read_classes(dir_a) != read_classes(dir_b):
         out.append(f"classes.json: {read_classes(dir_a)} != {read_classes(dir_b)}")

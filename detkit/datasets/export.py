@@ -13,8 +13,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from detkit.datasets.annotations import check_source
 from detkit.datasets.readers import CONVERTED, Source
-from detkit.datasets.transform import PreparedSplit, TransformOptions, check_source, class_map, prepare_split, read_inputs
+from detkit.datasets.tfrecord import list_splits
+from detkit.datasets.transform import PreparedSplit, TransformOptions, class_map, prepare_split, read_inputs
 from detkit.datasets.writers import EXPORT_FORMATS, get_writer
 from detkit.errors import DatasetError, first_line, is_disk_full
 from detkit.utils.atomic import ensure_parent, make_temp_dir, remove_stale_temp, replace_dir
@@ -44,8 +46,6 @@ def export(opts: ExportOptions) -> dict:
         raise DatasetError(f"unknown export format {opts.to!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     splits = list(opts.splits)
     if opts.fmt == CONVERTED and not splits:
-        from detkit.datasets.tfrecord import list_splits
-
         splits = list_splits(opts.source.data_dir or "")
         if not splits:
             raise DatasetError(f"{opts.source.data_dir}: no .tfrecord shards (not a `detkit dataset transform` output)")

@@ -6,11 +6,13 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from detkit.datasets.classes import read_classes
 from detkit.datasets.statistics import SplitStatistics
 from detkit.datasets.tfrecord import iter_records
 from detkit.utils.atomic import write_bytes
+from detkit.utils.draw import draw_detections
 
 SMALL_BOX = 16  # pixels; boxes narrower or shorter than this are hard for stride-16 features
 
@@ -83,10 +85,6 @@ def format_report(stats: dict[str, Any]) -> str:
 
 def draw_split(directory: str, split: str, count: int, draw_dir: str) -> list[str]:
     """Write the first `count` images of a split with their boxes drawn; the written paths."""
-    from PIL import Image
-
-    from detkit.utils.draw import draw_detections
-
     classes = read_classes(directory)
     written: list[str] = []
     if count <= 0:

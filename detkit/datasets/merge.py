@@ -11,6 +11,7 @@ from detkit.datasets.output import Staging, check_split_name, check_writable
 from detkit.datasets.tfrecord import LABEL, TEXT, ShardWriter, find_shards, list_splits, read_records, shard_name
 from detkit.errors import DatasetError
 from detkit.utils.progress import progress
+from detkit.utils.tf_quiet import import_tensorflow
 
 
 @dataclass
@@ -89,8 +90,6 @@ def _class_map(input_classes: dict[str, list[str]], splits: Sequence[str], out_d
 def _merge_split(split: str, sources: list[str], input_classes: dict[str, list[str]], classes: list[str],
                  staging_dir: str, opts: MergeOptions) -> tuple[list[str], dict]:
     """Copy the records of `split` from each source with labels remapped; (staged shards, summary)."""
-    from detkit.utils.tf_quiet import import_tensorflow
-
     tf = import_tensorflow()
     new_label = label_map(classes)
     counts = _Counts()

@@ -7,6 +7,8 @@ to view, 7 transversed, 8 turned 90 counter-clockwise to view.
 """
 from __future__ import annotations
 
+from PIL import Image
+
 from detkit.datasets.example import PixelBox
 
 SWAPS_AXES = (5, 6, 7, 8)
@@ -64,8 +66,6 @@ def box_to_upright(box: PixelBox, orientation: int, width: int, height: int) -> 
 
 def read_orientation(path_or_file: object) -> tuple[int, int, int]:
     """(stored width, stored height, EXIF orientation 1-8) from an image's header; OSError if unreadable."""
-    from PIL import Image
-
     with Image.open(path_or_file) as im:  # type: ignore[arg-type]
         return im.width, im.height, exif_orientation(im)
 

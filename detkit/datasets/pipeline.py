@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Optional
 
 import tensorflow as tf
-
-from typing import Optional
 
 from detkit.config.schema import AugmentConfig, DatasetConfig
 from detkit.datasets import sampling
 from detkit.datasets.classes import read_classes
+from detkit.datasets.statistics import split_statistics
 from detkit.datasets.tfrecord import find_shards, parse_example
 from detkit.errors import DatasetError
 from detkit.models.tiles import boxes_in_tile, random_tile
@@ -217,8 +217,6 @@ def training_dataset(cfg: DatasetConfig, transform: InputTransform, batch_size: 
 
 def _class_repeat_factors(sources: list[tuple[str, str]], threshold: float) -> list[float]:
     """Repeat factor of each class from its image frequency over all training sources (one class map)."""
-    from detkit.datasets.statistics import split_statistics
-
     stats = [split_statistics(directory, split) for directory, split in sources]
     images = sum(s.num_images for s in stats)
     holding = sum(s.class_image_counts() for s in stats)

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+# Lazy imports: the recipe's rules use class_repeat_factors before TensorFlow may be imported (a worker must
+# start its distribution strategy first), so TensorFlow is imported by the functions that build tensors.
+
 if TYPE_CHECKING:  # the rules (detkit/recipe) use class_repeat_factors without importing TensorFlow
     import tensorflow as tf
 

@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from detkit.datasets.example import Example
 from detkit.errors import DatasetError
+from detkit.utils.tf_quiet import import_tensorflow
 
 # TF Object Detection API keys (create_pascal_tf_record.py / create_coco_tf_record.py).
 ENCODED = "image/encoded"
@@ -28,8 +29,6 @@ SHARD_RE = re.compile(r"^(.+)" + SHARD_PATTERN + "$")
 
 def _tf() -> Any:
     """TensorFlow, imported quietly on first use (the CLI stays fast for --help and input errors)."""
-    from detkit.utils.tf_quiet import import_tensorflow
-
     return import_tensorflow()
 
 

@@ -1,7 +1,7 @@
 """`detkit dataset transform`: annotations (VOC, COCO, CSV, YOLO, LabelMe) -> sharded TFRecords, classes.json, summaries.
 
 The stages are also those of `dataset check --fix` and `dataset export`: read the annotations of each split
-(`read_inputs`), check them (`detkit.datasets.check`), load and validate the images and make the boxes valid
+(`detkit.datasets.annotations`), check them (`detkit.datasets.check`), load and validate the images and make the boxes valid
 (`prepare_split`), then write records (here) or another format (`detkit.datasets.export`).
 """
 from __future__ import annotations
@@ -12,14 +12,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
+from detkit.datasets.annotations import SplitInput, check_source, read_splits
 from detkit.datasets.boxes import BoxReport, sanitize_boxes
+from detkit.datasets.check import check_counts, check_inputs, failure_message
 from detkit.datasets.check.findings import CheckFailed
 from detkit.datasets.classes import classes_path, label_map, read_classes, reconcile, sorted_classes
 from detkit.datasets.example import Example, Problem
 from detkit.datasets.images import BadImage, LoadedImage, load_image, validate_image
-from detkit.datasets.output import Staging, check_split_name, check_writable
+from detkit.datasets.output import Staging, check_writable
 from detkit.datasets.parallel import ordered_map
-from detkit.datasets.readers import CONVERTED, FORMATS, Reader, Source, get_reader
+from detkit.datasets.readers import Source
 from detkit.datasets.tfrecord import ShardWriter, encode_example, list_splits, shard_name
 from detkit.errors import DatasetError, first_line, is_disk_full
 from detkit.utils.pause import pause_point
@@ -44,16 +46,6 @@ class TransformOptions:
     workers: int = 2
     show_progress: bool = False
     check: bool = True  # run `detkit dataset check` on the annotations first and stop on its errors
-
-
-@dataclass
-class SplitInput:
-    """The annotations of one split, read and filtered by class, before any image is opened."""
-
-    examples: list[Example]
-    problems: list[Problem]
-    classes_seen: set[str]  # before --only-classes
-    filtered_boxes: int = 0
 
 
 @dataclass
@@ -116,8 +108,6 @@ def transform(opts: TransformOptions) -> dict[str, dict]:
     inputs = read_inputs(opts)
     report = None
     if opts.check:
-        from detkit.datasets.check import check_inputs, failure_message
-
         report = check_inputs(inputs, opts.fmt, skip_bad=opts.skip_bad, workers=opts.workers,
                               show_progress=opts.show_progress)
         if report.errors:
@@ -138,8 +128,6 @@ def write_inputs(inputs: dict[str, SplitInput], opts: TransformOptions, report: 
             for split, data in inputs.items():
                 shards[split], summaries[split] = _write_split(split, data, classes, staging.dir, opts)
                 if report is not None:
-                    from detkit.datasets.check import check_counts
-
                     summaries[split]["check"] = check_counts(report, split)
                 summaries[split].update((extra or {}).get(split, {}))
             staging.publish(shards, summaries, classes)
@@ -147,37 +135,6 @@ def write_inputs(inputs: dict[str, SplitInput], opts: TransformOptions, report: 
         fix = "free some space or choose another --output-dir" if is_disk_full(exc) else "choose a writable --output-dir"
         raise DatasetError(f"output directory {opts.output_dir}: cannot write ({first_line(exc)}); {fix}") from None
     return summaries
-
-
-def check_source(fmt: str, splits: Sequence[str], src: Source) -> None:
-    """Refuse a format, split list or source description that cannot work, before reading anything."""
-    if fmt not in FORMATS and fmt != CONVERTED:
-        raise DatasetError(f"unknown dataset type {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if not splits:
-        raise DatasetError("give at least one --split")
-    for split in splits:
-        check_split_name(split)
-    if len(set(splits)) != len(splits):
-        raise DatasetError(f"--split given twice: {list(splits)}")
-    if src.data_dir is not None and (src.annotations or src.images_dir):
-        raise DatasetError("give --data-dir, or --annotations with --images-dir, not both")
-    if src.data_dir is None and not (src.annotations and src.images_dir):
-        raise DatasetError("give --data-dir, or both --annotations and --images-dir")
-    if src.explicit and len(splits) > 1:
-        raise DatasetError("--annotations/--images-dir describe one split: give exactly one --split")
-    flat = _flat_layout(fmt, src.data_dir, splits) if src.data_dir and len(splits) > 1 else ""
-    if flat:
-        raise DatasetError(f"{src.data_dir}: the flat {flat} has no split files, so every annotation goes to the one "
-                           "--split named; give exactly one")
-
-
-def _flat_layout(fmt: str, data_dir: str, splits: Sequence[str]) -> str:
-    """The name of `data_dir`'s layout if it holds one split only (flat VOC, LabelMe files without split folders)."""
-    if fmt == "voc" and not os.path.isdir(os.path.join(data_dir, "Annotations")):
-        return "VOC layout (annotations/ + images/, or XML beside each image)"
-    if fmt == "labelme" and not any(os.path.isdir(os.path.join(data_dir, s)) for s in splits):
-        return "LabelMe layout (JSON files without a folder per split)"
-    return ""
 
 
 def _check_options(opts: TransformOptions) -> None:
@@ -195,38 +152,8 @@ def _check_options(opts: TransformOptions) -> None:
 
 def read_inputs(opts: TransformOptions, keep_problems: bool = False,
                 adjust: Optional[Callable[[Example], Example]] = None) -> dict[str, SplitInput]:
-    """The annotations of every split of `opts`, filtered by --only-classes.
-
-    A reader Problem is fatal unless opts.skip_bad or `keep_problems` (the check lists them all); `adjust` maps
-    each example as it is read, before classes are collected (--merge-classes).
-    """
-    read = get_reader(opts.fmt)
-    return {split: _read_split(read, opts, split, keep_problems, adjust) for split in opts.splits}
-
-
-def _read_split(read: Reader, opts: TransformOptions, split: str, keep_problems: bool = False,
-                adjust: Optional[Callable[[Example], Example]] = None) -> SplitInput:
-    """All examples of a split from the annotations; a Problem is fatal unless --skip-bad."""
-    examples, problems, seen = [], [], set()
-    for item in read(opts.source, split):
-        if isinstance(item, Problem):
-            if not (opts.skip_bad or keep_problems):
-                raise DatasetError(item.message() + " (use --skip-bad to skip it)")
-            problems.append(item)
-            continue
-        item = adjust(item) if adjust else item
-        examples.append(item)
-        seen.update(item.classes)
-    if not examples and not problems:
-        raise DatasetError(f"split {split!r}: the annotations list no images")
-    data = SplitInput(examples, problems, seen)
-    if opts.only_classes is not None:
-        wanted = {c.strip() for c in opts.only_classes if c.strip()}
-        for i, ex in enumerate(data.examples):
-            keep = [j for j, c in enumerate(ex.classes) if c in wanted]
-            data.filtered_boxes += ex.num_boxes - len(keep)
-            data.examples[i] = ex.keep_boxes(keep)
-    return data
+    """The annotations of every split of `opts` (annotations.read_splits with the options' fields)."""
+    return read_splits(opts.fmt, opts.source, opts.splits, opts.only_classes, opts.skip_bad, keep_problems, adjust)
 
 
 def class_map(inputs: dict[str, SplitInput], opts: TransformOptions) -> list[str]:

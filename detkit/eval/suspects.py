@@ -21,9 +21,18 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
+from detkit.datasets.classes import read_classes
+from detkit.datasets.tfrecord import iter_records
+from detkit.errors import DatasetError
+from detkit.eval.class_map import label_map
 from detkit.eval.records import Detections, GroundTruth
+from detkit.eval.runner import collect
 from detkit.eval.voc_map import iou_matrix
+from detkit.inference.detector import Detector
+from detkit.utils.atomic import write_bytes
+from detkit.utils.draw import draw_detections
 
 MATCH_IOU = 0.5
 CONFIDENT = 0.5  # a detection scoring this much is the model's word (predict.min_prob's default)
@@ -108,12 +117,6 @@ def find_suspects(checkpoint: str, split: str = "train", dataset_dir: Optional[s
     classes by name (eval/class_map.py). Detections are those `detkit eval` scores (any score above the model's
     postprocess.score_threshold).
     """
-    from detkit.datasets.classes import read_classes
-    from detkit.errors import DatasetError
-    from detkit.eval.class_map import label_map
-    from detkit.eval.runner import collect
-    from detkit.inference.detector import Detector
-
     detector = Detector.from_checkpoint(checkpoint)
     directory = dataset_dir or detector.config.dataset.dir
     if not directory:
@@ -147,12 +150,6 @@ def format_suspects(suspects: Sequence[Suspect], class_names: Sequence[str], top
 def draw_suspects(suspects: Sequence[Suspect], class_names: Sequence[str], dataset_dir: str, split: str,
                   count: int, draw_dir: str) -> list[str]:
     """Write the first `count` suspects drawn on their images (labelled box dashed, the model's solid)."""
-    from PIL import Image
-
-    from detkit.datasets.tfrecord import iter_records
-    from detkit.utils.atomic import write_bytes
-    from detkit.utils.draw import draw_detections
-
     chosen = list(suspects[:count])
     wanted = {s.image_index for s in chosen}
     images: dict[int, bytes] = {}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# Lazy imports: the names below load their modules (and TensorFlow) on first use, so `import detkit` stays light.
+
 _LAZY = {
     "Detector": "detkit.inference.detector",
     "Detection": "detkit.inference.detections",

@@ -28,6 +28,7 @@ from detkit.config import dump_yaml
 from detkit.errors import DetkitError
 from detkit.inference.decode import decode_image
 from detkit.inference.detections import used_classes
+from detkit.inference.detector import Detector
 from detkit.models.faster_rcnn import detections_in_order
 from detkit.runs import layout
 from detkit.utils import atomic
@@ -104,8 +105,6 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
 
     The SavedModel is written to a hidden directory beside `output_dir` and renamed into place.
     """
-    from detkit.inference.detector import Detector
-
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         if not overwrite:
             raise DetkitError(f"{output_dir}: already exists and is not empty (use --overwrite to replace it)")

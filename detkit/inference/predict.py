@@ -11,8 +11,15 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional
 
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
 from detkit import inputs
 from detkit.errors import DetkitError
+from detkit.utils.atomic import save_image
+from detkit.utils.draw import draw_detections
+from detkit.utils.progress import progress
 
 # More inputs than this get a progress bar.
 PROGRESS_MIN_ITEMS = 3
@@ -24,8 +31,6 @@ DRAWN_MARKER = ".detkit-drawn"
 
 def _warn(message: str) -> None:
     """A warning line on stderr that does not break an active progress bar."""
-    from tqdm import tqdm
-
     tqdm.write(f"detkit: warning: {message}", file=sys.stderr)
 
 
@@ -117,14 +122,10 @@ class DrawnNames:
 
 
 def _save_drawn(image, detections, path: str) -> None:
-    from detkit.utils.draw import draw_detections
-
     drawn = draw_detections(image, [d.bbox for d in detections], [d.label for d in detections],
                             [d.prob for d in detections], color_key=[d.label_id for d in detections])
     options = {"quality": 95} if path.lower().endswith((".jpg", ".jpeg", ".webp")) else {}
     try:
-        from detkit.utils.atomic import save_image
-
         save_image(path, drawn, **options)
     except OSError as exc:
         raise DetkitError(f"{path}: cannot write drawn image ({exc.strerror or exc})") from None
@@ -150,8 +151,6 @@ class Counters:
 def predict_images(items: list, predictor: BatchPredictor, emit: Callable[[dict], None], drawn: Optional[DrawnNames],
                    counters: Counters, show_progress: bool) -> None:
     """Run the model over image items in order, emitting one record per readable image."""
-    from detkit.utils.progress import progress
-
     bar = progress(total=len(items), desc="predict", unit="img", disable=not show_progress)
     workers = 2
     window = max(READ_AHEAD, predictor.batch_size * 2)
@@ -169,8 +168,6 @@ def predict_images(items: list, predictor: BatchPredictor, emit: Callable[[dict]
                 _save_drawn(pil, dets, drawn.path_for(item))
         bar.update(len(batch))
         batch.clear()
-
-    import numpy as np
 
     try:
         for item, result in _read_ahead(items, inputs.read_image, workers, window):
@@ -190,10 +187,6 @@ def predict_images(items: list, predictor: BatchPredictor, emit: Callable[[dict]
 def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit: Callable[[dict], None],
                   drawn: Optional[DrawnNames], counters: Counters, show_progress: bool) -> None:
     """One record per frame (with "frame" and "time"); with a drawn dir, the video re-encoded with boxes."""
-    from PIL import Image
-
-    from detkit.utils.progress import progress
-
     try:
         reader = inputs.VideoReader(item.path)
     except inputs.UnreadableInput as exc:
@@ -227,8 +220,6 @@ def predict_video(item: inputs.InputItem, predictor: BatchPredictor, emit: Calla
                 counters.frames += 1
                 counters.objects += len(dets)
                 if writer is not None:
-                    from detkit.utils.draw import draw_detections
-
                     drawn_frame = draw_detections(Image.fromarray(frame), [d.bbox for d in dets],
                                                   [d.label for d in dets], [d.prob for d in dets],
                                                   color_key=[d.label_id for d in dets])

@@ -21,6 +21,8 @@ from detkit.utils import atomic
 from detkit.utils.digest import sha256_of
 from detkit.utils.progress import progress
 
+# Lazy imports: `detkit checkpoint list` reads the zoo without TensorFlow; only a download imports the importer.
+
 HOME_VARIABLE = "DETKIT_HOME"
 TIMEOUT_SECONDS = 30.0
 CHUNK_BYTES = 1 << 20

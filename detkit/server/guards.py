@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Lazy imports: uvicorn, part of the optional web extra, is imported only when a server is built.
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 

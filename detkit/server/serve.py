@@ -1,13 +1,20 @@
 """Run the web server: check the web extra, bind the socket, load the model once, hand both to uvicorn."""
 from __future__ import annotations
 
+import copy
+import importlib.util
 import ipaddress
 import os
 import socket
 import time
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from detkit.errors import DetkitError
+
+# Lazy imports: `detkit --help` loads this module, and FastAPI, uvicorn (the optional web extra) and the model
+# (TensorFlow) must neither slow it down nor break it where the extra is not installed.
 
 WEB_EXTRA_HELP = "`detkit server web` needs the web extra: pip install 'detkit[web]'"
 # Connections and tasks uvicorn serves at once before answering 503 itself: bounds memory under a flood.
@@ -19,8 +26,6 @@ DEFAULT_READ_TIMEOUT = 30.0  # seconds for a request head, then its body, to arr
 
 def require_web_extra() -> None:
     """DetkitError naming the extra when FastAPI, uvicorn or python-multipart is missing."""
-    import importlib.util
-
     # python-multipart's module is `python_multipart` since 0.0.13, `multipart` before.
     wanted = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
     missing = [name for name, modules in wanted.items()
@@ -74,8 +79,6 @@ def allowed_hosts(host: str, extra: tuple[str, ...]) -> Optional[tuple[str, ...]
 
 def log_config(access_log: bool) -> dict:
     """uvicorn's logging with every line, access lines included, on stderr (stdout stays clean)."""
-    import copy
-
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -114,8 +117,6 @@ def serve(sock: socket.socket, source: str, name: Optional[str], run_overrides: 
 
     `name` is what the page and the API call the model (default: the run directory's name).
     """
-    import numpy as np
-
     from detkit.inference import Detector
     from detkit.server.app import ServerSettings, create_app
     from detkit.server.uploads import Limits

@@ -6,6 +6,8 @@ import os
 import sys
 from types import ModuleType
 
+# Lazy imports: this module exists to import TensorFlow late and quietly.
+
 
 def import_tensorflow(verbose: bool = False) -> ModuleType:
     """Import tensorflow once; unless verbose, hide CUDA/oneDNN start-up messages."""

@@ -14,13 +14,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
+from detkit.datasets.annotations import check_source, read_splits
 from detkit.datasets.check.findings import ERROR, KINDS, CheckFailed, CheckReport, Finding, SplitCounts
 from detkit.datasets.check.images import NEAR_DUPLICATE_BITS, hamming_pairs, read_facts
 from detkit.datasets.check.report import format_text, summary_line
 from detkit.datasets.check.rules import class_findings, duplicate_image_findings, image_findings, problem_findings
+from detkit.datasets.classes import read_classes
 from detkit.datasets.example import Example
 from detkit.datasets.parallel import ordered_map
 from detkit.datasets.readers import CONVERTED, Source
+from detkit.datasets.tfrecord import list_splits
 from detkit.errors import DatasetError
 from detkit.utils.progress import progress
 
@@ -53,14 +56,9 @@ def read_for_check(opts: CheckOptions, keep_bytes: bool = False,
 
     `renamed` counts, per split, the boxes --merge-classes renamed.
     """
-    from detkit.datasets.transform import TransformOptions, check_source, read_inputs
-
     splits = list(opts.splits)
     known: list[str] = []
     if opts.fmt == CONVERTED:
-        from detkit.datasets.classes import read_classes
-        from detkit.datasets.tfrecord import list_splits
-
         directory = opts.source.data_dir or ""
         known = [opts.merge_classes.get(c, c) for c in read_classes(directory)]
         splits = splits or list_splits(directory)
@@ -71,8 +69,6 @@ def read_for_check(opts: CheckOptions, keep_bytes: bool = False,
     # Records carry their image bytes: drop them at once when no image is checked, to hold only the labels.
     drop_bytes = opts.fmt == CONVERTED and not opts.images and not keep_bytes
 
-    topts = TransformOptions(fmt=opts.fmt, output_dir="", splits=splits, source=opts.source,
-                             only_classes=opts.only_classes, skip_bad=opts.skip_bad, workers=opts.workers)
     inputs = {}
     for split in splits:
         def prepare(example: Example, split: str = split) -> Example:
@@ -83,7 +79,8 @@ def read_for_check(opts: CheckOptions, keep_bytes: bool = False,
                                                                      for c in example.classes))
             return dataclasses.replace(example, image_bytes=None) if drop_bytes else example
 
-        inputs.update(read_inputs(dataclasses.replace(topts, splits=[split]), keep_problems=True, adjust=prepare))
+        inputs.update(read_splits(opts.fmt, opts.source, [split], opts.only_classes, keep_problems=True,
+                                  adjust=prepare))
     return inputs, sorted(set(known))
 
 
@@ -111,7 +108,7 @@ def parse_merges(values: Sequence[str]) -> dict[str, str]:
 
 def check_inputs(inputs: dict, fmt: str, skip_bad: bool = False, images: bool = True, workers: int = 2,
                  show_progress: bool = False, known_classes: Sequence[str] = ()) -> CheckReport:
-    """The findings of read splits ({split: transform.SplitInput}); `images` reads every image file once."""
+    """The findings of read splits ({split: annotations.SplitInput}); `images` reads every image file once."""
     converted = fmt == CONVERTED
     flat = [(split, i, ex) for split, data in inputs.items() for i, ex in enumerate(data.examples)]
     facts: list = [None] * len(flat)

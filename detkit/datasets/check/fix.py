@@ -17,15 +17,14 @@ from detkit.datasets.check.images import ImageFacts
 from detkit.datasets.check.rules import MOVE_BOXES
 from detkit.datasets.example import Example
 from detkit.datasets.orientation import box_to_stored
+from detkit.datasets.output import check_writable
+from detkit.datasets.transform import TransformOptions, write_inputs
 from detkit.errors import DatasetError
 
 
 def fix(opts: CheckOptions, output_dir: str, overwrite: bool = False, workers: Optional[int] = None
         ) -> tuple[CheckReport, dict[str, dict]]:
     """Check, correct and write `opts`' splits to `output_dir` as TFRecords; (the check's report, the summaries)."""
-    from detkit.datasets.output import check_writable
-    from detkit.datasets.transform import TransformOptions, write_inputs
-
     given = [p for p in (opts.source.data_dir, opts.source.annotations, opts.source.images_dir) if p]
     if any(os.path.realpath(p) == os.path.realpath(output_dir) for p in given):
         raise DatasetError(f"--fix {output_dir} is the data being checked: write the corrected copy elsewhere")

@@ -6,7 +6,9 @@ import io
 from dataclasses import dataclass
 from typing import Optional
 
+import imagehash
 import numpy as np
+from PIL import Image
 
 from detkit.datasets.example import Example
 from detkit.datasets.images import SUPPORTED, BadImage, image_error
@@ -46,9 +48,6 @@ def read_facts(example: Example) -> ImageFacts:
 
 def image_facts(data: bytes) -> ImageFacts:
     """Size, orientation, SHA-256 and perceptual hash of encoded image bytes, decoding them once at a small scale."""
-    import imagehash
-    from PIL import Image
-
     if not data:
         return ImageFacts(problem="empty file")
     digest = hashlib.sha256(data).hexdigest()

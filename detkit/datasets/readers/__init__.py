@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from detkit.datasets.example import ReaderItem
+from detkit.datasets.readers import coco, converted, csv, labelme, voc, yolo
 from detkit.datasets.readers.common import Source
 from detkit.errors import DatasetError
 
@@ -12,25 +13,15 @@ FORMATS = ("voc", "coco", "csv", "yolo", "labelme")
 CONVERTED = "converted"
 
 Reader = Callable[[Source, str], Iterator[ReaderItem]]
+_READERS: dict[str, Reader] = {"voc": voc.read, "coco": coco.read, "csv": csv.read, "yolo": yolo.read,
+                               "labelme": labelme.read, CONVERTED: converted.read}
 
 
 def get_reader(fmt: str) -> Reader:
     """The `read(source, split)` function of a format."""
-    if fmt == "voc":
-        from detkit.datasets.readers.voc import read
-    elif fmt == "coco":
-        from detkit.datasets.readers.coco import read
-    elif fmt == "csv":
-        from detkit.datasets.readers.csv import read
-    elif fmt == "yolo":
-        from detkit.datasets.readers.yolo import read
-    elif fmt == "labelme":
-        from detkit.datasets.readers.labelme import read
-    elif fmt == CONVERTED:
-        from detkit.datasets.readers.converted import read
-    else:
+    if fmt not in _READERS:
         raise DatasetError(f"unknown dataset type {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return read
+    return _READERS[fmt]
 
 
 __all__ = ["CONVERTED", "FORMATS", "Reader", "Source", "get_reader"]

@@ -13,6 +13,7 @@ from detkit.datasets.example import Example, Problem, ReaderItem
 from detkit.datasets.readers.common import Source
 from detkit.datasets.tfrecord import find_shards
 from detkit.errors import DatasetError
+from detkit.utils.tf_quiet import import_tensorflow
 
 
 def read(source: Source, split: str) -> Iterator[ReaderItem]:
@@ -25,8 +26,6 @@ def read(source: Source, split: str) -> Iterator[ReaderItem]:
 
 def iter_serialized(directory: str, split: str) -> Iterator[tuple[str, int, bytes]]:
     """(shard path, record index in the split, serialized record), checking each record's CRC."""
-    from detkit.utils.tf_quiet import import_tensorflow
-
     tf = import_tensorflow()
     index = 0
     for path in find_shards(directory, split):
@@ -41,8 +40,6 @@ def iter_serialized(directory: str, split: str) -> Iterator[tuple[str, int, byte
 
 def record_example(serialized: bytes, where: str, classes: list[str]) -> ReaderItem:
     """One serialized tf.train.Example as an Example with pixel boxes and its image bytes."""
-    from detkit.utils.tf_quiet import import_tensorflow
-
     tf = import_tensorflow()
     try:
         feature = tf.train.Example.FromString(serialized).features.feature

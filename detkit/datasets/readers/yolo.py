@@ -16,9 +16,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
+import yaml
+
 from detkit.datasets.example import Example, PixelBox, Problem, ReaderItem
 from detkit.datasets.orientation import box_to_stored, read_orientation, upright_size
-from detkit.datasets.readers.common import (BadValue, Source, parse_number, read_text, require_dir, require_file)
+from detkit.datasets.readers.common import BadValue, Source, parse_number, read_text, require_dir, require_file
 from detkit.errors import DatasetError
 
 # Ultralytics' IMG_FORMATS: listed so that formats detkit cannot store are reported as skipped, not ignored.
@@ -83,8 +85,6 @@ def find_yaml(path: str) -> str:
 
 def load_yaml(path: str) -> dict:
     """data.yaml as a mapping; a DatasetError names the line of a syntax error."""
-    import yaml
-
     text = read_text(path)
     try:
         data = yaml.safe_load(text)

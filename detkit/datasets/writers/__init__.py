@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from detkit.datasets.writers.coco import CocoWriter
+from detkit.datasets.writers.voc import VocWriter
+from detkit.datasets.writers.yolo import YoloWriter
+from detkit.errors import DatasetError
+
 EXPORT_FORMATS = ("coco", "voc", "yolo")
+_WRITERS = {"coco": CocoWriter, "voc": VocWriter, "yolo": YoloWriter}
 
 
 def get_writer(fmt: str) -> Any:
     """The writer class of an export format."""
-    if fmt == "coco":
-        from detkit.datasets.writers.coco import CocoWriter as writer
-    elif fmt == "voc":
-        from detkit.datasets.writers.voc import VocWriter as writer
-    elif fmt == "yolo":
-        from detkit.datasets.writers.yolo import YoloWriter as writer
-    else:
-        from detkit.errors import DatasetError
-
+    if fmt not in _WRITERS:
         raise DatasetError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
-    return writer
+    return _WRITERS[fmt]

@@ -5,6 +5,8 @@ import io
 import os
 from collections import Counter
 
+import yaml
+
 from detkit.datasets.example import Example
 from detkit.datasets.orientation import box_to_stored, box_to_upright, read_orientation, upright_size
 from detkit.datasets.readers.yolo import yolo_to_pixels
@@ -34,8 +36,6 @@ class YoloWriter:
 
     def close(self) -> dict:
         """Write data.yaml; what was dropped."""
-        import yaml
-
         data = {**{split: f"images/{split}" for split in self.splits}, "nc": len(self.classes),
                 "names": dict(enumerate(self.classes))}
         self.files.write("data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode(), "data.yaml")
