@@ -72,7 +72,7 @@ def read_photos(name: str, shared: str, split: str) -> list:
     training ("train") or test split, read by detkit's own readers."""
     from detkit.datasets.example import Example
     from detkit.datasets.readers import Source, get_reader
-    from train_recipe import shared_layout  # beside this script
+    from shared_sets import shared_layout  # beside this script
 
     fmt, sources, train_split = shared_layout(name, shared)
     wanted = train_split if split == "train" else split

@@ -8,7 +8,9 @@ import click
 
 from detkit.cli.common import checkpoint_or_default, config_options, echo_err, run_overrides, tensorflow
 from detkit.runs import checkpoint_source
-from detkit.server.serve import DEFAULT_READ_TIMEOUT, allowed_hosts, bind_socket, is_loopback, require_web_extra, serve
+from detkit.server.engine import DEFAULT_READ_TIMEOUT
+from detkit.server.hosts import allowed_hosts, is_loopback
+from detkit.server.serve import bind_socket, require_web_extra, serve
 
 
 @click.group("server")

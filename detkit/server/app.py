@@ -22,12 +22,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from detkit.version import __version__
-from detkit.server.engine import (DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_PIXELS, DetectorLike, InferenceQueue,
-                                  QueueFull)
+from detkit.server.engine import (DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_PIXELS, DEFAULT_READ_TIMEOUT, DetectorLike,
+                                  InferenceQueue, QueueFull)
 from detkit.server.guards import HostCheck, QueueGate, ReadDeadline
-from detkit.server.serve import DEFAULT_READ_TIMEOUT
 from detkit.server.uploads import Limits, UploadError, check_size, decode_image, human_bytes, pixel_count
+from detkit.version import __version__
 
 log = logging.getLogger("detkit.server")
 

@@ -19,6 +19,7 @@ import numpy as np
 log = logging.getLogger("detkit.server")
 
 DEFAULT_MAX_QUEUE = 64
+DEFAULT_READ_TIMEOUT = 30.0  # seconds for a request head, then its body, to arrive (--read-timeout)
 # Decoded RGB pixels held by queued images at most (3 bytes each: 256 MP is 768 MB).
 DEFAULT_MAX_QUEUED_PIXELS = 256_000_000
 

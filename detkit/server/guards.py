@@ -19,10 +19,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from detkit.server.hosts import host_name
+
 # Lazy imports: uvicorn, part of the optional web extra, is imported only when a server is built.
-
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-
 
 class ReadDeadline:
     """Answer 408 (and close the connection) when a request body is not complete `timeout` s after its head."""
@@ -72,14 +71,6 @@ class QueueGate:
         await self.app(scope, receive, send)
 
 
-def host_name(value: str) -> str:
-    """'localhost' of 'LOCALHOST:5000', '::1' of '[::1]:5000': the host part of a Host header, lowercased."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value[1:]
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-
-
 class HostCheck:
     """403 for requests whose Host or Origin names a host outside `allowed` (DNS rebinding defence)."""
 
@@ -108,11 +99,6 @@ class HostCheck:
                 await JSONResponse({"error": reason}, status_code=403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-def loopback_hosts(bound_host: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
-    """The names a loopback server answers to: the usual ones, the address it is bound to and `extra`."""
-    return tuple(dict.fromkeys([*LOOPBACK_NAMES, host_name(bound_host), *(host_name(h) for h in extra)]))
 
 
 def timed_h11_protocol(read_timeout: float) -> type:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import ipaddress
 import os
 import socket
 import time
@@ -12,6 +11,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from detkit.errors import DetkitError
+from detkit.server.engine import DEFAULT_READ_TIMEOUT
 
 # Lazy imports: `detkit --help` loads this module, and FastAPI, uvicorn (the optional web extra) and the model
 # (TensorFlow) must neither slow it down nor break it where the extra is not installed.
@@ -21,7 +21,6 @@ WEB_EXTRA_HELP = "`detkit server web` needs the web extra: pip install 'detkit[w
 CONCURRENCY_PER_QUEUED_IMAGE = 2
 CONCURRENCY_FLOOR = 32
 KEEP_ALIVE_SECONDS = 5
-DEFAULT_READ_TIMEOUT = 30.0  # seconds for a request head, then its body, to arrive (--read-timeout)
 
 
 def require_web_extra() -> None:
@@ -32,16 +31,6 @@ def require_web_extra() -> None:
                if all(importlib.util.find_spec(module) is None for module in modules)]
     if missing:
         raise DetkitError(f"{WEB_EXTRA_HELP} (missing: {', '.join(missing)})")
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: the server is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -66,15 +55,6 @@ def url_of(sock: socket.socket) -> str:
     """http://host:port/ of a bound socket, IPv6 hosts in brackets."""
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
-def allowed_hosts(host: str, extra: tuple[str, ...]) -> Optional[tuple[str, ...]]:
-    """Host names the server answers to: this machine's on loopback (plus `extra`), else `extra` or any."""
-    from detkit.server.guards import host_name, loopback_hosts
-
-    if is_loopback(host):
-        return loopback_hosts(host, extra)
-    return tuple(host_name(h) for h in extra) or None
 
 
 def log_config(access_log: bool) -> dict:

@@ -66,7 +66,8 @@ def test_busy_port_fails_before_the_model_is_loaded(tmp_path):
 
 
 def test_loopback_detection_and_url():
-    from detkit.server.serve import bind_socket, is_loopback, url_of
+    from detkit.server.hosts import is_loopback
+    from detkit.server.serve import bind_socket, url_of
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.3.2.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("example.org")

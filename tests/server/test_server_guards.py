@@ -104,7 +104,7 @@ def test_refused_uploads_give_their_queue_place_back(make_client, fake_detector)
 
 
 def test_loopback_server_refuses_other_hosts_and_origins(make_client, fake_detector):
-    from detkit.server.serve import allowed_hosts
+    from detkit.server.hosts import allowed_hosts
 
     hosts = allowed_hosts("127.0.0.1", ("my-laptop.local",))
     assert {"127.0.0.1", "localhost", "::1", "my-laptop.local"} <= set(hosts)
