@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
-from detkit.datasets.example import Example, Problem
+from detkit.datasets.example import Example, Problem, ReaderItem
 from detkit.datasets.output import check_split_name
 from detkit.datasets.readers import CONVERTED, FORMATS, Source, get_reader
 from detkit.errors import DatasetError
@@ -65,11 +65,11 @@ def read_splits(fmt: str, source: Source, splits: Sequence[str], only_classes: O
     each example as it is read, before classes are collected (--merge-classes).
     """
     read = get_reader(fmt)
-    return {split: read_split(read(source, split), split, only_classes, skip_bad or keep_problems, adjust)
+    return {split: _read_split(read(source, split), split, only_classes, skip_bad or keep_problems, adjust)
             for split in splits}
 
 
-def read_split(items, split: str, only_classes: Optional[Sequence[str]] = None, keep_problems: bool = False,
+def _read_split(items: Iterable[ReaderItem], split: str, only_classes: Optional[Sequence[str]] = None, keep_problems: bool = False,
                adjust: Optional[Callable[[Example], Example]] = None) -> SplitInput:
     """One split from a reader's items; a Problem is fatal unless `keep_problems`."""
     examples, problems, seen = [], [], set()

@@ -1,8 +1,8 @@
 """`detkit dataset transform`: annotations (VOC, COCO, CSV, YOLO, LabelMe) -> sharded TFRecords, classes.json, summaries.
 
 The stages are also those of `dataset check --fix` and `dataset export`: read the annotations of each split
-(`detkit.datasets.annotations`), check them (`detkit.datasets.check`), load and validate the images and make the boxes valid
-(`prepare_split`), then write records (here) or another format (`detkit.datasets.export`).
+(`detkit.datasets.annotations`), check them (`detkit.datasets.check`), load and validate the images and make the
+boxes valid (`prepare_split`), then write records (here) or another format (`detkit.datasets.export`).
 """
 from __future__ import annotations
 
