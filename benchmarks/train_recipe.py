@@ -124,9 +124,11 @@ def train_detkit(data: str, split: str, minutes: float, work: str, overrides: li
                 .read().replace("\r", "\n").splitlines() if "finished at step" in line]
     return {"map50": round(metrics["map50"], 4), "coco_ap": round(metrics["coco_ap"], 4), "step": metrics["step"],
             "wall_seconds": round(seconds, 1), "finished": finished[-1].strip() if finished else "",
-            "recipe": {k: chosen.get(k) for k in ("dataset.image.max_size", "model.anchors.sizes", "model.anchors.ratios",
-                                                  "model.rcnn.target.minibatch_size", "model.postprocess.max_total",
-                                                  "dataset.repeat_factor_threshold")},
+            "recipe": {k: chosen[k] for k in ("model.architecture", "model.fpn.body_strides", "dataset.image.max_size",
+                                              "dataset.image.tiles.size", "model.anchors.sizes", "model.fpn.anchor_sizes",
+                                              "model.anchors.ratios", "model.rcnn.target.minibatch_size",
+                                              "model.postprocess.max_total", "dataset.repeat_factor_threshold",
+                                              "train.init_from") if k in chosen},
             "max_detections": max_detections, "run_dir": run_dir}
 
 

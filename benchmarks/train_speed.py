@@ -34,7 +34,7 @@ def run_case(data: str, work: str, name: str, keys: list[str], side: int, rois: 
     run_dir = os.path.join(work, "jobs", f"{name}-{side}-{rois}")
     if os.path.exists(run_dir):  # detkit would resume it, train no step and report a rate of 0
         raise SystemExit(f"{run_dir} exists from an earlier run of this script: give a fresh --work")
-    args = [sys.executable, "-m", "detkit", "train", "--dataset-dir", data,
+    args = [sys.executable, "-m", "detkit", "train", "--dataset-dir", data, "--from-scratch",
             "-o", f"train.job_dir={os.path.join(work, 'jobs')}", "-o", f"train.run_name={name}-{side}-{rois}",
             "-o", f"train.num_steps={steps}", "-o", "train.checkpoint_every_steps=100000",
             "-o", f"dataset.image.min_size={side}", "-o", f"dataset.image.max_size={side}",

@@ -187,7 +187,7 @@ def run_demo(output_dir: str, minutes: float, overrides: tuple[str, ...] = ()) -
     _log(f"[2/4] training Faster R-CNN from scratch for {minutes:g} minutes, as `detkit train --dataset-dir "
          f"{data_dir} --minutes {minutes:g}` does")
     result = train_from_options([], [f"train.job_dir={os.path.join(output_dir, 'jobs')}", "train.run_name=demo",
-                                     *overrides], dataset_dir=data_dir, minutes=minutes)
+                                     *overrides], dataset_dir=data_dir, minutes=minutes, from_scratch=True)
 
     _log("[3/4] evaluating on the held-out photos")
     detector = Detector.from_checkpoint(result.run_dir)

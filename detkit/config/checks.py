@@ -105,8 +105,9 @@ def check_values(c: Config) -> None:
         )
     tiles = img.tiles
     _positive("dataset.image.tiles.size", tiles.size, allow_zero=True)
-    if not 0.0 <= tiles.overlap < 1.0:
-        raise ConfigError(f"config key dataset.image.tiles.overlap: must be within [0, 1), got {tiles.overlap}")
+    # Beyond 0.75 every pixel would lie in more than four tiles per axis: the tiles multiply for nothing.
+    if not 0.0 <= tiles.overlap <= 0.75:
+        raise ConfigError(f"config key dataset.image.tiles.overlap: must be within [0, 0.75], got {tiles.overlap}")
     _fraction("dataset.image.tiles.min_visible", tiles.min_visible)
     aug = c.dataset.augment
     if len(aug.scale_range) != 2 or not 0 < aug.scale_range[0] <= aug.scale_range[1]:

@@ -58,10 +58,11 @@ def _get(cfg: Any, key: str) -> Any:
 
 
 def recipe_options(user_keys: set[str], cfg: Config, finetune: str = "") -> RecipeOptions:
-    """What the user's own keys decide: a chosen backbone (name or weights) or train.init_from keeps its own
-    training; train.init_from also keeps the weights' shapes (no input size or anchors chosen); a step or epoch
-    bound keeps its own schedule; a max_minutes is the time budget; model.architecture (and model.fpn.body_strides)
-    narrow the models the recipe chooses between; a chosen fpn body gets anchors per level of its maps."""
+    """What the user's own keys decide: a chosen backbone (name or weights) keeps its own training; train.init_from
+    gets the fine-tuning group (the user's training keys still win) and keeps the weights' shapes (no input size
+    or anchors chosen); a step or epoch bound keeps its own schedule; a max_minutes is the time budget;
+    model.architecture (and model.fpn.body_strides) narrow the models the recipe chooses between; a chosen fpn body
+    gets anchors per level of its maps."""
     minutes = cfg.train.max_minutes if "train.max_minutes" in user_keys and cfg.train.max_minutes > 0 else None
     initialised = bool(cfg.train.init_from)
     from_scratch = not ({"model.base_network.name", "model.base_network.weights"} & user_keys) and not initialised
@@ -87,13 +88,10 @@ def recipe_for(stats: SplitStatistics, user_keys: set[str], cfg: Config, finetun
     return make_recipe(stats, recipe_options(user_keys, cfg, finetune))
 
 
-# Keys with which the user chooses the model: a downloaded detector is fine-tuned only when none is set.
-MODEL_KEYS = {"model.base_network.name", "model.base_network.weights", "model.architecture", "train.init_from"}
-
-
 def downloaded_start(user_keys: set[str]) -> Optional[tuple[str, str]]:
-    """(name, run dir) of the downloaded COCO detector `detkit train` fine-tunes when the user chose no model."""
-    if MODEL_KEYS & user_keys:
+    """(name, run dir) of the downloaded COCO detector `detkit train` fine-tunes when the user set nothing of the
+    model (no model.* key, input size or train.init_from: a config that shapes its own model trains it)."""
+    if "train.init_from" in user_keys or any(k.startswith(("model.", "dataset.image.")) for k in user_keys):
         return None
     return model_to_finetune()
 
@@ -126,12 +124,12 @@ def init_from_base(init_from: str) -> tuple[dict, str]:
 
 def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] = (),
                     dataset_dir: Optional[str] = None, minutes: Optional[float] = None,
-                    from_scratch: bool = False) -> TrainingConfig:
+                    from_scratch: bool = False, stats: Optional[SplitStatistics] = None) -> TrainingConfig:
     """Defaults + recipe (from dataset.dir's training split) + -c files + -o values; `detkit train`'s config.
 
     With train.init_from, that run's model.* and dataset.image.* lie under the recipe instead of the defaults.
     When the user chooses no model and a COCO detector is downloaded (`detkit checkpoint download`), that
-    detector is the train.init_from (fine-tuned), unless `from_scratch`.
+    detector is the train.init_from (fine-tuned), unless `from_scratch`. `stats`: the split's, if already read.
     """
     cfg = requested_config(config_files, overrides, dataset_dir, minutes)
     overrides = option_overrides(dataset_dir, minutes) + list(overrides)
@@ -152,7 +150,7 @@ def training_config(config_files: Sequence[str] = (), overrides: Sequence[str] =
         cfg = from_dict(merged_dict(config_files, overrides, _merge(default_dict(), base)), check_ranges=False)
     try:
         check_training_sources(cfg.dataset)
-        stats = split_statistics(cfg.dataset.dir, cfg.dataset.split)
+        stats = stats if stats is not None else split_statistics(cfg.dataset.dir, cfg.dataset.split)
     except DetkitError:
         # No recipe from an unusable dataset: the trainer names the problem, in its usual order (after the
         # strategy's and the run's own checks).
@@ -182,15 +180,10 @@ def _saved_run_config(cfg: Config) -> tuple[Optional[dict], str]:
 
 def split_recipe(directory: str, split: str, minutes: Optional[float] = None,
                  stats: Optional[SplitStatistics] = None) -> TrainingConfig:
-    """The recipe `detkit train --dataset-dir DIR` would train on `split` (for `detkit dataset inspect`)."""
-    stats = stats if stats is not None else split_statistics(directory, split)
-    cfg = load_config([], [f"dataset.dir={json.dumps(directory)}", f"dataset.split={json.dumps(split)}"])
-    user_keys = {"train.max_minutes"} if minutes else set()
-    if minutes:
-        cfg.train.max_minutes = minutes
-    recipe = recipe_for(stats, user_keys, cfg)
-    return TrainingConfig(load_config([], [], under=nested(recipe.values())), recipe, user_keys, directory, split,
-                          stats.num_images, stats.num_boxes)
+    """The recipe `detkit train --dataset-dir DIR` would train on `split` (for `detkit dataset inspect`): the same
+    function, so a downloaded detector it would fine-tune shows here too."""
+    return training_config([], [f"dataset.split={json.dumps(split)}"], dataset_dir=directory, minutes=minutes,
+                           stats=stats)
 
 
 def inspect_report(directory: str, split: str) -> tuple[dict[str, Any], str]:

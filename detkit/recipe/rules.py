@@ -1,6 +1,7 @@
 """Pure rules: a training split's statistics -> config values, each with a one-line reason.
 
-Every rule reads the boxes as the network will see them (after the input resize) and works for any dataset;
+Every rule reads the boxes as the network will see them (after the input resize, or in tiles at the photos' own
+resolution) and works for any dataset;
 the constants below are the only tuning, each explained where it is defined.
 """
 from __future__ import annotations
@@ -17,8 +18,8 @@ from detkit.datasets.statistics import SplitStatistics, resize_scales
 STRIDE = 16
 # An object shorter than this many cells of a feature map falls between them: 24 px at stride 16, 12 at stride 8.
 OBJECT_CELLS = 1.5
-MIN_OBJECT_PX = OBJECT_CELLS * STRIDE
-# The share of each class's boxes allowed below MIN_OBJECT_PX ("the small objects that matter" start above it).
+# The share of each class's boxes allowed below OBJECT_CELLS cells of the finest map ("the small objects that
+# matter" start above it).
 SMALL_QUANTILE = 0.10
 # Input side (the longer side after resize): at least this (the from-scratch backbone needs context), step 32.
 MIN_SIDE, SIDE_STEP = 320, 32
@@ -262,24 +263,32 @@ def _model_choice(choice: ModelChoice, why: str) -> Choice:
     return Choice("model and input size", values, why)
 
 
-def resized_boxes(st: SplitStatistics, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Box widths and heights in pixels after resizing every image to `side`."""
+def resized_boxes(st: SplitStatistics, side: int, tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Box widths and heights in pixels as the network sees them: after resizing every image to `side`, or, with
+    tiles, at the photos' own resolution (cut at the tile's side)."""
+    if tile:
+        return np.minimum(st.box_width, tile), np.minimum(st.box_height, tile)
     scale = resize_scales(st.image_height, st.image_width, side, side)[st.box_image]
     return st.box_width * scale, st.box_height * scale
 
 
-def _anchor_octaves(st: SplitStatistics, side: int, floor_px: float) -> tuple[int, float, float]:
-    """(log2 of the lowest anchor size, 2nd and 98th percentile of sqrt(w*h) after the resize)."""
-    w, h = resized_boxes(st, side)
+def _seen(tile: int) -> str:
+    """How the boxes the anchor rules read are scaled, for their reasons."""
+    return "in the tiles (the photos' own resolution)" if tile else "after resize"
+
+
+def _anchor_octaves(st: SplitStatistics, side: int, floor_px: float, tile: int = 0) -> tuple[int, float, float]:
+    """(log2 of the lowest anchor size, 2nd and 98th percentile of sqrt(w*h) as the network sees the boxes)."""
+    w, h = resized_boxes(st, side, tile)
     keep = (w > 0) & (h > 0)
     size = np.sqrt(w[keep] * h[keep])
     lo, hi = np.quantile(size, [0.02, 0.98])
     return max(int(math.floor(math.log2(max(lo, 1.0)))), int(math.log2(floor_px))), float(lo), float(hi)
 
 
-def choose_ratios(st: SplitStatistics, side: int) -> tuple[list[float], str]:
+def choose_ratios(st: SplitStatistics, side: int, tile: int = 0) -> tuple[list[float], str]:
     """Anchor ratios (h/w, powers of two) covering the 5th-95th percentile of the boxes' h/w."""
-    w, h = resized_boxes(st, side)
+    w, h = resized_boxes(st, side, tile)
     keep = (w > 0) & (h > 0)
     r_lo, r_hi = np.quantile(np.log2(h[keep] / w[keep]), [0.05, 0.95])
     k_rlo = max(-2, min(-1, int(round(r_lo))))
@@ -288,29 +297,33 @@ def choose_ratios(st: SplitStatistics, side: int) -> tuple[list[float], str]:
     return ratios, f"h/w {2 ** r_lo:.2g}-{2 ** r_hi:.2g} (5th-95th): ratios {', '.join(f'{r:g}' for r in ratios)}"
 
 
-def choose_anchors(st: SplitStatistics, side: int, stride: int = STRIDE) -> Choice:
+def choose_anchors(st: SplitStatistics, side: int, stride: int = STRIDE, tile: int = 0) -> Choice:
     """One level's anchor sizes, an octave apart, covering the 2nd-98th percentile of sqrt(w*h) (not below the
     stride), and ratios covering h/w."""
-    k_lo, lo, hi = _anchor_octaves(st, side, stride)
+    k_lo, lo, hi = _anchor_octaves(st, side, stride, tile)
     # Small objects are the hard end: the lowest anchor is at or below the 2nd percentile; the highest is within
     # half an octave of the 98th.
     k_hi = min(max(int(round(math.log2(max(hi, 1.0)))), k_lo), int(math.floor(math.log2(side))))
     sizes = [float(2 ** k) for k in range(k_lo, max(k_hi, k_lo) + 1)]
-    ratios, ratio_why = choose_ratios(st, side)
-    why = (f"boxes after resize are {lo:.0f}-{hi:.0f} px (sqrt(w*h), 2nd-98th percentile) and {ratio_why}: anchors "
+    ratios, ratio_why = choose_ratios(st, side, tile)
+    why = (f"boxes {_seen(tile)} are {lo:.0f}-{hi:.0f} px (sqrt(w*h), 2nd-98th percentile) and {ratio_why}: anchors "
            f"an octave apart from {sizes[0]:g} to {sizes[-1]:g} (not below the stride, {stride}, nor above the image)")
     return Choice("anchors", {"model.anchors.sizes": sizes, "model.anchors.ratios": ratios}, why)
 
 
-def pyramid_anchors(st: SplitStatistics, side: int, levels: int, finest_stride: int) -> Choice:
+def pyramid_anchors(st: SplitStatistics, side: int, levels: int, finest_stride: int, tile: int = 0) -> Choice:
     """One anchor size per pyramid level, an octave apart from the small boxes (not below twice the finest
     stride), with the ratios covering h/w."""
-    k_lo, lo, hi = _anchor_octaves(st, side, 2 * finest_stride)
+    k_lo, lo, hi = _anchor_octaves(st, side, 2 * finest_stride, tile)
     sizes = [[float(2 ** (k_lo + i))] for i in range(levels)]
-    ratios, ratio_why = choose_ratios(st, side)
+    ratios, ratio_why = choose_ratios(st, side, tile)
     why = (f"the pyramid has {levels} levels: one anchor size per level, an octave apart from {sizes[0][0]:g} "
-           f"(boxes after resize are {lo:.0f}-{hi:.0f} px, 2nd-98th percentile; not below twice the finest stride, "
-           f"{2 * finest_stride}) to {sizes[-1][0]:g}; {ratio_why}")
+           f"(boxes {_seen(tile)} are {lo:.0f}-{hi:.0f} px, 2nd-98th percentile; not below twice the finest stride, "
+           f"{2 * finest_stride}) to {sizes[-1][0]:g}")
+    if hi > math.sqrt(2) * sizes[-1][0]:
+        why += (f"; boxes above {sizes[-1][0] * math.sqrt(2):.0f} px have no anchor within half an octave and are "
+                "learnt from the top level's by regression")
+    why += f"; {ratio_why}"
     return Choice("anchors", {"model.fpn.anchor_sizes": sizes, "model.anchors.ratios": ratios}, why)
 
 
@@ -413,23 +426,24 @@ def make_recipe(st: SplitStatistics, opts: RecipeOptions = RecipeOptions()) -> R
     if opts.finetune:
         recipe.choices.append(Choice(
             "fine-tuning", dict(FINETUNE),
-            f"starting from {opts.finetune}: its body, pyramid and heads are trained already (the class heads are "
-            "new), so SGD at torchvision's fine-tuning rate (0.005 for a batch of 4) on a cosine schedule, its frozen "
-            "BatchNorm and input size, flips and mild scale jitter"))
+            f"starting from {opts.finetune}: its layers are trained already (its class heads are new when your "
+            "classes differ), so SGD at torchvision's fine-tuning rate (0.005 for a batch of 4) on a cosine schedule, "
+            "its own input size and BatchNorm setting (frozen in torchvision's detectors), flips and mild scale "
+            "jitter"))
     side, model = opts.side, None
     levels = len(opts.body_strides) + 1 if opts.body_strides else 0
     if opts.shapes:
         if opts.from_scratch and not opts.body_strides:
             model, choice = choose_model(st, tuple(c for c in CANDIDATES if opts.architecture in ("", c.architecture)))
         else:
-            mine = Candidate("your model", "fpn" if opts.body_strides else "single_level", opts.body_strides,
-                             CANDIDATES[0].cost_factor)
+            cost = next((c.cost_factor for c in CANDIDATES if c.body_strides == opts.body_strides), 1.0)
+            mine = Candidate("your model", "fpn" if opts.body_strides else "single_level", opts.body_strides, cost)
             model, choice = choose_input_size(st, mine) if not opts.from_scratch else choose_model(st, (mine,))
         recipe.choices.append(choice)
         side, c = model.side, model.candidate
         levels = c.levels if c.architecture == "fpn" else 0
-        recipe.choices.append(pyramid_anchors(st, side, levels, c.finest_stride) if levels
-                              else choose_anchors(st, side))
+        recipe.choices.append(pyramid_anchors(st, side, levels, c.finest_stride, model.tile) if levels
+                              else choose_anchors(st, side, tile=model.tile))
     sampling = choose_sampling(st, levels)
     recipe.choices += sampling
     recipe.choices.append(choose_class_balance(st))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from detkit.recipe import format_recipe, training_config
+from detkit.recipe import format_recipe, split_recipe, training_config
 
 # 6 images of 160x120 with one or two 40x30 boxes: classes a (every image) and b (two images).
 IMAGES = {f"im{i}.png": [("a", (10, 10, 50, 40))] + ([("b", (80, 60, 120, 90))] if i < 2 else []) for i in range(6)}
@@ -253,9 +253,12 @@ def test_a_downloaded_detector_is_fine_tuned_unless_a_model_is_chosen_or_from_sc
     assert cfg.train.max_minutes == 2 and cfg.train.num_steps > 0
     assert "fine-tuning the downloaded COCO detector fast" in tc.describe()
     assert "--from-scratch" in tc.describe()
-    for scratch in (training_config(dataset_dir=dataset_dir, minutes=2, from_scratch=True),
-                    training_config([], ["model.architecture=single_level"], dataset_dir=dataset_dir, minutes=2)):
-        assert scratch.config.train.init_from == "" and scratch.record()["choices"][0]["name"] == "backbone"
+    for keys in ([], ["model.architecture=single_level"], ["model.anchors.sizes=[32,64]"],
+                 ["dataset.image.max_size=400"]):
+        scratch = training_config([], keys, dataset_dir=dataset_dir, minutes=2, from_scratch=not keys)
+        assert scratch.config.train.init_from == "" and scratch.record()["choices"][0]["name"] == "backbone", keys
+    # `detkit dataset inspect` shows the recipe training would use: the fine-tuning one.
+    assert split_recipe(dataset_dir, "train").record()["choices"][0]["name"] == "fine-tuning"
 
 
 @pytest.mark.slow

@@ -137,6 +137,22 @@ def test_large_photos_with_small_objects_are_cut_into_tiles_at_their_own_resolut
     assert "410k px x 1.3" in reasons(r)["schedule"]
 
 
+def test_tiled_photos_get_anchors_for_their_boxes_at_their_own_resolution():
+    # 4000x3000 photos: 40 16-px birds and four 256-px kites each. Resized to 640 a kite would be 41 px; in the
+    # tiles (the photo's own pixels) it is 256.
+    birds = [(x, y, x + 16, y + 16) for x in range(100, 3900, 500) for y in range(100, 2900, 600)]
+    kites = [(x, 1000, x + 256, 1256) for x in (300, 1300, 2300, 3300)]
+    st = stats([record(4000, 3000, birds + kites, [1] * len(birds) + [2] * 4) for _ in range(3)], ["bird", "kite"])
+    r = make_recipe(st)
+    v = values(r)
+    assert v["dataset.image.tiles.size"] == 640
+    # sqrt(w*h): 2nd percentile 16, 98th 256 -> one level per octave from 16 (twice the stride-8 map), 3 levels.
+    assert v["model.fpn.anchor_sizes"] == [[16.0], [32.0], [64.0]]
+    why = reasons(r)["anchors"]
+    assert "boxes in the tiles (the photos' own resolution) are 16-256 px" in why
+    assert "boxes above 91 px have no anchor within half an octave" in why
+
+
 def test_tall_boxes_widen_the_ratios():
     st = stats([record(400, 400, [(0, 0, 20, 80), (50, 0, 70, 80)], [1, 1]) for _ in range(4)], ["pole"])
     # h/w = 4 everywhere: log2 = 2 -> ratios 0.5 ... 4.
