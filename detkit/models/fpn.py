@@ -21,7 +21,8 @@ def upsample_nearest(x: tf.Tensor, size_hw: tf.Tensor) -> tf.Tensor:
 
 def last_level_max_pool(x: tf.Tensor) -> tf.Tensor:
     """torchvision's LastLevelMaxPool, F.max_pool2d(x, kernel 1, stride 2): every second pixel from (0, 0)."""
-    return x[:, ::2, ::2, :]
+    # A pooling op rather than a strided slice: OpenVINO's TensorFlow frontend gives such a slice its input's shape.
+    return tf.nn.max_pool2d(x, 1, 2, "VALID")
 
 
 class FPN(keras.layers.Layer):

@@ -7,6 +7,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from detkit.models import box_ops
+from detkit.models.nms import per_class_nms
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,11 @@ def detections_from_rpn(proposals: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
 
 def _nms(boxes: tf.Tensor, scores: tf.Tensor, settings: DetectionSettings) -> dict[str, tf.Tensor]:
     """Per-class NMS over boxes [B, N, C, 4] and scores [B, N, C] with threshold and caps."""
-    nms = tf.image.combined_non_max_suppression(
-        boxes, scores, max_output_size_per_class=settings.max_per_class, max_total_size=settings.max_total,
-        iou_threshold=settings.nms_iou, score_threshold=settings.score_threshold, pad_per_class=False,
-        clip_boxes=False,
-    )
+    nms = per_class_nms(boxes, scores, settings.max_per_class, settings.max_total, settings.nms_iou,
+                        settings.score_threshold)
     return {
-        "boxes": nms.nmsed_boxes,
-        "scores": nms.nmsed_scores,
-        "labels": tf.cast(nms.nmsed_classes, tf.int32) + 1,  # 1-based, 0 is background
-        "num_detections": nms.valid_detections,
+        "boxes": nms.boxes,
+        "scores": nms.scores,
+        "labels": tf.cast(nms.classes, tf.int32) + 1,  # 1-based, 0 is background
+        "num_detections": nms.valid,
     }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from detkit.models import box_ops
+from detkit.models.nms import per_class_nms
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,7 @@ def generate_proposals(logits: list[tf.Tensor], deltas: list[tf.Tensor], anchors
         all_boxes.append(boxes)
     boxes = tf.concat(all_boxes, axis=1)
     scores = tf.concat(all_scores, axis=1)
-    nms = tf.image.combined_non_max_suppression(
-        tf.tile(boxes[:, :, None, :], [1, 1, num_levels, 1]), scores, max_output_size_per_class=post_nms_top_n,
-        max_total_size=post_nms_top_n, iou_threshold=nms_iou, score_threshold=-0.5, pad_per_class=False,
-        clip_boxes=False,
-    )
-    valid = tf.range(post_nms_top_n)[None, :] < nms.valid_detections[:, None]
-    return nms.nmsed_boxes, tf.where(valid, nms.nmsed_scores, 0.0), valid
+    nms = per_class_nms(tf.tile(boxes[:, :, None, :], [1, 1, num_levels, 1]), scores, post_nms_top_n,
+                        post_nms_top_n, nms_iou, score_threshold=-0.5)
+    valid = tf.range(post_nms_top_n)[None, :] < nms.valid[:, None]
+    return nms.boxes, tf.where(valid, nms.scores, 0.0), valid

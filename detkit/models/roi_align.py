@@ -46,7 +46,11 @@ def roi_align(features: tf.Tensor, rois: tf.Tensor, box_indices: tf.Tensor, spat
     crops = tf.image.crop_and_resize(padded, boxes, box_indices, [n, n], extrapolation_value=0.0)
     if sampling_ratio == 1:
         return crops
-    return tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
+    # A mean over a reshape rather than AvgPool, which OpenVINO refuses on an empty batch (an FPN level no RoI
+    # is assigned to).
+    channels = crops.shape[-1] if crops.shape[-1] is not None else tf.shape(crops)[-1]
+    bins = tf.reshape(crops, [-1, output_size, sampling_ratio, output_size, sampling_ratio, channels])
+    return tf.reduce_mean(bins, axis=[2, 4])
 
 
 def assign_levels(rois: tf.Tensor, k_min: int, k_max: int, canonical_size: float = 224.0,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from detkit.models.nms import per_class_nms
+
 
 @dataclass(frozen=True)
 class Tiling:
@@ -81,9 +83,7 @@ def merge_detections(boxes: tf.Tensor, scores: tf.Tensor, labels: tf.Tensor, num
     """Detections of several passes over one image (boxes [M, 4] in its pixels, scores [M], 1-based labels [M];
     padding rows with score 0) merged by per-class NMS -> one image's padded detections, best first."""
     class_scores = tf.one_hot(labels - 1, num_classes, dtype=tf.float32) * scores[:, None]
-    nms = tf.image.combined_non_max_suppression(
-        boxes[None, :, None, :], class_scores[None], max_output_size_per_class=max_per_class,
-        max_total_size=max_total, iou_threshold=nms_iou, score_threshold=1e-6, pad_per_class=False,
-        clip_boxes=False)
-    return {"boxes": nms.nmsed_boxes[0], "scores": nms.nmsed_scores[0],
-            "labels": tf.cast(nms.nmsed_classes[0], tf.int32) + 1, "num_detections": nms.valid_detections[0]}
+    nms = per_class_nms(boxes[None, :, None, :], class_scores[None], max_per_class, max_total, nms_iou,
+                        score_threshold=1e-6)
+    return {"boxes": nms.boxes[0], "scores": nms.scores[0], "labels": tf.cast(nms.classes[0], tf.int32) + 1,
+            "num_detections": nms.valid[0]}

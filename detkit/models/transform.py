@@ -76,7 +76,8 @@ def mask_and_pad(images: tf.Tensor, image_hw: tf.Tensor, divisible: int) -> tf.T
     images = images * tf.cast((rows & cols)[..., None], images.dtype)
     if divisible <= 1:
         return images
-    pad = (-hw) % divisible
+    # Not (-hw) % divisible: tf2onnx lowers the floor modulo of a negative number to a C remainder.
+    pad = (divisible - hw % divisible) % divisible
     return tf.pad(images, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]])
 
 
