@@ -32,10 +32,13 @@ setup(
     extras_require={
         # `detkit server web`: FastAPI on uvicorn, python-multipart for uploads.
         "web": WEB,
+        # `detkit checkpoint export --format openvino` and running what it writes.
+        "openvino": ["openvino>=2025.0"],
         # The web deps too, so the server tests run; httpx2 is the test client's transport (httpx for older
         # Starlette), Playwright drives the system's Chromium in the browser test (no browser download).
         # import-linter checks that the packages import each other in layers (.importlinter).
-        "test": ["pytest>=7", "pytest-timeout", *WEB, "httpx", "httpx2", "playwright>=1.40", "import-linter>=2.0"],
+        "test": ["pytest>=7", "pytest-timeout", *WEB, "httpx", "httpx2", "playwright>=1.40", "import-linter>=2.0",
+                 "openvino>=2025.0"],
     },
     entry_points={"console_scripts": ["detkit=detkit.cli.main:main"]},
 )

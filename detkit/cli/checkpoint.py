@@ -152,26 +152,34 @@ def delete_command(path: str, yes: bool) -> None:
 @checkpoint_group.command("export")
 @click.argument("path", metavar="RUN_OR_CKPT")
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Directory for the SavedModel.")
+              help="Directory for the exported model.")
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "openvino"]), default="saved_model",
+              show_default=True, help="saved_model (TensorFlow Serving, tf.saved_model.load) or openvino (OpenVINO's "
+              "CPU runtime; pip install \"detkit[openvino]\"; predict, eval and server take the directory as "
+              "--checkpoint).")
 @click.option("--min-prob", type=click.FloatRange(0.0, 1.0), help="Score threshold (default predict.min_prob).")
 @click.option("--max-detections", type=click.IntRange(min=1), help="Cap (default predict.max_detections).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory (only an earlier export).")
 @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a value of the run's config, e.g. -o predict.min_prob=0.3 (repeatable).")
-def export_command(path: str, output: str, min_prob: Optional[float], max_detections: Optional[int],
+def export_command(path: str, output: str, fmt: str, min_prob: Optional[float], max_detections: Optional[int],
                    overwrite: bool, overrides: tuple[str, ...]) -> None:
-    """Export a run's newest (or the given) checkpoint as a TensorFlow SavedModel.
+    """Export a run's newest (or the given) checkpoint as a TensorFlow SavedModel or an OpenVINO model.
 
-    Signature serving_default: image_bytes (string scalar, encoded JPEG/PNG) -> boxes [N, 4] (xmin, ymin,
-    xmax, ymax, original pixels), classes [N] (1-based), scores [N], labels [N], class_names [C].
-    DIR/assets/ holds config.yml and classes.json.
+    SavedModel, signature serving_default: image_bytes (string scalar, encoded JPEG/PNG) -> boxes [N, 4] (xmin,
+    ymin, xmax, ymax, original pixels), classes [N] (1-based), scores [N], labels [N], class_names [C];
+    DIR/assets/ holds config.yml and classes.json. OpenVINO: DIR/model.xml takes RGB pixels uint8 [H, W, 3] and
+    gives boxes, scores and labels; DIR holds config.yml, classes.json and export.json beside it.
     """
     with runs.checkpoint_source(path, (), ()) as source:
         tensorflow()
-        from detkit.inference.export import export_saved_model
+        if fmt == "openvino":
+            from detkit.inference.openvino import export_openvino as export
+        else:
+            from detkit.inference.export import export_saved_model as export
 
-        info = export_saved_model(source, output, min_prob=min_prob, max_detections=max_detections,
-                                  overwrite=overwrite, overrides=overrides)
+        info = export(source, output, min_prob=min_prob, max_detections=max_detections, overwrite=overwrite,
+                      overrides=overrides)
     click.echo(f"exported {info.checkpoint} (step {info.step}, min_prob {info.min_prob:g}) to {info.output_dir}",
                err=True)
     click.echo(info.output_dir)

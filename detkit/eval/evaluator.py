@@ -80,8 +80,16 @@ class Evaluator:
         self.loaded_prefix = self.detector.checkpoint.prefix
         self._label_maps: dict[str, tuple[list[str], Optional[np.ndarray]]] = {}
 
+    @property
+    def exported(self) -> bool:
+        """Whether the model is an export for another runtime (one model, nothing recorded in its directory)."""
+        return self.detector.model is None
+
     def first_entry(self) -> CheckpointEntry:
         """The checkpoint loaded at construction."""
+        if self.exported:
+            return CheckpointEntry(prefix=self.loaded_prefix, step=self.detector.checkpoint.step,
+                                   mtime=os.path.getmtime(self.loaded_prefix), size=0)
         entry = runs.checkpoints.entry_for(self.loaded_prefix)
         if entry is None:
             raise CheckpointError(f"{self.loaded_prefix}: checkpoint disappeared before it could be evaluated")
@@ -121,8 +129,8 @@ class Evaluator:
         """The dataset's class names, ground truth and detections of one checkpoint on one target."""
         self.load(prefix)
         names, mapping = self.check_classes(target.dataset_dir, log)
-        gts, dets = collect(self.detector.model, self.config, target.dataset_dir, target.split, show_progress,
-                            label_map=mapping)
+        model = self.detector if self.exported else self.detector.model
+        gts, dets = collect(model, self.config, target.dataset_dir, target.split, show_progress, label_map=mapping)
         return names, gts, dets
 
     def evaluate(self, prefix: str, target: Target, show_progress: bool = True,
@@ -144,7 +152,7 @@ class Evaluator:
             result = {"checkpoint": entry.prefix, "step": entry.step, "run_dir": self.run_dir,
                       "dataset_dir": target.dataset_dir, "split": target.split, "label": target.label}
             result.update(metrics)
-            if record:
+            if record and not self.exported:
                 self._record(entry, target, metrics, names, gts, dets, min_prob, log)
             if report_dir:
 
@@ -178,6 +186,8 @@ class Evaluator:
               log: Callable[[str], None] = lambda message: None, min_prob: Optional[float] = None,
               report_dir: Optional[str] = None) -> None:
         """Evaluate each new checkpoint of the run after `first` until Ctrl-C or `timeout` s without one."""
+        if self.exported:
+            raise ConfigError(f"--watch: {self.run_dir} is an exported model, which gets no new checkpoints")
         done = {first.name}
         last_step = first.step
         last_new = time.time()

@@ -1,7 +1,7 @@
 """Run a model over a TFRecord split and score its detections (VOC mAP + COCO metrics)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -12,24 +12,37 @@ from detkit.datasets.tfrecord import data_loss_error
 from detkit.eval.class_map import apply_label_map
 from detkit.eval.metrics import Detections, GroundTruth, evaluate
 from detkit.eval.tensorboard import write_curves_and_confusion
+from detkit.inference.detector import Detector
 from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
 from detkit.utils.progress import progress
 
 
-def collect(model: FasterRCNN, cfg: Config, dataset_dir: str, split: str,
+def collect(model: Union[FasterRCNN, Detector], cfg: Config, dataset_dir: str, split: str,
             show_progress: bool = True, limit: Optional[int] = None,
             label_map: Optional[np.ndarray] = None) -> tuple[list[GroundTruth], list[Detections]]:
-    """Ground truth and detections of every image of a split, in original-image pixels.
+    """Ground truth and detections of every image of a split, in original-image pixels, from a model or from a
+    Detector that runs elsewhere than TensorFlow (an OpenVINO export).
 
     `label_map` (model label -> dataset label, see eval/class_map.py) relabels the detections.
     """
     ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1)
     spec = ds.element_spec
+    if isinstance(model, Detector):
+        detector = model
 
-    @tf.function(input_signature=[tf.TensorSpec(spec["image"].shape, tf.float32),
-                                  tf.TensorSpec(spec["image_hw"].shape, tf.int32)])
-    def infer(images, image_hw):
-        return model({"image": images, "image_hw": image_hw}, training=False)
+        def infer(images, image_hw):
+            h, w = (int(v) for v in image_hw[0])
+            pixels = np.clip(np.round(images[0, :h, :w].numpy()), 0, 255).astype(np.uint8)
+            return detector.raw_detections(pixels)
+    else:
+        @tf.function(input_signature=[tf.TensorSpec(spec["image"].shape, tf.float32),
+                                      tf.TensorSpec(spec["image_hw"].shape, tf.int32)])
+        def detect(images, image_hw):
+            out = model({"image": images, "image_hw": image_hw}, training=False)
+            return detections_in_order(out, 0)
+
+        def infer(images, image_hw):
+            return tuple(t.numpy() for t in detect(images, image_hw))
 
     total = pipeline.count_records(dataset_dir, split)
     gts, dets = [], []
@@ -64,7 +77,7 @@ def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
 
 def _score_one(infer, batch: dict, i: int, label_map: Optional[np.ndarray]) -> tuple[GroundTruth, Detections]:
     """Ground truth and detections of one batch of one image, in original-image pixels."""
-    out = infer(batch["image"], batch["image_hw"])
+    boxes, scores, labels_out = infer(batch["image"], batch["image_hw"])
     orig = batch["original_hw"].numpy()[0]
     name = batch["filename"].numpy()[0].decode("utf-8", "replace")
     image_id = f"{i}:{name}"
@@ -75,7 +88,6 @@ def _score_one(infer, batch: dict, i: int, label_map: Optional[np.ndarray]) -> t
         difficult=batch["difficult"].numpy()[0][keep], iscrowd=batch["is_crowd"].numpy()[0][keep],
         width=int(orig[1]), height=int(orig[0]),
     )
-    boxes, scores, labels_out = (t.numpy() for t in detections_in_order(out, 0))
     boxes, det_labels, scores = apply_label_map(label_map, boxes, labels_out, scores)
     det = Detections(image_id=image_id, boxes=boxes.astype(np.float64), labels=det_labels, scores=scores)
     return gt, det

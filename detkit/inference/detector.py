@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+# Lazy imports: detkit.inference.openvino (which builds on this module) when an OpenVINO export is loaded.
+
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -15,7 +17,8 @@ from detkit.config import Config
 from detkit.inference.detections import Detection, filter_detections
 from detkit.models.build import build_detector
 from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
-from detkit.runs import ResolvedCheckpoint, checkpoint_source, load_class_names, load_run_config, resolve
+from detkit.runs import (ResolvedCheckpoint, checkpoint_source, exported_model, load_class_names, load_run_config,
+                         resolve)
 from detkit.runs.pack import is_packed, read_manifest
 from detkit.runs.restore import restore_model
 
@@ -57,9 +60,14 @@ class Detector:
     def from_checkpoint(cls, path: str, overrides: Iterable[str] = ()) -> "Detector":
         """Rebuild the model from a run's config and load its newest (or the given) checkpoint.
 
-        `path` is a run directory, a RUN/checkpoints/ckpt-N prefix, or a file of `detkit checkpoint pack`
-        (unpacked to a temporary directory while loading; `checkpoint.run_dir` is then the file).
+        `path` is a run directory, a RUN/checkpoints/ckpt-N prefix, a file of `detkit checkpoint pack`
+        (unpacked to a temporary directory while loading; `checkpoint.run_dir` is then the file), or a directory of
+        `detkit checkpoint export --format openvino` (an OpenVINODetector).
         """
+        if exported_model(path) is not None:
+            from detkit.inference.openvino import OpenVINODetector  # it imports this module
+
+            return OpenVINODetector(path, overrides)
         if is_packed(path):
             manifest = read_manifest(path)
             with checkpoint_source(path) as unpacked:
@@ -98,6 +106,10 @@ class Detector:
             outputs = ([self._raw_one(chunk[0])] if len(chunk) == 1 else self._raw_padded(chunk))
             results += [filter_detections(b, s, lab, self.class_names, **filters) for b, s, lab in outputs]
         return results[0] if single else results
+
+    def raw_detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (image pixels), scores and 1-based labels of one RGB uint8 image, best first, before filtering."""
+        return self._raw_one(image)
 
     def _raw_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes, scores and labels of one image before filtering."""

@@ -15,12 +15,13 @@ Detections are filtered with predict.min_prob and capped at predict.max_detectio
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Iterator, Optional
 
 import tensorflow as tf
 
@@ -98,6 +99,40 @@ def foreign_export_entries(path: str) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def staged_export(output_dir: str, overwrite: bool, foreign: Callable[[str], Optional[str]]) -> Iterator[str]:
+    """A fresh hidden directory beside `output_dir` to build an export in: its `model` entry is renamed to
+    `output_dir` when the block ends without an error. An existing non-empty `output_dir` is replaced only with
+    `overwrite`, and only when `foreign(output_dir)` (why it is not an earlier export, or None) finds nothing."""
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        if not overwrite:
+            raise DetkitError(f"{output_dir}: already exists and is not empty (use --overwrite to replace it)")
+        reason = foreign(output_dir)
+        if reason is not None:
+            raise DetkitError(f"{output_dir}: not replacing it: {reason}, so not an earlier "
+                              "`detkit checkpoint export`; choose another --output")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    for prefix in ("export", "export-assets"):  # left by exports that were killed
+        atomic.remove_stale_temp(parent, prefix)
+    staging = atomic.make_temp_dir(parent, "export")
+    try:
+        yield staging
+        pause_point("export.swap")
+        atomic.replace_dir(os.path.join(staging, "model"), output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_manifest(detector: Detector, min_prob: float, max_detections: int, **extra: Any) -> dict:
+    """What every export records: the checkpoint it came from, the filters and input sizes, when."""
+    cfg, resolved = detector.config, detector.checkpoint
+    return {"checkpoint": os.path.abspath(resolved.prefix), "step": resolved.step, "min_prob": min_prob,
+            "max_detections": max_detections, "image_min_size": cfg.dataset.image.min_size,
+            "image_max_size": cfg.dataset.image.max_size, **extra,
+            "created": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
 def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] = None,
                        max_detections: Optional[int] = None, overwrite: bool = False,
                        overrides: tuple[str, ...] = ()) -> ExportInfo:
@@ -105,46 +140,24 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
 
     The SavedModel is written to a hidden directory beside `output_dir` and renamed into place.
     """
-    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-        if not overwrite:
-            raise DetkitError(f"{output_dir}: already exists and is not empty (use --overwrite to replace it)")
-        foreign = foreign_export_entries(output_dir)
-        if foreign is not None:
-            raise DetkitError(f"{output_dir}: not replacing it: {foreign}, so not an earlier "
-                              "`detkit checkpoint export`; choose another --output")
-    detector = Detector.from_checkpoint(source, overrides)
-    cfg = detector.config
-    min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
-    max_detections = cfg.predict.max_detections if max_detections is None else int(max_detections)
-    module = DetectorModule(detector.model, detector.class_names, min_prob, max_detections)
-    resolved = detector.checkpoint
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    for prefix in ("export", "export-assets"):  # left by exports that were killed
-        atomic.remove_stale_temp(parent, prefix)
-    staging = atomic.make_temp_dir(parent, "export")
-    files = atomic.make_temp_dir(parent, "export-assets")
-    try:
-        manifest = {
-            "checkpoint": os.path.abspath(resolved.prefix),
-            "step": resolved.step,
-            "min_prob": min_prob,
-            "max_detections": max_detections,
-            "image_min_size": cfg.dataset.image.min_size,
-            "image_max_size": cfg.dataset.image.max_size,
-            "signature": SIGNATURE,
-            "inputs": {"image_bytes": "tf.string scalar: encoded JPEG/PNG/GIF/BMP"},
-            "outputs": {
-                "boxes": "float32 [N, 4] xmin, ymin, xmax, ymax in original-image pixels",
-                "classes": "int32 [N] 1-based class ids (class_names[classes - 1])",
-                "scores": "float32 [N]",
-                "labels": "string [N] class names",
-                "num_detections": "int32 []",
-                "image_size": "int32 [2] height, width of the upright image",
-                "class_names": "string [C]",
-            },
-            "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        }
+    with staged_export(output_dir, overwrite, foreign_export_entries) as staging:
+        detector = Detector.from_checkpoint(source, overrides)
+        cfg = detector.config
+        min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
+        max_detections = cfg.predict.max_detections if max_detections is None else int(max_detections)
+        module = DetectorModule(detector.model, detector.class_names, min_prob, max_detections)
+        manifest = export_manifest(detector, min_prob, max_detections, signature=SIGNATURE, inputs={
+            "image_bytes": "tf.string scalar: encoded JPEG/PNG/GIF/BMP"}, outputs={
+            "boxes": "float32 [N, 4] xmin, ymin, xmax, ymax in original-image pixels",
+            "classes": "int32 [N] 1-based class ids (class_names[classes - 1])",
+            "scores": "float32 [N]",
+            "labels": "string [N] class names",
+            "num_detections": "int32 []",
+            "image_size": "int32 [2] height, width of the upright image",
+            "class_names": "string [C]",
+        })
+        files = os.path.join(staging, "files")
+        os.makedirs(files)
         for name, text in ((layout.CONFIG_FILE, dump_yaml(cfg)),
                            (layout.CLASSES_FILE, json.dumps(detector.class_names, indent=2) + "\n"),
                            ("export.json", json.dumps(manifest, indent=2) + "\n")):
@@ -154,15 +167,9 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
         module.classes_file = tf.saved_model.Asset(os.path.join(files, "classes.json"))
         module.export_file = tf.saved_model.Asset(os.path.join(files, "export.json"))
         signature = module.serve.get_concrete_function()
-        export_dir = os.path.join(staging, "model")
         try:
-            tf.saved_model.save(module, export_dir, signatures={SIGNATURE: signature})
+            tf.saved_model.save(module, os.path.join(staging, "model"), signatures={SIGNATURE: signature})
         except (OSError, tf.errors.OpError) as exc:
             raise DetkitError(f"{output_dir}: cannot write the SavedModel ({str(exc).splitlines()[0][:200]})") from None
-        pause_point("export.swap")
-        atomic.replace_dir(export_dir, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(files, ignore_errors=True)
-    return ExportInfo(output_dir=output_dir, checkpoint=resolved.prefix, step=resolved.step, min_prob=min_prob,
-                      max_detections=max_detections)
+    return ExportInfo(output_dir=output_dir, checkpoint=detector.checkpoint.prefix, step=detector.checkpoint.step,
+                      min_prob=min_prob, max_detections=max_detections)

@@ -15,6 +15,7 @@ from detkit.runs.checkpoints import (
     step_of,
 )
 from detkit.runs.config import load_class_names, load_run_config
+from detkit.runs.exported import exported_model
 from detkit.runs.metrics import read_metrics, record_metrics
 from detkit.runs.pack import checkpoint_source, pack, read_manifest, unpack
 from detkit.runs.resolve import (
@@ -28,7 +29,7 @@ from detkit.runs.resolve import (
 
 __all__ = [
     "CheckpointEntry", "ResolvedCheckpoint", "RunPath", "check_deletable_run", "checkpoint_source",
-    "delete_checkpoint", "delete_run", "find_runs",
+    "delete_checkpoint", "delete_run", "exported_model", "find_runs",
     "latest_checkpoint", "latest_entry", "list_checkpoints", "load_class_names", "load_run_config", "pack",
     "read_manifest", "read_metrics", "ready_checkpoints", "record_metrics", "resolve", "resolve_run_path",
     "run_from_config", "step_of", "unpack",

@@ -25,6 +25,7 @@ from typing import Iterator, Optional, Sequence
 from detkit.config import load_config
 from detkit.errors import CheckpointError
 from detkit.runs.checkpoints import check_deletable_run, checkpoint_files, latest_entry, list_checkpoints, state_text
+from detkit.runs.exported import exported_model
 from detkit.runs.layout import CHECKPOINT_DIR, CLASSES_FILE, CONFIG_FILE, METRICS_FILE, PACK_MANIFEST_FILE, STATE_FILE
 from detkit.runs.metrics import read_metrics
 from detkit.runs.resolve import NO_CHECKPOINT_HELP, check_has_checkpoint, resolve_run_path, run_from_config
@@ -207,6 +208,9 @@ def checkpoint_source(checkpoint: Optional[str], config_files: Sequence[str] = (
             return
         if checkpoint.endswith(".index") and os.path.isfile(checkpoint):
             checkpoint = checkpoint[: -len(".index")]
+        if os.path.isdir(checkpoint) and exported_model(checkpoint) is not None:
+            yield checkpoint
+            return
         check_has_checkpoint(checkpoint)
         yield checkpoint
         return

@@ -1,0 +1,172 @@
+"""Export a run to OpenVINO, a CPU inference runtime, and detect with the exported model.
+
+    detkit checkpoint export RUN --format openvino --output DIR
+    Detector.from_checkpoint(DIR).predict(image)        # `detkit predict --checkpoint DIR` alike
+
+DIR holds model.xml + model.bin, the whole detector from an RGB uint8 image [H, W, 3] to its detections in the
+image's own pixels (resize, normalisation, network, NMS; tiles when the run has them), traced with the portable
+formulation of per-class NMS (models/nms.py) and kept in float32; and the run's config.yml and classes.json and
+export.json, the manifest. OpenVINO is an optional extra: pip install "detkit[openvino]".
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from detkit.config import dump_yaml
+from detkit.errors import DetkitError
+from detkit.inference.detector import Detector
+from detkit.inference.export import ExportInfo, export_manifest, staged_export
+from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
+from detkit.models.nms import portable
+from detkit.runs import ResolvedCheckpoint, exported_model, layout, load_class_names, load_run_config
+from detkit.runs.exported import MANIFEST_FILE
+from detkit.utils import atomic
+
+# Lazy imports: openvino is an optional extra; it is imported by the functions that need it.
+
+FORMAT = "openvino"
+MODEL_FILE = "model.xml"
+WEIGHTS_FILE = "model.bin"
+INPUT = "image"
+OUTPUTS = ("boxes", "scores", "labels")
+ENTRIES = frozenset({MODEL_FILE, WEIGHTS_FILE, layout.CONFIG_FILE, layout.CLASSES_FILE, MANIFEST_FILE})
+# float32 everywhere: OpenVINO's default on CPUs with bfloat16 units is bfloat16, which moves scores and boxes.
+COMPILE_PROPERTIES = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+
+
+def openvino_module() -> Any:
+    """The openvino package, or a one-line error saying how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise DetkitError('OpenVINO is not installed: pip install "detkit[openvino]" (or pip install openvino)') \
+            from None
+    return openvino
+
+
+def traced_detector(model: FasterRCNN) -> Any:
+    """The detector as one frozen graph: image uint8 [H, W, 3] -> (boxes [n, 4], scores [n], labels [n] int32)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    def detect(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        out = model({"image": image[None], "image_hw": tf.shape(image)[None, :2]}, training=False)
+        boxes, scores, labels = detections_in_order(out, 0)
+        return boxes, scores, tf.cast(labels, tf.int32)
+
+    with portable():
+        concrete = tf.function(detect).get_concrete_function(tf.TensorSpec([None, None, 3], tf.uint8, name=INPUT))
+    return convert_variables_to_constants_v2(concrete)
+
+
+def unstable_top_k(model: Any) -> int:
+    """Make every stable TopK of an OpenVINO model unstable; returns how many.
+
+    The TensorFlow frontend keeps TopKV2's order of ties, and the CPU plugin's stable sort is ~100x slower (the
+    top 1000 of 5400 RPN logits: 100 ms instead of 0.15 ms); only exact ties can come out in another order.
+    """
+    import openvino.opset11 as ops
+
+    count = 0
+    for op in model.get_ordered_ops():
+        attrs = op.get_attributes() if op.get_type_name() == "TopK" else {}
+        if attrs.get("stable"):
+            new = ops.topk(op.input_value(0), op.input_value(1), attrs["axis"], attrs["mode"], attrs["sort"],
+                           attrs["index_element_type"], stable=False)
+            for i in range(2):
+                for target in op.output(i).get_target_inputs():
+                    target.replace_source_output(new.output(i))
+            count += 1
+    return count
+
+
+def convert(frozen: Any, work_dir: str) -> Any:
+    """An OpenVINO model of a frozen detector graph, its input named "image" and outputs "boxes", "scores",
+    "labels"."""
+    ov = openvino_module()
+    path = os.path.join(work_dir, "frozen.pb")
+    with open(path, "wb") as fh:
+        fh.write(frozen.graph.as_graph_def().SerializeToString())
+    try:
+        model = ov.convert_model(path)
+    except Exception as exc:  # OpenVINO's conversion errors share no base class; its message names the ops
+        raise DetkitError(f"OpenVINO cannot convert this model: {' '.join(str(exc).split())[:300]}") from None
+    unstable_top_k(model)
+    by_name = {t.name.split(":")[0]: name for t, name in zip(frozen.outputs, OUTPUTS)}
+    for port in model.outputs:
+        names = [by_name[n.split(":")[0]] for n in port.get_names() if n.split(":")[0] in by_name]
+        if not names:
+            raise DetkitError(f"OpenVINO's model has an output detkit did not make ({sorted(port.get_names())})")
+        port.get_tensor().set_names({names[0]})
+    model.inputs[0].get_tensor().set_names({INPUT})
+    return model
+
+
+def foreign_entries(path: str) -> Optional[str]:
+    """None if `path` is exactly an earlier OpenVINO export, else why not (for a one-line refusal)."""
+    if not os.path.isdir(path):
+        return "it is a file"
+    other = sorted(set(os.listdir(path)) - ENTRIES)
+    if other:
+        return f"it holds {', '.join(other[:3])}{', ...' if len(other) > 3 else ''}"
+    if exported_model(path) is None:
+        return f"it has no {MANIFEST_FILE} of an OpenVINO export"
+    return None
+
+
+def export_openvino(source: str, output_dir: str, min_prob: Optional[float] = None,
+                    max_detections: Optional[int] = None, overwrite: bool = False,
+                    overrides: tuple[str, ...] = ()) -> ExportInfo:
+    """Write the newest (or the given) checkpoint of a run as an OpenVINO model directory (see the module)."""
+    ov = openvino_module()
+    with staged_export(output_dir, overwrite, foreign_entries) as staging:
+        detector = Detector.from_checkpoint(source, overrides)
+        cfg = detector.config
+        min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
+        max_detections = cfg.predict.max_detections if max_detections is None else int(max_detections)
+        cfg.predict.min_prob, cfg.predict.max_detections = min_prob, max_detections
+        model = convert(traced_detector(detector.model), staging)
+        target = os.path.join(staging, "model")
+        os.makedirs(target)
+        ov.save_model(model, os.path.join(target, MODEL_FILE), compress_to_fp16=False)
+        manifest = export_manifest(detector, min_prob, max_detections, format=FORMAT, openvino=ov.__version__,
+                                   inputs={INPUT: "uint8 [H, W, 3] RGB pixels"}, outputs={
+                                       "boxes": "float32 [N, 4] xmin, ymin, xmax, ymax in the image's pixels",
+                                       "scores": "float32 [N], best first, before min_prob",
+                                       "labels": "int32 [N] 1-based class ids (classes.json[labels - 1])"})
+        atomic.write_text(os.path.join(target, layout.CONFIG_FILE), dump_yaml(cfg))
+        atomic.write_json(os.path.join(target, layout.CLASSES_FILE), detector.class_names)
+        atomic.write_json(os.path.join(target, MANIFEST_FILE), manifest)
+    return ExportInfo(output_dir=output_dir, checkpoint=detector.checkpoint.prefix, step=detector.checkpoint.step,
+                      min_prob=min_prob, max_detections=max_detections)
+
+
+class OpenVINODetector(Detector):
+    """An OpenVINO export as a Detector: `predict` as a run's, run by OpenVINO's CPU plugin."""
+
+    def __init__(self, directory: str, overrides: Iterable[str] = (), threads: int = 0):
+        ov = openvino_module()
+        manifest = exported_model(directory)
+        if manifest is None:
+            raise DetkitError(f"{directory}: not an OpenVINO export (no {MANIFEST_FILE} with format {FORMAT})")
+        self.model = None
+        self.config = load_run_config(directory, overrides)
+        self.class_names = load_class_names(directory)
+        properties = dict(COMPILE_PROPERTIES, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
+        self._compiled = ov.Core().compile_model(os.path.join(directory, MODEL_FILE), "CPU", properties)
+        self._request = self._compiled.create_infer_request()
+        self.checkpoint = ResolvedCheckpoint(run_dir=directory, prefix=os.path.join(directory, MODEL_FILE),
+                                             step=int(manifest.get("step", 0)))
+
+    def _raw_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes, scores and labels of one image before filtering."""
+        result = self._request.infer({INPUT: np.ascontiguousarray(image, np.uint8)})
+        return tuple(np.asarray(result[self._compiled.output(name)]) for name in OUTPUTS)
+
+    def _raw_padded(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One image at a time: the exported graph takes one."""
+        return [self._raw_one(image) for image in images]
+
