@@ -68,3 +68,31 @@ def test_a_tiled_model_detects_in_the_photos_own_pixels():
         boxes = out["boxes"].numpy()[i, :n]
         assert boxes[:, 2].max() <= w + 1e-3 and boxes[:, 3].max() <= h + 1e-3 and boxes.min() >= 0
         assert np.all(np.diff(out["scores"].numpy()[i, :n]) <= 1e-6)  # best first
+
+
+def test_tile_detections_are_shifted_by_their_tiles_offset():
+    """Each tile's pass finds one box at (x 5-15, y 20-40) of its own pixels: merged, they sit at the tile's
+    offset (y, x) in the photo's pixels."""
+    cfg = load_config(overrides=tiny_model_overrides() + [
+        "dataset.image.min_size=160", "dataset.image.max_size=160", "dataset.image.tiles.size=160",
+        "dataset.image.tiles.overlap=0.25"])
+    model = build_detector(cfg, 2)
+    total = model.detections.max_total
+
+    def one_box_per_tile(images, image_hw):
+        n = tf.shape(images)[0]
+        box = tf.constant([5.0, 20.0, 15.0, 40.0])
+        found = tf.cast(tf.equal(tf.reduce_max(image_hw), 160), tf.int32)  # tiles only, not the whole photo
+        rows = tf.range(total)[None, :] < found
+        return {"boxes": tf.where(rows[..., None], box, 0.0) * tf.ones([n, total, 4]),
+                "scores": tf.where(rows, 0.5 + 0.01 * tf.cast(tf.range(n), tf.float32)[:, None], 0.0),
+                "labels": tf.ones([n, total], tf.int32), "num_detections": tf.fill([n], found)}
+
+    model._detect_resized = one_box_per_tile
+    out = model._detect_tiled(tf.zeros([400, 330, 3]), tf.constant([400, 330]))
+    n = int(out["num_detections"])
+    # Tile starts: y 0, 120, 240 (400 = 240 + 160); x 0, 120, 170 (330 = 170 + 160); best (last tile) first.
+    offsets = [(y, x) for y in (0, 120, 240) for x in (0, 120, 170)][::-1]
+    expected = [[x + 5, y + 20, x + 15, y + 40] for y, x in offsets]
+    assert n == 9
+    np.testing.assert_allclose(out["boxes"].numpy()[:n], expected)
