@@ -36,7 +36,8 @@ setup(
         "openvino": ["openvino>=2025.0"],
         # The web deps too, so the server tests run; httpx2 is the test client's transport (httpx for older
         # Starlette), Playwright drives the system's Chromium in the browser test (no browser download).
-        # import-linter checks that the packages import each other in layers (.importlinter).
+        # import-linter checks that the packages import each other in layers (.importlinter); openvino runs the
+        # export tests.
         "test": ["pytest>=7", "pytest-timeout", *WEB, "httpx", "httpx2", "playwright>=1.40", "import-linter>=2.0",
                  "openvino>=2025.0"],
     },

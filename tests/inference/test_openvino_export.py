@@ -10,8 +10,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-pytest.importorskip("openvino", reason="the openvino extra (pip install -e '.[test]' installs it)")
-
 
 def invoke(*args):
     from detkit.cli.main import cli
