@@ -40,6 +40,8 @@ def photos(raccoon: str, count: int) -> list[np.ndarray]:
 def reproduced(ref: tuple, out: tuple, min_score: float, floor: float) -> tuple[int, int]:
     """(detections of ref scored >= min_score found in out, how many there are); those within 0.01 of out's
     floor are left out."""
+    from detkit.eval.voc_map import iou_matrix
+
     boxes, scores, labels = ref
     found = total = 0
     for b, s, lab in zip(boxes, scores, labels):
@@ -47,19 +49,14 @@ def reproduced(ref: tuple, out: tuple, min_score: float, floor: float) -> tuple[
             continue
         total += 1
         same = (out[2] == lab) & (np.abs(out[1] - s) <= 0.01)
-        if same.any():
-            o = out[0][same]
-            ix = np.clip(np.minimum(b[2], o[:, 2]) - np.maximum(b[0], o[:, 0]), 0, None)
-            iy = np.clip(np.minimum(b[3], o[:, 3]) - np.maximum(b[1], o[:, 1]), 0, None)
-            inter = ix * iy
-            union = (b[2] - b[0]) * (b[3] - b[1]) + (o[:, 2] - o[:, 0]) * (o[:, 3] - o[:, 1]) - inter
-            found += int((inter / np.maximum(union, 1e-9)).max() >= 0.98)
+        found += int(same.any() and iou_matrix(b[None], out[0][same]).max() >= 0.98)
     return found, total
 
 
-def floor_of(dets: tuple, max_total: int, threshold: float) -> float:
-    """The lowest score a side could have kept: its threshold, or its last score when it holds max_total."""
-    return float(dets[1].min()) if len(dets[1]) >= max_total else threshold
+def floor_of(dets: tuple, cap: int, threshold: float) -> float:
+    """The lowest score a side could have kept: its threshold, or its last score when it holds `cap` detections
+    (its per-image or, for one class, per-class cap)."""
+    return float(dets[1].min()) if len(dets[1]) >= cap else threshold
 
 
 def timed(detectors: dict, images: list[np.ndarray], rounds: int) -> dict[str, float]:
@@ -94,12 +91,13 @@ def measure(name: str, run_dir: str, args) -> dict:
         tf_detector = Detector.from_checkpoint(run_dir)
         ov_detector = Detector.from_checkpoint(os.path.join(tmp, "ov"))
         post = tf_detector.config.model.postprocess
+        cap = min(post.max_total, post.max_per_class) if len(tf_detector.class_names) == 1 else post.max_total
         there = back = total_tf = total_ov = 0
         for image in images[:args.images]:
             ref, out = tf_detector.raw_detections(image), ov_detector.raw_detections(image)
-            hits, n = reproduced(ref, out, args.min_score, floor_of(out, post.max_total, post.score_threshold))
+            hits, n = reproduced(ref, out, args.min_score, floor_of(out, cap, post.score_threshold))
             there, total_tf = there + hits, total_tf + n
-            hits, n = reproduced(out, ref, args.min_score, floor_of(ref, post.max_total, post.score_threshold))
+            hits, n = reproduced(out, ref, args.min_score, floor_of(ref, cap, post.score_threshold))
             back, total_ov = back + hits, total_ov + n
         seconds = timed({"tensorflow": tf_detector, "openvino": ov_detector}, images[:args.time_images],
                         args.rounds)

@@ -26,8 +26,9 @@ def eval_overrides(config_files: Sequence[str], overrides: Sequence[str]) -> lis
 
 @click.command("eval")
 @click.option("--checkpoint", metavar="RUN_DIR|CKPT",
-              help="A run directory (its newest checkpoint), a checkpoint RUN/checkpoints/ckpt-N, or a packed "
-                   ".tar. Default: the run of -c's train.job_dir/run_name.")
+              help="A run directory (its newest checkpoint), a checkpoint RUN/checkpoints/ckpt-N, a packed "
+                   ".tar, or a directory of `checkpoint export --format openvino`. Default: the run of -c's "
+                   "train.job_dir/run_name.")
 @config_options
 @click.option("--split", "splits", multiple=True, metavar="NAME",
               help="Split to evaluate (repeatable; default eval.split).")
@@ -89,6 +90,8 @@ def evaluate(checkpoint: Optional[str], config_files: tuple[str, ...], overrides
         cfg = evaluator.config
         targets = make_targets(splits, dataset_dirs, cfg.dataset.dir, cfg.eval.split)
         first = evaluator.first_entry()
+        if watch:
+            evaluator.check_watchable()
         if report_dir:
             from detkit.eval.evaluator import report_directory
             from detkit.eval.report_page import check_replaceable

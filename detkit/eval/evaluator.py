@@ -85,6 +85,11 @@ class Evaluator:
         """Whether the model is an export for another runtime (one model, nothing recorded in its directory)."""
         return self.detector.model is None
 
+    def check_watchable(self) -> None:
+        """A ConfigError for --watch on an exported model (before any evaluation runs)."""
+        if self.exported:
+            raise ConfigError(f"--watch: {self.run_dir} is an exported model, which gets no new checkpoints")
+
     def first_entry(self) -> CheckpointEntry:
         """The checkpoint loaded at construction."""
         if self.exported:
@@ -129,8 +134,8 @@ class Evaluator:
         """The dataset's class names, ground truth and detections of one checkpoint on one target."""
         self.load(prefix)
         names, mapping = self.check_classes(target.dataset_dir, log)
-        model = self.detector if self.exported else self.detector.model
-        gts, dets = collect(model, self.config, target.dataset_dir, target.split, show_progress, label_map=mapping)
+        gts, dets = collect(self.detector, self.config, target.dataset_dir, target.split, show_progress,
+                            label_map=mapping)
         return names, gts, dets
 
     def evaluate(self, prefix: str, target: Target, show_progress: bool = True,
@@ -186,8 +191,7 @@ class Evaluator:
               log: Callable[[str], None] = lambda message: None, min_prob: Optional[float] = None,
               report_dir: Optional[str] = None) -> None:
         """Evaluate each new checkpoint of the run after `first` until Ctrl-C or `timeout` s without one."""
-        if self.exported:
-            raise ConfigError(f"--watch: {self.run_dir} is an exported model, which gets no new checkpoints")
+        self.check_watchable()
         done = {first.name}
         last_step = first.step
         last_new = time.time()

@@ -20,13 +20,15 @@ from detkit.utils.progress import progress
 def collect(model: Union[FasterRCNN, Detector], cfg: Config, dataset_dir: str, split: str,
             show_progress: bool = True, limit: Optional[int] = None,
             label_map: Optional[np.ndarray] = None) -> tuple[list[GroundTruth], list[Detections]]:
-    """Ground truth and detections of every image of a split, in original-image pixels, from a model or from a
-    Detector that runs elsewhere than TensorFlow (an OpenVINO export).
+    """Ground truth and detections of every image of a split, in original-image pixels, from a model or a Detector
+    (its TensorFlow model, or the runtime of an export such as OpenVINO's).
 
     `label_map` (model label -> dataset label, see eval/class_map.py) relabels the detections.
     """
     ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1)
     spec = ds.element_spec
+    if isinstance(model, Detector) and model.model is not None:
+        model = model.model
     if isinstance(model, Detector):
         detector = model
 

@@ -126,7 +126,7 @@ def find_suspects(checkpoint: str, split: str = "train", dataset_dir: Optional[s
         mapping = label_map(detector.class_names, names)
     except ValueError as exc:
         raise DatasetError(f"{directory}: {exc} ({checkpoint} detects {', '.join(detector.class_names)})") from None
-    gts, dets = collect(detector.model, detector.config, directory, split, show_progress, limit, label_map=mapping)
+    gts, dets = collect(detector, detector.config, directory, split, show_progress, limit, label_map=mapping)
     return rank_suspects(gts, dets), names, directory
 
 

@@ -26,12 +26,12 @@ from typing import Any, Callable, Iterator, Optional
 import tensorflow as tf
 
 from detkit.config import dump_yaml
-from detkit.errors import DetkitError
+from detkit.errors import CheckpointError, DetkitError
 from detkit.inference.decode import decode_image
 from detkit.inference.detections import used_classes
 from detkit.inference.detector import Detector
 from detkit.models.faster_rcnn import detections_in_order
-from detkit.runs import layout
+from detkit.runs import exported_model, layout
 from detkit.utils import atomic
 from detkit.utils.pause import pause_point
 
@@ -124,6 +124,14 @@ def staged_export(output_dir: str, overwrite: bool, foreign: Callable[[str], Opt
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def check_exportable(source: str) -> None:
+    """A CheckpointError when `source` is itself an exported model (export the run it came from)."""
+    manifest = exported_model(source) if os.path.isdir(source) else None
+    if manifest is not None:
+        raise CheckpointError(f"{source}: already an exported model; export the run it came from "
+                              f"({manifest.get('checkpoint', 'see its export.json')})")
+
+
 def export_manifest(detector: Detector, min_prob: float, max_detections: int, **extra: Any) -> dict:
     """What every export records: the checkpoint it came from, the filters and input sizes, when."""
     cfg, resolved = detector.config, detector.checkpoint
@@ -140,6 +148,7 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
 
     The SavedModel is written to a hidden directory beside `output_dir` and renamed into place.
     """
+    check_exportable(source)
     with staged_export(output_dir, overwrite, foreign_export_entries) as staging:
         detector = Detector.from_checkpoint(source, overrides)
         cfg = detector.config

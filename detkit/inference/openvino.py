@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from detkit.config import dump_yaml
-from detkit.errors import DetkitError
+from detkit.errors import CheckpointError, ConfigError, DetkitError
 from detkit.inference.detector import Detector
-from detkit.inference.export import ExportInfo, export_manifest, staged_export
+from detkit.inference.export import ExportInfo, check_exportable, export_manifest, staged_export
 from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
 from detkit.models.nms import portable
 from detkit.runs import ResolvedCheckpoint, exported_model, layout, load_class_names, load_run_config
@@ -95,9 +95,10 @@ def convert(frozen: Any, work_dir: str) -> Any:
     except Exception as exc:  # OpenVINO's conversion errors share no base class; its message names the ops
         raise DetkitError(f"OpenVINO cannot convert this model: {' '.join(str(exc).split())[:300]}") from None
     unstable_top_k(model)
-    by_name = {t.name.split(":")[0]: name for t, name in zip(frozen.outputs, OUTPUTS)}
+    by_name = {t.name: name for t, name in zip(frozen.outputs, OUTPUTS)}  # "Identity:0", "Identity_1:0", ...
     for port in model.outputs:
-        names = [by_name[n.split(":")[0]] for n in port.get_names() if n.split(":")[0] in by_name]
+        names = [by_name[n if ":" in n else n + ":0"] for n in port.get_names() if (n if ":" in n else n + ":0")
+                 in by_name]
         if not names:
             raise DetkitError(f"OpenVINO's model has an output detkit did not make ({sorted(port.get_names())})")
         port.get_tensor().set_names({names[0]})
@@ -122,6 +123,7 @@ def export_openvino(source: str, output_dir: str, min_prob: Optional[float] = No
                     overrides: tuple[str, ...] = ()) -> ExportInfo:
     """Write the newest (or the given) checkpoint of a run as an OpenVINO model directory (see the module)."""
     ov = openvino_module()
+    check_exportable(source)
     with staged_export(output_dir, overwrite, foreign_entries) as staging:
         detector = Detector.from_checkpoint(source, overrides)
         cfg = detector.config
@@ -131,7 +133,11 @@ def export_openvino(source: str, output_dir: str, min_prob: Optional[float] = No
         model = convert(traced_detector(detector.model), staging)
         target = os.path.join(staging, "model")
         os.makedirs(target)
-        ov.save_model(model, os.path.join(target, MODEL_FILE), compress_to_fp16=False)
+        try:
+            ov.save_model(model, os.path.join(target, MODEL_FILE), compress_to_fp16=False)
+        except Exception as exc:  # OpenVINO raises RuntimeError and its own types alike
+            raise DetkitError(f"{output_dir}: cannot write the OpenVINO model ({' '.join(str(exc).split())[:200]})") \
+                from None
         manifest = export_manifest(detector, min_prob, max_detections, format=FORMAT, openvino=ov.__version__,
                                    inputs={INPUT: "uint8 [H, W, 3] RGB pixels"}, outputs={
                                        "boxes": "float32 [N, 4] xmin, ymin, xmax, ymax in the image's pixels",
@@ -152,11 +158,19 @@ class OpenVINODetector(Detector):
         manifest = exported_model(directory)
         if manifest is None:
             raise DetkitError(f"{directory}: not an OpenVINO export (no {MANIFEST_FILE} with format {FORMAT})")
+        fixed = [o for o in overrides if o.split("=", 1)[0].strip().startswith(("model.", "dataset.image."))]
+        if fixed:
+            raise ConfigError(f"{fixed[0]}: an exported model's graph is fixed; only keys such as predict.* and "
+                              "eval.* can be overridden (export the run again with the new value)")
         self.model = None
         self.config = load_run_config(directory, overrides)
         self.class_names = load_class_names(directory)
         properties = dict(COMPILE_PROPERTIES, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
-        self._compiled = ov.Core().compile_model(os.path.join(directory, MODEL_FILE), "CPU", properties)
+        path = os.path.join(directory, MODEL_FILE)
+        try:
+            self._compiled = ov.Core().compile_model(path, "CPU", properties)
+        except Exception as exc:  # a missing or damaged model.xml / model.bin: OpenVINO's RuntimeError
+            raise CheckpointError(f"{path}: OpenVINO cannot load it ({' '.join(str(exc).split())[:200]})") from None
         self._request = self._compiled.create_infer_request()
         self.checkpoint = ResolvedCheckpoint(run_dir=directory, prefix=os.path.join(directory, MODEL_FILE),
                                              step=int(manifest.get("step", 0)))

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 from typing import Iterator, NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 _PORTABLE = contextvars.ContextVar("detkit_portable_nms", default=False)
@@ -46,9 +47,10 @@ def batched_nms(boxes: tf.Tensor, scores: tf.Tensor, max_per_class: int, max_tot
                 score_threshold: float) -> NMSResult:
     """per_class_nms as one greedy NMS over all (image, class) groups: the same selections, meant for inference.
 
-    Each group's boxes are moved by group x (largest |coordinate| + 1) so that no two groups overlap
-    (torchvision's batched_nms); the caps are ranks among earlier selections of the same class and image. The
-    rank matrices are selections^2: fine for one image, large for a training batch.
+    Each group's boxes are moved by group x (their extent + 1) so that no two groups overlap (torchvision's
+    batched_nms); the caps are ranks among earlier selections of the same class and image. The rank matrices are
+    selections^2: fine for one image, large for a training batch. The shifts grow with groups x extent, so far
+    groups compute IoU in coarser float32 steps: a pair within ~1e-4 of the threshold may go either way.
     """
     batch, count = tf.shape(scores)[0], tf.shape(scores)[1]
     classes = scores.shape[2]
@@ -58,16 +60,19 @@ def batched_nms(boxes: tf.Tensor, scores: tf.Tensor, max_per_class: int, max_tot
     flat_boxes = tf.reshape(boxes, [-1, 4])
     flat_scores = tf.reshape(scores, [-1])
     flat_group = tf.reshape(group, [-1])
-    extent = tf.reduce_max(tf.abs(flat_boxes)) + 1.0
-    shifted = flat_boxes + tf.cast(flat_group, tf.float32)[:, None] * extent
+    low = tf.minimum(tf.reduce_min(flat_boxes), 0.0)  # 0 for clipped boxes: the first group stays where it is
+    extent = tf.reduce_max(flat_boxes) - low + 1.0
+    shifted = flat_boxes - low + tf.cast(flat_group, tf.float32)[:, None] * extent
     # With one image and no binding per-class cap, the first max_total selections are all that is kept; otherwise
     # any box may be, since a cap can drop earlier selections.
     everything = tf.size(flat_scores)
     budget = everything
     if max_per_class >= max_total:
         budget = tf.where(tf.equal(batch, 1), tf.minimum(everything, max_total), everything)
+    # NonMaxSuppressionV5 suppresses at IoU >= its threshold, CombinedNonMaxSuppression only above it.
+    above = float(np.nextafter(np.float32(iou_threshold), np.float32(2.0)))
     selected = tf.raw_ops.NonMaxSuppressionV5(
-        boxes=shifted, scores=flat_scores, max_output_size=budget, iou_threshold=float(iou_threshold),
+        boxes=shifted, scores=flat_scores, max_output_size=budget, iou_threshold=above,
         score_threshold=float(score_threshold), soft_nms_sigma=0.0, pad_to_max_output_size=False)[0]
     sel_group = tf.gather(flat_group, selected)
     sel_image = sel_group // classes

@@ -41,6 +41,14 @@ def test_batched_nms_selects_what_combined_nms_does(batch, classes, per_class, t
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_pair_at_exactly_the_iou_threshold_is_kept_by_both():
+    # IoU of (0, 0, 10, 10) and (0, 0, 10, 5) is 50 / 100 = 0.5: suppressed only above 0.5.
+    boxes = _boxes([[[[0, 0, 10, 10]], [[0, 0, 10, 5]]]])
+    scores = tf.constant([[[0.9], [0.8]]])
+    for out in (nms.per_class_nms(boxes, scores, 10, 10, 0.5, 0.0), nms.batched_nms(boxes, scores, 10, 10, 0.5, 0.0)):
+        assert out.valid.numpy().tolist() == [2]
+
+
 def test_portable_applies_only_inside_the_block():
     boxes = _boxes([[[[0, 0, 1, 1]]]])
     scores = tf.constant([[[0.5]]])
