@@ -85,13 +85,20 @@ def unstable_top_k(model: Any) -> int:
 
 def convert(frozen: Any, work_dir: str) -> Any:
     """An OpenVINO model of a frozen detector graph, its input named "image" and outputs "boxes", "scores",
-    "labels"."""
-    ov = openvino_module()
+    "labels".
+
+    By OpenVINO's TensorFlow frontend itself, not `openvino.convert_model`: that tool sends usage telemetry unless
+    the user opted out, from a process it forks (which crashes a process TensorFlow's threads run in).
+    """
+    openvino_module()
+    from openvino.frontend import FrontEndManager
+
     path = os.path.join(work_dir, "frozen.pb")
     with open(path, "wb") as fh:
         fh.write(frozen.graph.as_graph_def().SerializeToString())
     try:
-        model = ov.convert_model(path)
+        frontend = FrontEndManager().load_by_framework("tf")
+        model = frontend.convert(frontend.load(path))
     except Exception as exc:  # OpenVINO's conversion errors share no base class; its message names the ops
         raise DetkitError(f"OpenVINO cannot convert this model: {' '.join(str(exc).split())[:300]}") from None
     unstable_top_k(model)

@@ -86,8 +86,9 @@ def batched_nms(boxes: tf.Tensor, scores: tf.Tensor, max_per_class: int, max_tot
     slot = tf.where(keep, rank, max_total)  # one spare slot past the end takes what is not kept
     index = tf.stack([sel_image, slot], axis=1)
 
-    def scatter(values: tf.Tensor, *width: int) -> tf.Tensor:
-        shape = tf.concat([tf.stack([batch, max_total + 1]), tf.constant(width, tf.int32)], 0)
+    def scatter(values: tf.Tensor, width: int = 0) -> tf.Tensor:
+        # (No concatenation with an empty shape for the 2-D case: OpenVINO's TensorFlow frontend crashes on it.)
+        shape = tf.stack([batch, max_total + 1, width]) if width else tf.stack([batch, max_total + 1])
         return tf.scatter_nd(index, values, shape)[:, :max_total]
 
     kept = tf.cast(keep, tf.float32)
