@@ -87,16 +87,23 @@ class DetectorModule(tf.Module):
 EXPORT_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb"})
 
 
-def foreign_export_entries(path: str) -> Optional[str]:
-    """None if `path` is exactly an earlier export, else why not (for a one-line refusal)."""
+def foreign_entries(path: str, entries: frozenset, manifest: str, is_export: Callable[[str], bool]) -> Optional[str]:
+    """None if `path` is exactly an earlier export (only `entries`, and `is_export(path)`), else why not (for a
+    one-line refusal); `manifest` names what an export has."""
     if not os.path.isdir(path):
         return "it is a file"
-    other = sorted(set(os.listdir(path)) - EXPORT_ENTRIES)
+    other = sorted(set(os.listdir(path)) - entries)
     if other:
         return f"it holds {', '.join(other[:3])}{', ...' if len(other) > 3 else ''}"
-    if not os.path.isfile(os.path.join(path, "assets", "export.json")):
-        return "it has no assets/export.json"
+    if not is_export(path):
+        return f"it has no {manifest}"
     return None
+
+
+def foreign_export_entries(path: str) -> Optional[str]:
+    """None if `path` is exactly an earlier SavedModel export, else why not."""
+    return foreign_entries(path, EXPORT_ENTRIES, "assets/export.json",
+                           lambda p: os.path.isfile(os.path.join(p, "assets", "export.json")))
 
 
 @contextlib.contextmanager
@@ -132,6 +139,17 @@ def check_exportable(source: str) -> None:
                               f"({manifest.get('checkpoint', 'see its export.json')})")
 
 
+def load_for_export(source: str, overrides: tuple[str, ...], min_prob: Optional[float],
+                    max_detections: Optional[int]) -> tuple[Detector, float, int]:
+    """The run's Detector (refusing an export as the source) and the filters the export records: the given ones,
+    else the run's predict.min_prob and predict.max_detections."""
+    check_exportable(source)
+    detector = Detector.from_checkpoint(source, overrides)
+    predict = detector.config.predict
+    return (detector, predict.min_prob if min_prob is None else float(min_prob),
+            predict.max_detections if max_detections is None else int(max_detections))
+
+
 def export_manifest(detector: Detector, min_prob: float, max_detections: int, **extra: Any) -> dict:
     """What every export records: the checkpoint it came from, the filters and input sizes, when."""
     cfg, resolved = detector.config, detector.checkpoint
@@ -148,12 +166,9 @@ def export_saved_model(source: str, output_dir: str, min_prob: Optional[float] =
 
     The SavedModel is written to a hidden directory beside `output_dir` and renamed into place.
     """
-    check_exportable(source)
     with staged_export(output_dir, overwrite, foreign_export_entries) as staging:
-        detector = Detector.from_checkpoint(source, overrides)
+        detector, min_prob, max_detections = load_for_export(source, overrides, min_prob, max_detections)
         cfg = detector.config
-        min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
-        max_detections = cfg.predict.max_detections if max_detections is None else int(max_detections)
         module = DetectorModule(detector.model, detector.class_names, min_prob, max_detections)
         manifest = export_manifest(detector, min_prob, max_detections, signature=SIGNATURE, inputs={
             "image_bytes": "tf.string scalar: encoded JPEG/PNG/GIF/BMP"}, outputs={

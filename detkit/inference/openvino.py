@@ -19,7 +19,7 @@ import tensorflow as tf
 from detkit.config import dump_yaml
 from detkit.errors import CheckpointError, ConfigError, DetkitError
 from detkit.inference.detector import Detector
-from detkit.inference.export import ExportInfo, check_exportable, export_manifest, staged_export
+from detkit.inference.export import ExportInfo, export_manifest, foreign_entries, load_for_export, staged_export
 from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
 from detkit.models.nms import portable
 from detkit.runs import ResolvedCheckpoint, exported_model, layout, load_class_names, load_run_config
@@ -113,16 +113,10 @@ def convert(frozen: Any, work_dir: str) -> Any:
     return model
 
 
-def foreign_entries(path: str) -> Optional[str]:
+def foreign_export_entries(path: str) -> Optional[str]:
     """None if `path` is exactly an earlier OpenVINO export, else why not (for a one-line refusal)."""
-    if not os.path.isdir(path):
-        return "it is a file"
-    other = sorted(set(os.listdir(path)) - ENTRIES)
-    if other:
-        return f"it holds {', '.join(other[:3])}{', ...' if len(other) > 3 else ''}"
-    if exported_model(path) is None:
-        return f"it has no {MANIFEST_FILE} of an OpenVINO export"
-    return None
+    return foreign_entries(path, ENTRIES, f"{MANIFEST_FILE} of an OpenVINO export",
+                           lambda p: exported_model(p) is not None)
 
 
 def export_openvino(source: str, output_dir: str, min_prob: Optional[float] = None,
@@ -130,12 +124,9 @@ def export_openvino(source: str, output_dir: str, min_prob: Optional[float] = No
                     overrides: tuple[str, ...] = ()) -> ExportInfo:
     """Write the newest (or the given) checkpoint of a run as an OpenVINO model directory (see the module)."""
     ov = openvino_module()
-    check_exportable(source)
-    with staged_export(output_dir, overwrite, foreign_entries) as staging:
-        detector = Detector.from_checkpoint(source, overrides)
+    with staged_export(output_dir, overwrite, foreign_export_entries) as staging:
+        detector, min_prob, max_detections = load_for_export(source, overrides, min_prob, max_detections)
         cfg = detector.config
-        min_prob = cfg.predict.min_prob if min_prob is None else float(min_prob)
-        max_detections = cfg.predict.max_detections if max_detections is None else int(max_detections)
         cfg.predict.min_prob, cfg.predict.max_detections = min_prob, max_detections
         model = convert(traced_detector(detector.model), staging)
         target = os.path.join(staging, "model")
