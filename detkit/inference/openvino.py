@@ -87,8 +87,8 @@ def convert(frozen: Any, work_dir: str) -> Any:
     """An OpenVINO model of a frozen detector graph, its input named "image" and outputs "boxes", "scores",
     "labels".
 
-    By OpenVINO's TensorFlow frontend itself, not `openvino.convert_model`: that tool sends usage telemetry unless
-    the user opted out, from a process it forks (which crashes a process TensorFlow's threads run in).
+    By OpenVINO's TensorFlow frontend itself, not `openvino.convert_model`: that tool sends usage telemetry over the
+    network unless the user opted out, from processes it forks beside TensorFlow's threads.
     """
     openvino_module()
     from openvino.frontend import FrontEndManager
