@@ -103,9 +103,12 @@ def convert(frozen: Any, work_dir: str) -> Any:
         raise DetkitError(f"OpenVINO cannot convert this model: {' '.join(str(exc).split())[:300]}") from None
     unstable_top_k(model)
     by_name = {t.name: name for t, name in zip(frozen.outputs, OUTPUTS)}  # "Identity:0", "Identity_1:0", ...
+
+    def tensor_name(name: str) -> str:
+        return name if ":" in name else name + ":0"
+
     for port in model.outputs:
-        names = [by_name[n if ":" in n else n + ":0"] for n in port.get_names() if (n if ":" in n else n + ":0")
-                 in by_name]
+        names = [by_name[tensor_name(n)] for n in port.get_names() if tensor_name(n) in by_name]
         if not names:
             raise DetkitError(f"OpenVINO's model has an output detkit did not make ({sorted(port.get_names())})")
         port.get_tensor().set_names({names[0]})
