@@ -3,9 +3,10 @@
     decode.py       image bytes -> upright pixels in the TensorFlow graph (the SavedModel's input)
     detections.py   Detection and the one filter (min prob, only/ignore classes, unused label slots, max)
     detector.py     Detector: a checkpoint (run, ckpt-N prefix, packed .tar or OpenVINO export) -> detections
+    runtimes.py     what runs the network for a Detector: TensorFlow on the Keras model, or OpenVINO on an export
     predict.py      batched, read-ahead prediction over images and videos (`detkit predict`)
     export.py       a SavedModel taking image bytes (`detkit checkpoint export`), the staging both formats share
-    openvino.py     an OpenVINO model (`checkpoint export --format openvino`) and OpenVINODetector, which runs it
+    openvino.py     an OpenVINO model of a run (`checkpoint export --format openvino`)
 
 The input transform (resize, normalise, boxes back to the image's pixels) belongs to the model:
 detkit/models/transform.py. `Detector`, `Detection` and `export_saved_model` are imported on first use, so that

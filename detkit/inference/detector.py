@@ -6,17 +6,16 @@
 """
 from __future__ import annotations
 
-# Lazy imports: detkit.inference.openvino (which builds on this module) when an OpenVINO export is loaded.
-
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
-import tensorflow as tf
 
 from detkit.config import Config
+from detkit.errors import ConfigError
 from detkit.inference.detections import Detection, filter_detections
+from detkit.inference.runtimes import OpenVINORuntime, Raw, TensorFlowRuntime
 from detkit.models.build import build_detector
-from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
+from detkit.models.faster_rcnn import FasterRCNN
 from detkit.runs import (ResolvedCheckpoint, checkpoint_source, exported_model, load_class_names, load_run_config,
                          resolve)
 from detkit.runs.pack import is_packed, read_manifest
@@ -34,27 +33,28 @@ def as_rgb_array(image: Image) -> np.ndarray:
 
 
 class Detector:
-    """A trained Faster R-CNN ready for images: `Detector.from_checkpoint(run_dir).predict(image)`."""
+    """A trained Faster R-CNN ready for images: `Detector.from_checkpoint(run_dir).predict(image)`.
 
-    checkpoint: Optional[ResolvedCheckpoint] = None
+    It holds the run's config and class names and a runtime (runtimes.py) that runs the network: TensorFlow on
+    the Keras model, or OpenVINO on an exported model directory.
+    """
 
-    def __init__(self, model: FasterRCNN, config: Config, class_names: Sequence[str]):
-        self.model = model
+    def __init__(self, runtime: Union[TensorFlowRuntime, OpenVINORuntime], config: Config,
+                 class_names: Sequence[str], checkpoint: Optional[ResolvedCheckpoint] = None):
+        self.runtime = runtime
         self.config = config
         self.class_names = list(class_names)
+        self.checkpoint = checkpoint
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-        def infer(image):
-            out = model({"image": image[None], "image_hw": tf.shape(image)[None, :2]}, training=False)
-            return detections_in_order(out, 0)
+    @property
+    def model(self) -> Optional[FasterRCNN]:
+        """The Keras model TensorFlow runs, or None for an exported model."""
+        return self.runtime.model
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
-                                      tf.TensorSpec([None, 2], tf.int32)])
-        def infer_batch(images, image_hw):
-            return model({"image": images, "image_hw": image_hw}, training=False)
-
-        self._infer = infer
-        self._infer_batch = infer_batch
+    @classmethod
+    def from_model(cls, model: FasterRCNN, config: Config, class_names: Sequence[str]) -> "Detector":
+        """A Detector of a Keras model in memory, run by TensorFlow."""
+        return cls(TensorFlowRuntime(model), config, class_names)
 
     @classmethod
     def from_checkpoint(cls, path: str, overrides: Iterable[str] = ()) -> "Detector":
@@ -62,12 +62,11 @@ class Detector:
 
         `path` is a run directory, a RUN/checkpoints/ckpt-N prefix, a file of `detkit checkpoint pack`
         (unpacked to a temporary directory while loading; `checkpoint.run_dir` is then the file), or a directory of
-        `detkit checkpoint export --format openvino` (an OpenVINODetector).
+        `detkit checkpoint export --format openvino` (run by OpenVINO).
         """
-        if exported_model(path) is not None:
-            from detkit.inference.openvino import OpenVINODetector  # it imports this module
-
-            return OpenVINODetector(path, overrides)
+        manifest = exported_model(path)
+        if manifest is not None:
+            return cls.from_export(path, manifest, overrides)
         if is_packed(path):
             manifest = read_manifest(path)
             with checkpoint_source(path) as unpacked:
@@ -80,9 +79,20 @@ class Detector:
         names = load_class_names(resolved.run_dir)
         model = build_detector(config, len(names))
         restore_model(model, resolved.prefix)
-        detector = cls(model, config, names)
-        detector.checkpoint = resolved
-        return detector
+        return cls(TensorFlowRuntime(model), config, names, resolved)
+
+    @classmethod
+    def from_export(cls, directory: str, manifest: dict, overrides: Iterable[str] = (),
+                    threads: int = 0) -> "Detector":
+        """A Detector of an OpenVINO export (`manifest` is its export.json); model.* and dataset.image.*
+        overrides are refused, the graph being fixed."""
+        fixed = [o for o in overrides if o.split("=", 1)[0].strip().startswith(("model.", "dataset.image."))]
+        if fixed:
+            raise ConfigError(f"{fixed[0]}: an exported model's graph is fixed; only keys such as predict.* and "
+                              "eval.* can be overridden (export the run again with the new value)")
+        runtime = OpenVINORuntime.load(directory, threads)
+        checkpoint = ResolvedCheckpoint(run_dir=directory, prefix=runtime.path, step=int(manifest.get("step", 0)))
+        return cls(runtime, load_run_config(directory, overrides), load_class_names(directory), checkpoint)
 
     def predict(self, images: Union[Image, Sequence[Image]], min_prob: Optional[float] = None,
                 max_detections: Optional[int] = None, only_classes: Optional[Iterable[str]] = None,
@@ -103,25 +113,10 @@ class Detector:
         step = max(1, batch_size)
         for start in range(0, len(arrays), step):
             chunk = arrays[start:start + step]
-            outputs = ([self._raw_one(chunk[0])] if len(chunk) == 1 else self._raw_padded(chunk))
+            outputs = ([self.runtime.one(chunk[0])] if len(chunk) == 1 else self.runtime.padded(chunk))
             results += [filter_detections(b, s, lab, self.class_names, **filters) for b, s, lab in outputs]
         return results[0] if single else results
 
-    def raw_detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def raw_detections(self, image: np.ndarray) -> Raw:
         """Boxes (image pixels), scores and 1-based labels of one RGB uint8 image, best first, before filtering."""
-        return self._raw_one(image)
-
-    def _raw_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes, scores and labels of one image before filtering."""
-        boxes, scores, labels = self._infer(tf.convert_to_tensor(image))
-        return boxes.numpy(), scores.numpy(), labels.numpy()
-
-    def _raw_padded(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Boxes, scores and labels of several images from one model call on a zero-padded batch."""
-        height = max(im.shape[0] for im in images)
-        width = max(im.shape[1] for im in images)
-        batch = np.zeros((len(images), height, width, 3), np.uint8)
-        for i, image in enumerate(images):
-            batch[i, :image.shape[0], :image.shape[1]] = image
-        out = self._infer_batch(tf.constant(batch), tf.constant([im.shape[:2] for im in images], tf.int32))
-        return [tuple(t.numpy() for t in detections_in_order(out, i)) for i in range(len(images))]
+        return self.runtime.one(image)

@@ -1,7 +1,7 @@
 """Export a run to OpenVINO, a CPU inference runtime, and detect with the exported model.
 
     detkit checkpoint export RUN --format openvino --output DIR
-    Detector.from_checkpoint(DIR).predict(image)        # `detkit predict --checkpoint DIR` alike
+    Detector.from_checkpoint(DIR).predict(image)        # `detkit predict --checkpoint DIR` alike (runtimes.py)
 
 DIR holds model.xml + model.bin, the whole detector from an RGB uint8 image [H, W, 3] to its detections in the
 image's own pixels (resize, normalisation, network, NMS; tiles when the run has them), traced with the portable
@@ -11,41 +11,26 @@ export.json, the manifest. OpenVINO is an optional extra: pip install "detkit[op
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
-import numpy as np
 import tensorflow as tf
 
 from detkit.config import dump_yaml
-from detkit.errors import CheckpointError, ConfigError, DetkitError
-from detkit.inference.detector import Detector
+from detkit.errors import DetkitError
 from detkit.inference.export import ExportInfo, export_manifest, foreign_entries, load_for_export, staged_export
+from detkit.inference.runtimes import (OPENVINO_FORMAT as FORMAT, OPENVINO_INPUT as INPUT,
+                                       OPENVINO_MODEL_FILE as MODEL_FILE, OPENVINO_OUTPUTS as OUTPUTS, one_line,
+                                       openvino_module)
 from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
 from detkit.models.nms import portable
-from detkit.runs import ResolvedCheckpoint, exported_model, layout, load_class_names, load_run_config
+from detkit.runs import exported_model, layout
 from detkit.runs.exported import MANIFEST_FILE
 from detkit.utils import atomic
 
-# Lazy imports: openvino is an optional extra; it is imported by the functions that need it.
+# Lazy imports: openvino is an optional extra, imported through openvino_module() by the functions that need it.
 
-FORMAT = "openvino"
-MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
-INPUT = "image"
-OUTPUTS = ("boxes", "scores", "labels")
 ENTRIES = frozenset({MODEL_FILE, WEIGHTS_FILE, layout.CONFIG_FILE, layout.CLASSES_FILE, MANIFEST_FILE})
-# float32 everywhere: OpenVINO's default on CPUs with bfloat16 units is bfloat16, which moves scores and boxes.
-COMPILE_PROPERTIES = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-
-
-def openvino_module() -> Any:
-    """The openvino package, or a one-line error saying how to install it."""
-    try:
-        import openvino
-    except ImportError:
-        raise DetkitError('OpenVINO is not installed: pip install "detkit[openvino]" (or pip install openvino)') \
-            from None
-    return openvino
 
 
 def traced_detector(model: FasterRCNN) -> Any:
@@ -100,7 +85,7 @@ def convert(frozen: Any, work_dir: str) -> Any:
         frontend = FrontEndManager().load_by_framework("tf")
         model = frontend.convert(frontend.load(path))
     except Exception as exc:  # OpenVINO's conversion errors share no base class; its message names the ops
-        raise DetkitError(f"OpenVINO cannot convert this model: {' '.join(str(exc).split())[:300]}") from None
+        raise DetkitError(f"OpenVINO cannot convert this model: {one_line(exc, 300)}") from None
     unstable_top_k(model)
     by_name = {t.name: name for t, name in zip(frozen.outputs, OUTPUTS)}  # "Identity:0", "Identity_1:0", ...
 
@@ -137,8 +122,7 @@ def export_openvino(source: str, output_dir: str, min_prob: Optional[float] = No
         try:
             ov.save_model(model, os.path.join(target, MODEL_FILE), compress_to_fp16=False)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types alike
-            raise DetkitError(f"{output_dir}: cannot write the OpenVINO model ({' '.join(str(exc).split())[:200]})") \
-                from None
+            raise DetkitError(f"{output_dir}: cannot write the OpenVINO model ({one_line(exc)})") from None
         manifest = export_manifest(detector, min_prob, max_detections, format=FORMAT, openvino=ov.__version__,
                                    inputs={INPUT: "uint8 [H, W, 3] RGB pixels"}, outputs={
                                        "boxes": "float32 [N, 4] xmin, ymin, xmax, ymax in the image's pixels",
@@ -149,39 +133,3 @@ def export_openvino(source: str, output_dir: str, min_prob: Optional[float] = No
         atomic.write_json(os.path.join(target, MANIFEST_FILE), manifest)
     return ExportInfo(output_dir=output_dir, checkpoint=detector.checkpoint.prefix, step=detector.checkpoint.step,
                       min_prob=min_prob, max_detections=max_detections)
-
-
-class OpenVINODetector(Detector):
-    """An OpenVINO export as a Detector: `predict` as a run's, run by OpenVINO's CPU plugin."""
-
-    def __init__(self, directory: str, overrides: Iterable[str] = (), threads: int = 0):
-        ov = openvino_module()
-        manifest = exported_model(directory)
-        if manifest is None:
-            raise DetkitError(f"{directory}: not an OpenVINO export (no {MANIFEST_FILE} with format {FORMAT})")
-        fixed = [o for o in overrides if o.split("=", 1)[0].strip().startswith(("model.", "dataset.image."))]
-        if fixed:
-            raise ConfigError(f"{fixed[0]}: an exported model's graph is fixed; only keys such as predict.* and "
-                              "eval.* can be overridden (export the run again with the new value)")
-        self.model = None
-        self.config = load_run_config(directory, overrides)
-        self.class_names = load_class_names(directory)
-        properties = dict(COMPILE_PROPERTIES, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
-        path = os.path.join(directory, MODEL_FILE)
-        try:
-            self._compiled = ov.Core().compile_model(path, "CPU", properties)
-        except Exception as exc:  # a missing or damaged model.xml / model.bin: OpenVINO's RuntimeError
-            raise CheckpointError(f"{path}: OpenVINO cannot load it ({' '.join(str(exc).split())[:200]})") from None
-        self._request = self._compiled.create_infer_request()
-        self.checkpoint = ResolvedCheckpoint(run_dir=directory, prefix=os.path.join(directory, MODEL_FILE),
-                                             step=int(manifest.get("step", 0)))
-
-    def _raw_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes, scores and labels of one image before filtering."""
-        result = self._request.infer({INPUT: np.ascontiguousarray(image, np.uint8)})
-        return tuple(np.asarray(result[self._compiled.output(name)]) for name in OUTPUTS)
-
-    def _raw_padded(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """One image at a time: the exported graph takes one."""
-        return [self._raw_one(image) for image in images]
-

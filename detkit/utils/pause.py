@@ -23,8 +23,10 @@ def pause_point(name: str) -> None:
     print(f"detkit: paused at {name} (pid {os.getpid()})", file=sys.stderr, flush=True)
     marker = os.environ.get(PAUSE_FILE_ENV)
     if marker:
-        with open(marker, "w", encoding="utf-8") as fh:
+        # Renamed into place: a test polling for the file must never read it half written.
+        with open(marker + ".part", "w", encoding="utf-8") as fh:
             fh.write(f"{os.getpid()} {name}\n")
+        os.replace(marker + ".part", marker)
     _wake.wait(PAUSE_SECONDS)
 
 

@@ -66,14 +66,14 @@ def exported(tiny_run, tmp_path_factory) -> str:
 
 def test_the_export_gives_tensorflows_detections(exported, tiny_run, raccoon_dir):
     from detkit import Detector
-    from detkit.inference.openvino import OpenVINODetector
+    from detkit.inference.runtimes import OpenVINORuntime
 
     assert sorted(os.listdir(exported)) == ["classes.json", "config.yml", "export.json", "model.bin", "model.xml"]
     manifest = json.loads(open(os.path.join(exported, "export.json")).read())
     assert manifest["format"] == "openvino" and manifest["step"] == tiny_run["step"] and manifest["min_prob"] == 0.01
     tf_detector = Detector.from_checkpoint(tiny_run["run_dir"])
     ov_detector = Detector.from_checkpoint(exported)
-    assert isinstance(ov_detector, OpenVINODetector) and ov_detector.class_names == ["raccoon"]
+    assert isinstance(ov_detector.runtime, OpenVINORuntime) and ov_detector.model is None and ov_detector.class_names == ["raccoon"]
     post = tf_detector.config.model.postprocess
     cap = min(post.max_total, post.max_per_class)
     for image in photos(raccoon_dir):
@@ -90,7 +90,8 @@ def test_the_fpn_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
 
     from detkit.config import load_config
     from detkit.config.tiny import tiny_model_overrides
-    from detkit.inference.openvino import COMPILE_PROPERTIES, convert, openvino_module, traced_detector
+    from detkit.inference.openvino import convert, traced_detector
+    from detkit.inference.runtimes import OpenVINORuntime
     from detkit.models.build import build_detector
     from detkit.models.faster_rcnn import detections_in_order
 
@@ -103,10 +104,7 @@ def test_the_fpn_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
     image = photos(raccoon_dir, 1)[0]
     out = model({"image": tf.constant(image[None]), "image_hw": tf.constant([image.shape[:2]])}, training=False)
     ref = tuple(t.numpy() for t in detections_in_order(out, 0))
-    compiled = openvino_module().Core().compile_model(convert(traced_detector(model), str(tmp_path)), "CPU",
-                                                      COMPILE_PROPERTIES)
-    result = compiled.create_infer_request().infer({"image": image})
-    got = tuple(np.asarray(result[compiled.output(name)]) for name in ("boxes", "scores", "labels"))
+    got = OpenVINORuntime.compile(convert(traced_detector(model), str(tmp_path))).one(image)
     assert len(ref[1]) > 10
     cap = min(cfg.model.postprocess.max_total, cfg.model.postprocess.max_per_class)
     assert matched(ref, got, cap) >= 0.98 and matched(got, ref, cap) >= 0.98
