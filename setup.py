@@ -2,6 +2,7 @@
 from setuptools import find_packages, setup
 
 WEB = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.13"]
+OPENVINO = ["openvino>=2025.0", "nncf>=2.14"]
 
 setup(
     name="detkit",
@@ -32,14 +33,14 @@ setup(
     extras_require={
         # `detkit server web`: FastAPI on uvicorn, python-multipart for uploads.
         "web": WEB,
-        # `detkit checkpoint export --format openvino` and running what it writes.
-        "openvino": ["openvino>=2025.0"],
+        # `detkit checkpoint export --format openvino` and running what it writes; NNCF quantises it (--int8).
+        "openvino": OPENVINO,
         # The web deps too, so the server tests run; httpx2 is the test client's transport (httpx for older
         # Starlette), Playwright drives the system's Chromium in the browser test (no browser download).
-        # import-linter checks that the packages import each other in layers (.importlinter); openvino runs the
-        # export tests.
+        # import-linter checks that the packages import each other in layers (.importlinter); openvino and nncf
+        # run the export tests.
         "test": ["pytest>=7", "pytest-timeout", *WEB, "httpx", "httpx2", "playwright>=1.40", "import-linter>=2.0",
-                 "openvino>=2025.0"],
+                 *OPENVINO],
     },
     entry_points={"console_scripts": ["detkit=detkit.cli.main:main"]},
 )

@@ -11,9 +11,9 @@ import click
 from detkit import runs
 from detkit.runs.lock import check_not_training
 from detkit.runs.info import checkpoint_rows, directory_size, human_size, metrics_summary, run_summary
-from detkit.cli.common import tensorflow
+from detkit.cli.common import echo_err, tensorflow
 from detkit.config.schema import TrainConfig
-from detkit.errors import CheckpointError, DetkitError
+from detkit.errors import CheckpointError, ConfigError, DetkitError
 
 # Lazy imports: `detkit --help` loads every command module, so the library behind a command (TensorFlow, for
 # most) is imported when the command runs.
@@ -160,26 +160,53 @@ def delete_command(path: str, yes: bool) -> None:
 @click.option("--min-prob", type=click.FloatRange(0.0, 1.0), help="Score threshold (default predict.min_prob).")
 @click.option("--max-detections", type=click.IntRange(min=1), help="Cap (default predict.max_detections).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory (only an earlier export).")
+@click.option("--int8", is_flag=True, help="OpenVINO in int8: calibrate on --calibration-split, then evaluate the "
+              "float32 and the int8 model on --eval-split and record both in export.json.")
+@click.option("--dataset-dir", type=click.Path(file_okay=False), help="Dataset for --int8 (default: the run's "
+              "dataset.dir).")
+@click.option("--calibration-split", help="Split --int8 calibrates on (default: the run's dataset.split).")
+@click.option("--calibration-images", type=click.IntRange(1, 1000), default=300, show_default=True,
+              help="At most this many photos of --calibration-split.")
+@click.option("--eval-split", help="Split both models are measured on (default: the run's eval.split).")
+@click.option("--max-ap50-loss", type=click.FloatRange(0.0, 1.0), default=0.01, show_default=True,
+              help="AP50 int8 may lose on the calibration photos before layers go back to float32.")
 @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a value of the run's config, e.g. -o predict.min_prob=0.3 (repeatable).")
 def export_command(path: str, output: str, fmt: str, min_prob: Optional[float], max_detections: Optional[int],
-                   overwrite: bool, overrides: tuple[str, ...]) -> None:
+                   overwrite: bool, int8: bool, dataset_dir: Optional[str], calibration_split: Optional[str],
+                   calibration_images: int, eval_split: Optional[str], max_ap50_loss: float,
+                   overrides: tuple[str, ...]) -> None:
     """Export a run's newest (or the given) checkpoint as a TensorFlow SavedModel or an OpenVINO model.
 
     SavedModel, signature serving_default: image_bytes (string scalar, encoded JPEG/PNG) -> boxes [N, 4] (xmin,
     ymin, xmax, ymax, original pixels), classes [N] (1-based), scores [N], labels [N], class_names [C];
     DIR/assets/ holds config.yml and classes.json. OpenVINO: DIR/model.xml takes RGB pixels uint8 [H, W, 3] and
-    gives boxes, scores and labels; DIR holds config.yml, classes.json and export.json beside it.
+    gives boxes, scores and labels; DIR holds config.yml, classes.json and export.json beside it. --int8 says
+    what int8 costs (AP50, COCO AP and time of both models) on stderr and in export.json.
     """
+    if int8 and fmt != "openvino":
+        raise ConfigError("--int8: only with --format openvino")
     with runs.checkpoint_source(path, (), ()) as source:
         tensorflow()
-        if fmt == "openvino":
-            from detkit.inference.openvino import export_openvino as export
-        else:
-            from detkit.inference.export import export_saved_model as export
+        kwargs = dict(min_prob=min_prob, max_detections=max_detections, overwrite=overwrite, overrides=overrides)
+        if int8:
+            from detkit.eval.int8 import export_int8
 
-        info = export(source, output, min_prob=min_prob, max_detections=max_detections, overwrite=overwrite,
-                      overrides=overrides)
+            info, report = export_int8(source, output, dataset_dir, calibration_split, calibration_images,
+                                       eval_split, max_ap50_loss, log=lambda m: echo_err(f"detkit: {m}"),
+                                       **kwargs)
+            echo_err(f"detkit: {report.summary()}")
+            if report.ap50_loss > max_ap50_loss:
+                echo_err(f"detkit: warning: int8 lost {report.ap50_loss:.4f} AP50 on {report.eval_split}, more than "
+                         f"--max-ap50-loss {max_ap50_loss:g} (the float32 export has none of it)")
+        elif fmt == "openvino":
+            from detkit.inference.openvino import export_openvino
+
+            info = export_openvino(source, output, **kwargs)
+        else:
+            from detkit.inference.export import export_saved_model
+
+            info = export_saved_model(source, output, **kwargs)
     click.echo(f"exported {info.checkpoint} (step {info.step}, min_prob {info.min_prob:g}) to {info.output_dir}",
                err=True)
     click.echo(info.output_dir)

@@ -77,22 +77,49 @@ def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
         yield batch
 
 
-def _score_one(infer, batch: dict, i: int, label_map: Optional[np.ndarray]) -> tuple[GroundTruth, Detections]:
-    """Ground truth and detections of one batch of one image, in original-image pixels."""
-    boxes, scores, labels_out = infer(batch["image"], batch["image_hw"])
+def _ground_truth(batch: dict, i: int) -> GroundTruth:
+    """The ground truth of a batch of one image, in original-image pixels; its image_id is "i:filename"."""
     orig = batch["original_hw"].numpy()[0]
     name = batch["filename"].numpy()[0].decode("utf-8", "replace")
-    image_id = f"{i}:{name}"
     labels = batch["labels"].numpy()[0]
     keep = labels > 0
-    gt = GroundTruth(
-        image_id=image_id, boxes=batch["boxes"].numpy()[0][keep].astype(np.float64), labels=labels[keep],
+    return GroundTruth(
+        image_id=f"{i}:{name}", boxes=batch["boxes"].numpy()[0][keep].astype(np.float64), labels=labels[keep],
         difficult=batch["difficult"].numpy()[0][keep], iscrowd=batch["is_crowd"].numpy()[0][keep],
         width=int(orig[1]), height=int(orig[0]),
     )
-    boxes, det_labels, scores = apply_label_map(label_map, boxes, labels_out, scores)
-    det = Detections(image_id=image_id, boxes=boxes.astype(np.float64), labels=det_labels, scores=scores)
-    return gt, det
+
+
+def scored(gt: GroundTruth, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+           label_map: Optional[np.ndarray] = None) -> Detections:
+    """A model's raw detections of the image of `gt`, relabelled by `label_map` (see eval/class_map.py)."""
+    boxes, det_labels, scores = apply_label_map(label_map, boxes, labels, scores)
+    return Detections(image_id=gt.image_id, boxes=boxes.astype(np.float64), labels=det_labels, scores=scores)
+
+
+def _score_one(infer, batch: dict, i: int, label_map: Optional[np.ndarray]) -> tuple[GroundTruth, Detections]:
+    """Ground truth and detections of one batch of one image, in original-image pixels."""
+    boxes, scores, labels_out = infer(batch["image"], batch["image_hw"])
+    gt = _ground_truth(batch, i)
+    return gt, scored(gt, boxes, scores, labels_out, label_map)
+
+
+def photos_of_split(cfg: Config, dataset_dir: str, split: str, limit: Optional[int] = None,
+                    show_progress: bool = True) -> list[tuple[np.ndarray, GroundTruth]]:
+    """The first `limit` (all) photos of a split as RGB uint8 [H, W, 3] arrays, each with its ground truth."""
+    ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1)
+    total = pipeline.count_records(dataset_dir, split)
+    out = []
+    with progress(total=total if limit is None else min(total, limit), desc=f"read {split}", unit="img",
+                  disable=not show_progress) as bar:
+        for i, batch in enumerate(_batches(ds, dataset_dir, split)):
+            if limit is not None and i >= limit:
+                break
+            h, w = (int(v) for v in batch["image_hw"].numpy()[0])
+            pixels = np.clip(np.round(batch["image"].numpy()[0, :h, :w]), 0, 255).astype(np.uint8)
+            out.append((pixels, _ground_truth(batch, i)))
+            bar.update(1)
+    return out
 
 
 def evaluate_model(model: FasterRCNN, cfg: Config, dataset_dir: str, split: str, class_names: list[str],
