@@ -54,7 +54,6 @@ def main(argv=None) -> None:
     parser.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args(argv)
 
-    import detkit
     from detkit.config.tiny import tiny_config_yaml
     from detkit.datasets.readers.common import Source
     from detkit.datasets.transform import TransformOptions, transform
@@ -78,10 +77,11 @@ def main(argv=None) -> None:
                 results.append(run(config, name, batch, policy, workers, args.steps))
                 print(f"{name}: {results[-1]['images_per_second']:.2f} images/s", file=sys.stderr, flush=True)
     flags = cpu.cpu_info()[1]
+    cap = os.environ.get(cpu.ONEDNN_ISA_VAR) or cpu.onednn_isa_cap(*cpu.cpu_info())  # what `detkit train` ran with
     print(json.dumps({
         "benchmark": "train_step", "model": "small_resnet [8,16,16,32], images 160-224 px, raccoon test split",
-        "steps": args.steps, "cpu_cores": os.cpu_count(), "onednn_isa_cap": detkit.ONEDNN_ISA_CAP,
-        "native_bf16": cpu.native_bf16(flags, os.environ.get(cpu.ONEDNN_ISA_VAR) or detkit.ONEDNN_ISA_CAP)[1],
+        "steps": args.steps, "cpu_cores": os.cpu_count(), "onednn_isa_cap": cap,
+        "native_bf16": cpu.native_bf16(flags, cap)[1],
         "results": results,
     }, indent=1))
 

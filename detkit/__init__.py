@@ -5,13 +5,9 @@
 """
 from typing import Any
 
-from detkit.utils.cpu import apply_onednn_workaround as _apply_onednn_workaround
 from detkit.version import __version__
 
 # Lazy imports: `import detkit` (which the CLI does) must not import TensorFlow; Detector loads on first use.
-
-# Before any TensorFlow kernel runs, wherever detkit is imported from (CLI, tests, Python API).
-ONEDNN_ISA_CAP = _apply_onednn_workaround()
 
 __all__ = ["Detector", "Detection", "__version__"]
 

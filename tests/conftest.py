@@ -8,8 +8,11 @@ import tempfile
 import pytest
 
 from detkit.config.tiny import tiny_config_yaml
+from detkit.utils.cpu import apply_onednn_workaround
 from detkit.utils.tf_quiet import import_tensorflow
 
+# This one process trains after it has run models, and oneDNN reads its cap once: the training cap from the start.
+apply_onednn_workaround()
 import_tensorflow()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -49,10 +49,11 @@ def train(config_files: tuple[str, ...], overrides: tuple[str, ...], dataset_dir
                                  cfg.train.run_name, cfg.train.local_workers_kill_grace_seconds, is_verbose(),
                                  from_scratch)
         return
-    if cfg.train.mixed_precision == "mixed_bfloat16":
-        from detkit.utils.cpu import prepare_bf16_environment
+    from detkit.utils.cpu import apply_onednn_workaround, prepare_bf16_environment
 
-        # Must happen before TensorFlow is imported: oneDNN reads it once.
+    # Before TensorFlow is imported: oneDNN reads both once.
+    apply_onednn_workaround()
+    if cfg.train.mixed_precision == "mixed_bfloat16":
         prepare_bf16_environment()
     tensorflow()
     from detkit.train.trainer import train_from_options

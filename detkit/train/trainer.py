@@ -101,6 +101,7 @@ def train_from_options(config_files: Sequence[str] = (), overrides: Sequence[str
     strategy cannot start once TensorFlow has run an op. Every worker derives the same recipe from the same data.
     """
     requested = requested_config(config_files, overrides, dataset_dir, minutes)
+    cpu.apply_onednn_workaround()
     distribution = strategies.start(requested.train.strategy)
     tc = training_config(config_files, overrides, dataset_dir, minutes, from_scratch)
     return train(tc.config, recipe=tc, distribution=distribution)
@@ -115,6 +116,7 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
     recipe.json beside the run's config.yml. `distribution` is the strategy started for this run (by default
     the one cfg.train.strategy names, started here: call this before running any other TensorFlow op).
     """
+    cpu.apply_onednn_workaround()
     d = distribution or strategies.start(cfg.train.strategy)
     replicas = d.strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:

@@ -1,4 +1,4 @@
-"""What the CPU is, and the oneDNN setting that keeps TensorFlow's kernels safe on it."""
+"""What the CPU is, and the oneDNN setting that keeps TensorFlow's training kernels safe on it."""
 from __future__ import annotations
 
 import os
@@ -27,11 +27,13 @@ def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
 
 
 def onednn_isa_cap(vendor: str, flags: set[str]) -> Optional[str]:
-    """The oneDNN ISA cap this CPU needs, or None.
+    """The oneDNN ISA cap training needs on this CPU, or None.
 
-    On AMD CPUs with AVX-512 (Zen 4), TensorFlow 2.21's oneDNN AVX-512 convolution kernels corrupt the
-    heap during training (`double free or corruption`, seen on an AMD EPYC with avx512f/avx512_bf16):
-    capping oneDNN at AVX2 avoids those kernels and keeps the rest of oneDNN's speed.
+    On AMD CPUs with AVX-512 (Zen 4), TensorFlow 2.21's oneDNN AVX-512 convolution backward kernels crash
+    training (SIGSEGV in a JIT kernel's masked store, or glibc aborting on a corrupted heap, at every AVX-512
+    level; benchmarks/onednn_repro.py):
+    capping oneDNN at AVX2 avoids them and keeps the rest of oneDNN's speed. Inference (forward kernels only)
+    runs uncapped there.
     """
     if vendor == "AuthenticAMD" and "avx512f" in flags:
         return "AVX2"
@@ -40,7 +42,11 @@ def onednn_isa_cap(vendor: str, flags: set[str]) -> Optional[str]:
 
 def apply_onednn_workaround(environ: MutableMapping[str, str] = os.environ,
                             path: str = "/proc/cpuinfo") -> Optional[str]:
-    """Set ONEDNN_MAX_CPU_ISA where this CPU needs it (a user's own setting wins); return what was set."""
+    """Set ONEDNN_MAX_CPU_ISA where training on this CPU needs it (a user's own setting wins); return what was set.
+
+    Called where training starts, before TensorFlow's first kernel: oneDNN reads the cap once, so in a process
+    that already ran a model the cap comes too late (train in a fresh process there).
+    """
     if ONEDNN_ISA_VAR in environ:
         return None
     cap = onednn_isa_cap(*cpu_info(path))

@@ -154,3 +154,31 @@ def test_an_export_refuses_what_it_did_not_write_watching_reexport_and_graph_ove
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "black.jpg")
     result = invoke("predict", tmp_path / "black.jpg", "--checkpoint", exported, "-o", "dataset.image.max_size=320")
     assert "an exported model's graph is fixed" in refused(result)
+
+
+def test_the_exported_input_transform_is_tensorflows_for_both_roundings(tmp_path, raccoon_dir):
+    """The resize of one image outside a loop, its sizes inside one: torchvision's float64 "floor" sizes came out
+    wrong in OpenVINO outside a loop (423x660 for 320x498)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from detkit.inference.openvino import convert
+    from detkit.inference.runtimes import OpenVINORuntime
+    from detkit.models.transform import InputTransform
+
+    image = photos(raccoon_dir, 1)[0]
+    for transform in (InputTransform(320, 640, "floor", "imagenet", 32), InputTransform(300, 320, "round", "tf")):
+        def network_input(pixels):
+            resized, sizes = transform.resize_batch(pixels[None], tf.shape(pixels)[None, :2])
+            boxes = tf.cast(tf.concat([sizes, sizes], axis=1), tf.float32)  # named like a detector's outputs
+            return boxes, tf.reduce_sum(transform.batch(resized, sizes), axis=[1, 2, 3]), sizes[:, 0]
+
+        frozen = convert_variables_to_constants_v2(tf.function(network_input).get_concrete_function(
+            tf.TensorSpec([None, None, 3], tf.uint8, name="image")))
+        ref = [t.numpy() for t in frozen(tf.constant(image))]
+        got = OpenVINORuntime.compile(convert(frozen, str(tmp_path))).one(image)
+        h, w = image.shape[:2]
+        scale = min(transform.min_size / min(h, w), transform.max_size / max(h, w))
+        by_hand = (np.floor if transform.rounding == "floor" else np.round)(np.array([h, w]) * scale)
+        assert ref[0][0, :2].tolist() == by_hand.tolist()
+        assert np.array_equal(got[0], ref[0]) and np.allclose(got[1], ref[1], rtol=1e-4)
