@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from detkit.errors import CheckpointError, DetkitError
 from detkit.models.faster_rcnn import FasterRCNN, detections_in_order
+from detkit.utils import cpu
 
 # Lazy imports: openvino is an optional extra, imported by openvino_module() when an export is loaded or written.
 
@@ -31,6 +32,7 @@ class TensorFlowRuntime:
 
     def __init__(self, model: FasterRCNN):
         self.model = model
+        cpu.note_model_run()  # a later training in this process cannot cap oneDNN any more (utils/cpu.py)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         def infer(image):

@@ -116,13 +116,18 @@ def train(cfg: Config, on_checkpoint: Optional[Callable[[str, int], None]] = Non
     recipe.json beside the run's config.yml. `distribution` is the strategy started for this run (by default
     the one cfg.train.strategy names, started here: call this before running any other TensorFlow op).
     """
-    cpu.apply_onednn_workaround()
+    cap = cpu.apply_onednn_workaround()
+    late_cap = cap if cpu.model_ran() else None
     d = distribution or strategies.start(cfg.train.strategy)
     replicas = d.strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
         raise ConfigError(f"config key train.batch_size: the global batch ({cfg.train.batch_size}) must be a "
                           f"multiple of the {replicas} replicas of strategy {d.name}")
     log = hooks.log if d.chief else (lambda message: None)
+    if late_cap:
+        log(f"warning: this process ran a detector before training, so oneDNN may already use AVX-512, whose "
+            f"training kernels crash TensorFlow 2.21 on this CPU (benchmarks/onednn_repro.py): train in a fresh "
+            f"process, or set {cpu.ONEDNN_ISA_VAR}={late_cap} before the first model runs")
     if recipe is not None and recipe.describe():
         log(recipe.describe())
     class_names = check_training_sources(cfg.dataset)

@@ -40,6 +40,20 @@ def onednn_isa_cap(vendor: str, flags: set[str]) -> Optional[str]:
     return None
 
 
+_models_ran = False
+
+
+def note_model_run() -> None:
+    """Record that this process has run a detector (its oneDNN kernels, and so its ISA, are then fixed)."""
+    global _models_ran
+    _models_ran = True
+
+
+def model_ran() -> bool:
+    """Whether `note_model_run` was called in this process."""
+    return _models_ran
+
+
 def apply_onednn_workaround(environ: MutableMapping[str, str] = os.environ,
                             path: str = "/proc/cpuinfo") -> Optional[str]:
     """Set ONEDNN_MAX_CPU_ISA where training on this CPU needs it (a user's own setting wins); return what was set.

@@ -65,3 +65,14 @@ def test_inference_does_not_import_training_and_runs_does_not_import_tensorflow(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_a_keras_model_in_memory_detects_as_its_run(tiny_run, raccoon_dir):
+    from detkit import Detector
+
+    from_run = Detector.from_checkpoint(tiny_run["run_dir"])
+    in_memory = Detector.from_model(from_run.model, from_run.config, from_run.class_names)
+    assert in_memory.checkpoint is None and in_memory.model is from_run.model
+    image = _image(raccoon_dir, 3)
+    want = [d.to_json() for d in from_run.predict(image, min_prob=0.0)]
+    assert want and [d.to_json() for d in in_memory.predict(image, min_prob=0.0)] == want

@@ -371,3 +371,21 @@ def test_resume_after_kill_9(dataset_dir, tmp_path):
     scalars = read_scalars(str(run_dir))
     assert sorted(scalars["losses/total"]) == list(range(1, num_steps + 1))
     assert len(glob.glob(str(run_dir / "train" / "events.out.tfevents.*"))) == 2
+
+
+def test_training_after_a_model_ran_warns_that_the_onednn_cap_comes_too_late(dataset_dir, tmp_path, monkeypatch,
+                                                                             capsys):
+    """On a CPU that needs the training cap, in a process that already ran a detector (oneDNN's ISA is fixed)."""
+    from detkit.config import load_config
+    from detkit.train.trainer import train
+    from detkit.utils import cpu
+
+    monkeypatch.delenv(cpu.ONEDNN_ISA_VAR, raising=False)  # restored after the test; this process's oneDNN keeps its own
+    monkeypatch.setattr(cpu, "onednn_isa_cap", lambda vendor, flags: "AVX2")
+    monkeypatch.setattr(cpu, "_models_ran", True)
+    train(load_config([write_config(tmp_path, dataset_dir)], ["train.num_steps=1"]))
+    assert "this process ran a detector before training" in capsys.readouterr().err
+    monkeypatch.delenv(cpu.ONEDNN_ISA_VAR, raising=False)
+    monkeypatch.setattr(cpu, "_models_ran", False)
+    train(load_config([write_config(tmp_path / "again", dataset_dir)], ["train.num_steps=1"]))
+    assert "before training" not in capsys.readouterr().err and os.environ[cpu.ONEDNN_ISA_VAR] == "AVX2"
