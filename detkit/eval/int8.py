@@ -3,8 +3,9 @@
 The run's converted model is calibrated on photos of one split of its dataset (the training split by default),
 with NNCF's accuracy control keeping in float32 the layers whose int8 costs the calibration photos more than
 `max_ap50_loss` AP50. Then the float32 and the int8 model, both run by OpenVINO, are evaluated on another split
-(the run's eval.split) and timed there, photo by photo in alternating order; export.json records both (AP50, COCO AP, milliseconds per photo) and the
-export says them on stderr, so an int8 model never ships without what it costs.
+(the run's eval.split) and timed there, photo by photo in alternating order; export.json records both (AP50,
+COCO AP, milliseconds per photo) and the export says them on stderr, so an int8 model never ships without what
+it costs.
 """
 from __future__ import annotations
 

@@ -33,9 +33,7 @@ def collect(model: Union[FasterRCNN, Detector], cfg: Config, dataset_dir: str, s
         detector = model
 
         def infer(images, image_hw):
-            h, w = (int(v) for v in image_hw[0])
-            pixels = np.clip(np.round(images[0, :h, :w].numpy()), 0, 255).astype(np.uint8)
-            return detector.raw_detections(pixels)
+            return detector.raw_detections(_pixels(images, image_hw))
     else:
         @tf.function(input_signature=[tf.TensorSpec(spec["image"].shape, tf.float32),
                                       tf.TensorSpec(spec["image_hw"].shape, tf.int32)])
@@ -77,6 +75,12 @@ def _batches(ds: tf.data.Dataset, dataset_dir: str, split: str):
         yield batch
 
 
+def _pixels(images: tf.Tensor, image_hw: tf.Tensor) -> np.ndarray:
+    """The one image of an evaluation batch as RGB uint8 [H, W, 3], its padding cut off."""
+    h, w = (int(v) for v in image_hw[0])
+    return np.clip(np.round(images[0, :h, :w].numpy()), 0, 255).astype(np.uint8)
+
+
 def _ground_truth(batch: dict, i: int) -> GroundTruth:
     """The ground truth of a batch of one image, in original-image pixels; its image_id is "i:filename"."""
     orig = batch["original_hw"].numpy()[0]
@@ -115,9 +119,7 @@ def photos_of_split(cfg: Config, dataset_dir: str, split: str, limit: Optional[i
         for i, batch in enumerate(_batches(ds, dataset_dir, split)):
             if limit is not None and i >= limit:
                 break
-            h, w = (int(v) for v in batch["image_hw"].numpy()[0])
-            pixels = np.clip(np.round(batch["image"].numpy()[0, :h, :w]), 0, 255).astype(np.uint8)
-            out.append((pixels, _ground_truth(batch, i)))
+            out.append((_pixels(batch["image"], batch["image_hw"]), _ground_truth(batch, i)))
             bar.update(1)
     return out
 

@@ -10,9 +10,9 @@ classes.json and export.json, the manifest. OpenVINO is an optional extra: pip i
 """
 from __future__ import annotations
 
-import os
 import contextlib
 import logging
+import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
