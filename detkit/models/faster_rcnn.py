@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from detkit.models import postprocess, proposals, rcnn, rpn
 from detkit.models.anchors import AnchorGenerator
+from detkit.models.fold import inference_form
 from detkit.models.matching import Sampling
 from detkit.models.postprocess import DetectionSettings
 from detkit.models.proposals import ProposalSettings
@@ -102,7 +103,8 @@ class FasterRCNN(keras.Model):
     def features(self, images: tf.Tensor, image_hw: tf.Tensor, training: bool = False) -> tuple[list, tf.Tensor]:
         """(feature maps finest first, the padded input's (height, width)) of resized 0-255 images."""
         x = self.transform.batch(images, image_hw)
-        maps = self.backbone(x, training=training)
+        body = self.backbone if training else inference_form(self.backbone)
+        maps = body(x, training=training)
         maps = list(maps) if isinstance(maps, (list, tuple)) else [maps]
         if self.fpn is not None:
             maps = self.fpn(maps)

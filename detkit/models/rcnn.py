@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from detkit.models import box_ops, matching
+from detkit.models.fold import inference_form
 from detkit.models.losses import smooth_l1
 
 
@@ -50,7 +51,8 @@ class RCNNHead(keras.layers.Layer):
     def call(self, pooled: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """pooled [N, h, w, C] -> (logits [N, C+1], deltas [N, C, 4])."""
         if self.tail is not None:
-            x = self.pool(self.tail(pooled, training=training))
+            tail = self.tail if training else inference_form(self.tail)
+            x = self.pool(tail(pooled, training=training))
         else:
             # torchvision's TwoMLPHead flattens (C, H, W): its fc6 weights then apply unchanged.
             x = self.flatten(tf.transpose(pooled, [0, 3, 1, 2]) if self.channels_first else pooled)
