@@ -1,16 +1,17 @@
 """detkit's OpenVINO export against detkit's own TensorFlow inference: the same detections, and how fast.
 
     python benchmarks/openvino_speed.py --checkpoint NAME=RUN [--checkpoint ...] [--images 10] [--time-images 5]
-        [--rounds 3] [--raccoon ../shared/datasets/raccoon] [--int8 [--calibration-images 300]]
+        [--rounds 3] [--raccoon ../shared/datasets/raccoon] [--int8 [--calibration-images 300]
+        [--int8-dataset DIR]]
 
 For each run (a trained run, or one `detkit checkpoint import` made): `detkit checkpoint export --format
 openvino` to a temporary directory; on the first --images raccoon photos, the share of TensorFlow's detections
 (score >= --min-score) the export reproduces and back (same label, IoU >= 0.98, score within 0.01: detections
 scored within 0.01 of the other side's floor are not counted, as the other side may drop them); then seconds
 per image of both on the first --time-images photos, interleaved photo by photo with the order alternating,
-median of --rounds. With --int8, runs trained on a dataset are also exported in int8 (`--int8`: calibrated on
-their training split, the export's own evaluation of both on their eval split is reported) and timed beside the
-others. All run with the process's threads and oneDNN setting (uncapped unless ONEDNN_MAX_CPU_ISA is set, as
+median of --rounds. With --int8, runs trained on a dataset (any run, with --int8-dataset) are also exported in
+int8 (`--int8`: calibrated on their training split, the export's own evaluation of both on their eval split is
+reported) and timed beside the others. All run with the process's threads and oneDNN setting (uncapped unless ONEDNN_MAX_CPU_ISA is set, as
 detkit's inference; OpenVINO's CPU plugin reads it too). One JSON object per run on stdout.
 Needs `pip install -e ".[openvino]"`.
 """
@@ -103,11 +104,11 @@ def measure(name: str, run_dir: str, args) -> dict:
             back, total_ov = back + hits, total_ov + n
         detectors = {"tensorflow": tf_detector, "openvino": ov_detector}
         report = None
-        if args.int8 and tf_detector.config.dataset.dir:
+        if args.int8 and (tf_detector.config.dataset.dir or args.int8_dataset):
             from detkit.eval.int8 import export_int8
 
-            _, report = export_int8(run_dir, os.path.join(tmp, "int8"), calibration_images=args.calibration_images,
-                                    show_progress=False)
+            _, report = export_int8(run_dir, os.path.join(tmp, "int8"), dataset_dir=args.int8_dataset or None,
+                                    calibration_images=args.calibration_images, show_progress=False)
             detectors["openvino_int8"] = Detector.from_checkpoint(os.path.join(tmp, "int8"))
         seconds = timed(detectors, images[:args.time_images], args.rounds)
     return {"model": name, "run_dir": run_dir, "architecture": tf_detector.config.model.architecture,
@@ -130,6 +131,9 @@ def main(argv=None) -> None:
     parser.add_argument("--min-score", type=float, default=0.05)
     parser.add_argument("--int8", action="store_true", help="also export and time int8 (runs with a dataset)")
     parser.add_argument("--calibration-images", type=int, default=300)
+    parser.add_argument("--int8-dataset", default="",
+                        help="with --int8: a dataset directory (detkit dataset transform) for runs without their own "
+                             "(imported ones), its train split calibrating and its test split scoring")
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     for spec in args.checkpoint:
