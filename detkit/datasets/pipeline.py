@@ -223,9 +223,13 @@ def _class_repeat_factors(sources: list[tuple[str, str]], threshold: float) -> l
     return sampling.class_repeat_factors(holding / max(images, 1), threshold).tolist()
 
 
-def evaluation_dataset(cfg: DatasetConfig, dataset_dir: str, split: str, batch_size: int = 1) -> tf.data.Dataset:
+def evaluation_dataset(cfg: DatasetConfig, dataset_dir: str, split: str, batch_size: int = 1,
+                       every: int = 1) -> tf.data.Dataset:
     """Un-augmented, ordered, padded batches of a split for evaluation: images at their own size, boxes in their
-    pixels (the model resizes its input and maps its detections back)."""
+    pixels (the model resizes its input and maps its detections back); every `every`-th record only, from the
+    first (skipped records are not decoded)."""
     ds = raw_records(dataset_dir, split, cfg.num_parallel_calls)
+    if every > 1:
+        ds = ds.shard(every, 0)
     ds = ds.map(lambda r: prepare(r, cfg), num_parallel_calls=cfg.num_parallel_calls)
     return _padded_batch(ds, batch_size, drop_remainder=False).prefetch(2)

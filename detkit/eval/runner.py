@@ -110,16 +110,19 @@ def _score_one(infer, batch: dict, i: int, label_map: Optional[np.ndarray]) -> t
 
 def photos_of_split(cfg: Config, dataset_dir: str, split: str, limit: Optional[int] = None,
                     show_progress: bool = True) -> list[tuple[np.ndarray, GroundTruth]]:
-    """The first `limit` (all) photos of a split as RGB uint8 [H, W, 3] arrays, each with its ground truth."""
-    ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1)
+    """`limit` photos spread over a split (every (records // limit)-th, so that a split sorted by class or by
+    source gives all of them), or all, as RGB uint8 [H, W, 3] arrays, each with its ground truth."""
     total = pipeline.count_records(dataset_dir, split)
+    every = max(1, total // limit) if limit else 1
+    ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1, every=every)
+    total = len(range(0, total, every))
     out = []
     with progress(total=total if limit is None else min(total, limit), desc=f"read {split}", unit="img",
                   disable=not show_progress) as bar:
         for i, batch in enumerate(_batches(ds, dataset_dir, split)):
             if limit is not None and i >= limit:
                 break
-            out.append((_pixels(batch["image"], batch["image_hw"]), _ground_truth(batch, i)))
+            out.append((_pixels(batch["image"], batch["image_hw"]), _ground_truth(batch, i * every)))
             bar.update(1)
     return out
 

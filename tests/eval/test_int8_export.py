@@ -123,3 +123,17 @@ def test_int8_refusals(tiny_run, calibration_dir, tmp_path):
         assert result.exit_code != 0 and isinstance(result.exception, DetkitError), result.output
         assert message in str(result.exception)
         assert not os.path.exists(tmp_path / "x")
+
+
+def test_calibration_photos_are_spread_over_the_split(tiny_run, calibration_dir):
+    """A split sorted by class or source must not calibrate on its first part only: every (40 // 10)-th photo."""
+    from detkit import Detector
+    from detkit.eval.runner import photos_of_split
+
+    cfg = Detector.from_checkpoint(tiny_run["run_dir"]).config
+    every = [gt.image_id for _, gt in photos_of_split(cfg, calibration_dir, "test", show_progress=False)]
+    spread = photos_of_split(cfg, calibration_dir, "test", limit=10, show_progress=False)
+    assert len(every) == 40
+    assert [gt.image_id for _, gt in spread] == every[0:40:4]
+    assert [image.shape[:2] for image, _ in spread] == [(gt.height, gt.width) for _, gt in spread]
+    assert len(photos_of_split(cfg, calibration_dir, "test", limit=30, show_progress=False)) == 30
