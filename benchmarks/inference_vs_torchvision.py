@@ -68,15 +68,11 @@ def torch_side(arch: str, pth: str, paths: list[str], threads: int) -> None:
 def unfolded_runtime(detector):
     """A TensorFlow runtime of the detector's model traced with BatchNorm unfolded (for the comparison only)."""
     from detkit.inference.runtimes import TensorFlowRuntime
-    from detkit.models import faster_rcnn, rcnn
+    from detkit.models.fold import unfolded
 
     runtime = TensorFlowRuntime(detector.model)
-    saved = faster_rcnn.inference_form, rcnn.inference_form
-    faster_rcnn.inference_form = rcnn.inference_form = lambda model: model
-    try:
+    with unfolded():
         runtime.one(np.zeros((64, 64, 3), np.uint8))  # traces now, with the fold off; the signature is shape-free
-    finally:
-        faster_rcnn.inference_form, rcnn.inference_form = saved
     return runtime
 
 

@@ -8,7 +8,9 @@ weights, not copies), so restoring a checkpoint or training the original never l
 """
 from __future__ import annotations
 
-from typing import Union
+import contextlib
+import threading
+from typing import Iterator, Union
 
 import keras
 import tensorflow as tf
@@ -145,9 +147,26 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model, clone_function=replace)
 
 
+_switch = threading.local()
+
+
+@contextlib.contextmanager
+def unfolded() -> Iterator[None]:
+    """Within it (in this thread), `inference_form` gives each model as it is: for a graph traced for a runtime that
+    folds BatchNorm itself."""
+    before = getattr(_switch, "unfolded", False)
+    _switch.unfolded = True
+    try:
+        yield
+    finally:
+        _switch.unfolded = before
+
+
 def inference_form(model: keras.Model) -> keras.Model:
     """`fold_batchnorm(model)`, made at the first call and kept on `model` (untracked: checkpoints, which name
-    weights by attribute, never see it; it holds no weights of its own)."""
+    weights by attribute, never see it; it holds no weights of its own); `model` itself within `unfolded()`."""
+    if getattr(_switch, "unfolded", False):
+        return model
     cached = model.__dict__.get("_detkit_folded")
     if cached is None:
         cached = fold_batchnorm(model)

@@ -104,10 +104,34 @@ def test_the_fpn_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
     image = photos(raccoon_dir, 1)[0]
     out = model({"image": tf.constant(image[None]), "image_hw": tf.constant([image.shape[:2]])}, training=False)
     ref = tuple(t.numpy() for t in detections_in_order(out, 0))
-    got = OpenVINORuntime.compile(convert(traced_detector(model), str(tmp_path))).one(image)
+    traced = traced_detector(model)
+    got = OpenVINORuntime.compile(convert(traced, str(tmp_path))).one(image)
     assert len(ref[1]) > 10
     cap = min(cfg.model.postprocess.max_total, cfg.model.postprocess.max_per_class)
     assert matched(ref, got, cap) >= 0.98 and matched(got, ref, cap) >= 0.98
+    # OpenVINO folds BatchNorm itself: the traced graph is the model's own, each kernel a constant, where
+    # TensorFlow's inference multiplies kernels by the norms' scales (detkit/models/fold.py).
+    assert _convs_with_computed_kernels(traced.graph.as_graph_def()) == 0
+    folded = tf.function(lambda x: model.features(x, tf.shape(x)[1:3][None])[0])
+    folded_graph = folded.get_concrete_function(tf.TensorSpec([1, 64, 64, 3], tf.float32)).graph.as_graph_def()
+    assert _convs_with_computed_kernels(folded_graph) > 0
+
+
+def _convs_with_computed_kernels(graph_def) -> int:
+    """How many convolutions of a graph take their kernel from a product (a folded BatchNorm) rather than a
+    constant or variable."""
+    nodes = {n.name: n for n in graph_def.node}
+    for function in graph_def.library.function:
+        nodes.update({n.name: n for n in function.node_def})
+
+    def source(name: str):
+        node = nodes.get(name.lstrip("^").split(":")[0])
+        while node is not None and node.op in ("Identity", "Cast"):
+            node = nodes.get(node.input[0].split(":")[0])
+        return node
+
+    convs = [n for n in nodes.values() if n.op in ("Conv2D", "DepthwiseConv2dNative")]
+    return sum(1 for n in convs if source(n.input[1]) is not None and source(n.input[1]).op == "Mul")
 
 
 def test_predict_and_eval_take_the_export(exported, tiny_run, tmp_path):

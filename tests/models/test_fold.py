@@ -122,3 +122,17 @@ def test_mixed_precision_folds_in_float32_and_keeps_the_policy():
     assert isinstance(layer, FoldedConv) and layer.compute_dtype == "bfloat16"
     assert [t.dtype for t in folded_weights(conv, norm)] == [tf.float32, tf.float32]
     assert folded.outputs[0].dtype == model.outputs[0].dtype == "bfloat16"
+
+
+def test_unfolded_gives_the_model_itself_inside_and_the_folded_form_outside():
+    from detkit.models.fold import inference_form, unfolded
+
+    model = bodies.small_resnet([8, 8, 8, 8], [1, 1, 1, 1])
+    with unfolded():
+        assert inference_form(model) is model
+        with unfolded():
+            pass
+        assert inference_form(model) is model  # a nested scope leaves the outer one on
+    folded = inference_form(model)
+    assert folded is not model and any(isinstance(layer, FoldedConv) for layer in folded.layers)
+    assert inference_form(model) is folded  # made once
