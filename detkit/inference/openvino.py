@@ -49,8 +49,8 @@ def traced_detector(model: FasterRCNN) -> Any:
         boxes, scores, labels = detections_in_order(out, 0)
         return boxes, scores, tf.cast(labels, tf.int32)
 
-    # OpenVINO folds BatchNorm into the convolutions itself; NNCF's int8 of detkit's folded graph rounded otherwise
-    # and cost 0.03 AP50 on raccoon's test split where this graph's gained 0.016.
+    # OpenVINO folds BatchNorm into the convolutions itself, and NNCF's int8 kept more AP50 on the graph as the
+    # checkpoint has it (benchmarks/README.md, "BatchNorm folded at inference").
     with portable(), unfolded():
         concrete = tf.function(detect).get_concrete_function(tf.TensorSpec([None, None, 3], tf.uint8, name=INPUT))
     return convert_variables_to_constants_v2(concrete)
