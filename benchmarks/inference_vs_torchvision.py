@@ -27,21 +27,15 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 ARCHS = ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn")
 
 
 def test_photos(count: int) -> list[str]:
-    """The first `count` raccoon test photos of the packaged split, in file order."""
-    import csv
+    """The first `count` raccoon test photos of the packaged split, in file order (as parity_torchvision.py)."""
+    sys.path.insert(0, HERE)
+    from parity_torchvision import _data_dir, _read_split
 
-    folder = os.path.join(ROOT, "detkit", "data", "raccoon")
-    names: list[str] = []
-    with open(os.path.join(folder, "test_labels.csv"), newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["filename"] not in names:
-                names.append(row["filename"])
-    return [os.path.join(folder, "images", n) for n in names[:count]]
+    return [path for path, _ in _read_split(_data_dir(), "test")[:count]]
 
 
 def torch_side(arch: str, pth: str, paths: list[str], threads: int) -> None:

@@ -68,13 +68,12 @@ def openvino_body(run, shape: tuple, work_dir: str, threads: int):
 
 def measure(name: str, run_dir: str, args) -> dict:
     """Body in both runtimes and the whole TensorFlow detector, interleaved."""
-    import tensorflow as tf
-    from PIL import Image
-
     from detkit.inference.detector import Detector
 
-    folder = os.path.join(args.raccoon, "images")
-    photo = np.asarray(Image.open(os.path.join(folder, sorted(os.listdir(folder))[0])).convert("RGB"))
+    sys.path.insert(0, HERE)
+    from openvino_speed import photos
+
+    photo = photos(args.raccoon, 1)[0]
     detector = Detector.from_checkpoint(run_dir)
     model = detector.model
     resized, hw = model.transform.resize(photo)

@@ -115,9 +115,9 @@ def photos_of_split(cfg: Config, dataset_dir: str, split: str, limit: Optional[i
     total = pipeline.count_records(dataset_dir, split)
     every = max(1, total // limit) if limit else 1
     ds = pipeline.evaluation_dataset(cfg.dataset, dataset_dir, split, batch_size=1, every=every)
-    total = len(range(0, total, every))
+    kept = len(range(0, total, every))
     out = []
-    with progress(total=total if limit is None else min(total, limit), desc=f"read {split}", unit="img",
+    with progress(total=kept if limit is None else min(kept, limit), desc=f"read {split}", unit="img",
                   disable=not show_progress) as bar:
         for i, batch in enumerate(_batches(ds, dataset_dir, split)):
             if limit is not None and i >= limit:

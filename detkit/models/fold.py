@@ -24,11 +24,10 @@ Norm = Union[FrozenBatchNorm, keras.layers.BatchNormalization]
 def norm_affine(norm: Norm) -> tuple[tf.Tensor, tf.Tensor]:
     """(scale, shift) float32 [C] such that the inference-mode norm is x * scale + shift."""
     if isinstance(norm, FrozenBatchNorm):
-        gamma, beta, mean, var = norm.weight, norm.bias, norm.running_mean, norm.running_var
-    else:
-        gamma = norm.gamma if norm.scale else 1.0
-        beta = norm.beta if norm.center else 0.0
-        mean, var = norm.moving_mean, norm.moving_variance
+        return tuple(tf.cast(t, tf.float32) for t in norm.affine())
+    gamma = norm.gamma if norm.scale else 1.0
+    beta = norm.beta if norm.center else 0.0
+    mean, var = norm.moving_mean, norm.moving_variance
     scale = tf.cast(gamma, tf.float32) * tf.math.rsqrt(tf.cast(var, tf.float32) + norm.epsilon)
     return scale, tf.cast(beta, tf.float32) - tf.cast(mean, tf.float32) * scale
 

@@ -32,10 +32,15 @@ class FrozenBatchNorm(keras.layers.Layer):
         self.running_mean = self.add_weight(name="running_mean", shape=c, initializer="zeros", trainable=False)
         self.running_var = self.add_weight(name="running_var", shape=c, initializer="ones", trainable=False)
 
-    def call(self, x):
-        """The fixed affine map, in torch's order of operations."""
+    def affine(self):
+        """(scale, shift) [C] of the map x * scale + shift, in torch's order of operations."""
         scale = self.weight * ops.rsqrt(self.running_var + self.epsilon)
-        return x * scale + (self.bias - self.running_mean * scale)
+        return scale, self.bias - self.running_mean * scale
+
+    def call(self, x):
+        """The fixed affine map."""
+        scale, shift = self.affine()
+        return x * scale + shift
 
     def get_config(self) -> dict:
         """Serializable config."""
