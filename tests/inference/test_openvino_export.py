@@ -67,6 +67,7 @@ def exported(tiny_run, tmp_path_factory) -> str:
 def test_the_export_gives_tensorflows_detections(exported, tiny_run, raccoon_dir):
     from detkit import Detector
     from detkit.inference.runtimes import OpenVINORuntime
+    from detkit.models.fold import unfolded
 
     assert sorted(os.listdir(exported)) == ["classes.json", "config.yml", "export.json", "model.bin", "model.xml"]
     manifest = json.loads(open(os.path.join(exported, "export.json")).read())
@@ -76,9 +77,13 @@ def test_the_export_gives_tensorflows_detections(exported, tiny_run, raccoon_dir
     assert isinstance(ov_detector.runtime, OpenVINORuntime) and ov_detector.model is None and ov_detector.class_names == ["raccoon"]
     post = tf_detector.config.model.postprocess
     cap = min(post.max_total, post.max_per_class)
-    for image in photos(raccoon_dir):
-        ref, out = tf_detector.raw_detections(image), ov_detector.raw_detections(image)
-        assert matched(ref, out, cap) >= 0.98 and matched(out, ref, cap) >= 0.98
+    # The export holds the graph as the checkpoint has it (OpenVINO folds BatchNorm itself), so TensorFlow runs that
+    # graph here too: the tiny model's near-tied scores flip with the rounding of TensorFlow's own folding, which
+    # tests/models/test_fold.py holds to its original.
+    with unfolded():
+        for image in photos(raccoon_dir):
+            ref, out = tf_detector.raw_detections(image), ov_detector.raw_detections(image)
+            assert matched(ref, out, cap) >= 0.98 and matched(out, ref, cap) >= 0.98
     # predict's filters come from the exported config (min_prob 0.01 as exported).
     assert all(d.prob >= 0.01 for d in ov_detector.predict(photos(raccoon_dir, 1)[0]))
 
