@@ -1,5 +1,5 @@
-"""The limit of an export's speed: a run's body (+ FPN) alone in OpenVINO against the same in TensorFlow and
-against the whole detector in TensorFlow, on one photo's resized size; prints one JSON object per run.
+"""The limit of an export's speed: a run's body (+ FPN) alone, and every layer with weights, in OpenVINO against
+the same in TensorFlow and against the whole detector in TensorFlow, on one photo; one JSON object per run.
 
     python benchmarks/openvino_body_limit.py --checkpoint NAME=RUN [--checkpoint ...] [--rounds 20]
         [--raccoon ../shared/datasets/raccoon]
@@ -10,7 +10,11 @@ frozen, and converted by OpenVINO's TensorFlow frontend as `detkit checkpoint ex
 detector (f32, latency hint, the process's threads). Timed interleaved, median of --rounds: TensorFlow body,
 OpenVINO body, TensorFlow whole detector on the photo (resize, RPN, heads and all). OpenVINO's whole detector
 can be no faster than its body alone, so `openvino_body_over_tf_detector` is the floor of the export's
-OpenVINO / TensorFlow ratio. Needs `pip install -e ".[openvino]"`.
+OpenVINO / TensorFlow ratio. The "dense" sides add the RPN head on every level and the box head (fc6, fc7,
+classifier, box regressor; a C4 run's tail) on as many pooled RoIs as the detector keeps for that photo:
+every layer that holds weights, without resize, proposals, pooling or NMS, so
+`openvino_dense_over_tf_detector` is a floor no faster pre- or post-processing can lower.
+Needs `pip install -e ".[openvino]"`.
 """
 from __future__ import annotations
 
@@ -45,8 +49,24 @@ def body_function(model):
     return run
 
 
-def openvino_body(run, shape: tuple, work_dir: str, threads: int):
-    """The body frozen and compiled by OpenVINO's CPU plugin as detkit's export compiles a detector."""
+def dense_function(model, body_run):
+    """tf.function: (network input, pooled RoIs [R, h, w, C]) -> the body's maps, the RPN head's outputs on each
+    and the box head's on the RoIs: every layer with weights, in the order the detector runs them."""
+    import tensorflow as tf
+
+    @tf.function
+    def run(x, pooled):
+        maps = body_run(x)
+        rpn = [t for m in maps for t in model.rpn_head(m)]
+        reduced = [model.rcnn_head.reduce_features(m) for m in maps]
+        return list(maps) + rpn + reduced + list(model.rcnn_head(pooled, training=False))
+
+    return run
+
+
+def openvino_body(run, shapes: list, work_dir: str, threads: int):
+    """A tf.function of float32 inputs of `shapes`, frozen and compiled by OpenVINO's CPU plugin as detkit's
+    export compiles a detector."""
     import tensorflow as tf
     from openvino.frontend import FrontEndManager
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -54,7 +74,8 @@ def openvino_body(run, shape: tuple, work_dir: str, threads: int):
     from detkit.inference.runtimes import OPENVINO_PROPERTIES, openvino_module
 
     ov = openvino_module()
-    frozen = convert_variables_to_constants_v2(run.get_concrete_function(tf.TensorSpec(shape, tf.float32)))
+    specs = [tf.TensorSpec(shape, tf.float32) for shape in shapes]
+    frozen = convert_variables_to_constants_v2(run.get_concrete_function(*specs))
     path = os.path.join(work_dir, "body.pb")
     with open(path, "wb") as fh:
         fh.write(frozen.graph.as_graph_def().SerializeToString())
@@ -79,13 +100,22 @@ def measure(name: str, run_dir: str, args) -> dict:
     resized, hw = model.transform.resize(photo)
     x = model.transform.batch(resized[None], hw[None])
     run = body_function(model)
+    stages = model.stages(resized[None], hw[None])
+    count = max(int(np.asarray(stages["proposal_valid"]).sum()), 1)
+    pooled = model.roi_settings.pooler(
+        [model.rcnn_head.reduce_features(m) for m in stages["features"]], stages["proposals"][:, :count])
+    dense = dense_function(model, run)
     with tempfile.TemporaryDirectory() as work:
-        compiled = openvino_body(run, tuple(x.shape), work, args.threads)
+        compiled = openvino_body(run, [tuple(x.shape)], work, args.threads)
+        compiled_dense = openvino_body(dense, [tuple(x.shape), tuple(pooled.shape)], work, args.threads)
     request = compiled.create_infer_request()
-    feed = x.numpy()
+    dense_request = compiled_dense.create_infer_request()
+    feed, pooled_feed = x.numpy(), pooled.numpy()
     sides = {
         "tf_body": lambda: [m.numpy() for m in run(x)],
         "openvino_body": lambda: request.infer({0: feed}),
+        "tf_dense": lambda: [t.numpy() for t in dense(x, pooled)],
+        "openvino_dense": lambda: dense_request.infer({0: feed, 1: pooled_feed}),
         "tf_detector": lambda: detector.raw_detections(photo),
     }
     want = [m.numpy() for m in run(x)]
@@ -102,10 +132,12 @@ def measure(name: str, run_dir: str, args) -> dict:
     ms = {k: round(1000 * statistics.median(v), 2) for k, v in times.items()}
     print(f"[limit] {name}: {ms}", file=sys.stderr, flush=True)
     return {
-        "run": name, "input_hw": list(x.shape[1:3]), "rounds": args.rounds, "ms": ms,
+        "run": name, "input_hw": list(x.shape[1:3]), "rois": count, "rounds": args.rounds, "ms": ms,
         "openvino_body_over_tf_body": round(ms["openvino_body"] / ms["tf_body"], 3),
         "openvino_body_over_tf_detector": round(ms["openvino_body"] / ms["tf_detector"], 3),
         "body_share_of_tf_detector": round(ms["tf_body"] / ms["tf_detector"], 3),
+        "openvino_dense_over_tf_detector": round(ms["openvino_dense"] / ms["tf_detector"], 3),
+        "openvino_dense_over_tf_dense": round(ms["openvino_dense"] / ms["tf_dense"], 3),
         "openvino_body_max_rel_diff": rel,
     }
 

@@ -45,7 +45,7 @@ def traced_detector(model: FasterRCNN) -> Any:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     def detect(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        out = model({"image": image[None], "image_hw": tf.shape(image)[None, :2]}, training=False)
+        out = model({"image": tf.expand_dims(image, 0), "image_hw": tf.shape(image)[None, :2]}, training=False)
         boxes, scores, labels = detections_in_order(out, 0)
         return boxes, scores, tf.cast(labels, tf.int32)
 

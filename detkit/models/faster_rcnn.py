@@ -100,9 +100,11 @@ class FasterRCNN(keras.Model):
         self.loss_weights = loss_weights
 
     # ------------------------------------------------------------ the forward pass
-    def features(self, images: tf.Tensor, image_hw: tf.Tensor, training: bool = False) -> tuple[list, tf.Tensor]:
-        """(feature maps finest first, the padded input's (height, width)) of resized 0-255 images."""
-        x = self.transform.batch(images, image_hw)
+    def features(self, images: tf.Tensor, image_hw: tf.Tensor, training: bool = False,
+                 whole: bool = False) -> tuple[list, tf.Tensor]:
+        """(feature maps finest first, the padded input's (height, width)) of resized 0-255 images (`whole`: each
+        fills the tensor, as resize_batch gives one image)."""
+        x = self.transform.batch(images, image_hw, whole)
         body = self.backbone if training else inference_form(self.backbone)
         maps = body(x, training=training)
         maps = list(maps) if isinstance(maps, (list, tuple)) else [maps]
@@ -138,11 +140,11 @@ class FasterRCNN(keras.Model):
         return (tf.reshape(tf.cast(logits, tf.float32), [batch, num, self.num_classes + 1]),
                 tf.reshape(tf.cast(deltas, tf.float32), [batch, num, self.num_classes, 4]))
 
-    def stages(self, images: tf.Tensor, image_hw: tf.Tensor) -> dict:
+    def stages(self, images: tf.Tensor, image_hw: tf.Tensor, whole: bool = False) -> dict:
         """Inference on resized images with every intermediate result (pyramid, objectness, proposals), all in
-        the resized images' pixels."""
+        the resized images' pixels (`whole`: each image fills the tensor, no padding to mask)."""
         image_hw = tf.cast(image_hw, tf.float32)
-        maps, padded_hw = self.features(images, image_hw)
+        maps, padded_hw = self.features(images, image_hw, whole=whole)
         logits, deltas, anchors = self.rpn_outputs(maps, padded_hw)
         boxes, scores, valid = self.proposals(logits, deltas, anchors, image_hw, training=False)
         if self.rcnn_head is None:
@@ -173,7 +175,7 @@ class FasterRCNN(keras.Model):
     def _detect_resized(self, images: tf.Tensor, image_hw: tf.Tensor) -> dict[str, tf.Tensor]:
         """Detections of whole images, each resized by the input transform, in their own pixels."""
         resized, resized_hw = self.transform.resize_batch(images, image_hw)
-        out = self.stages(resized, resized_hw)
+        out = self.stages(resized, resized_hw, whole=self.transform.resizes_whole(images))
         boxes = self.transform.boxes_to_original(out["boxes"], resized_hw, image_hw)
         return {"boxes": boxes, "scores": out["scores"], "labels": out["labels"],
                 "num_detections": out["num_detections"]}

@@ -64,16 +64,20 @@ def normalize(images: tf.Tensor, normalization: str) -> tf.Tensor:
     return images / 127.5 - 1.0
 
 
-def mask_and_pad(images: tf.Tensor, image_hw: tf.Tensor, divisible: int) -> tf.Tensor:
+def mask_and_pad(images: tf.Tensor, image_hw: Optional[tf.Tensor], divisible: int,
+                 batch_hw: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Zero every pixel outside each image's (height, width) and pad bottom/right to a multiple of `divisible`.
 
     torchvision normalises each image and then pads the batch with zeros; a batch padded before
-    normalisation is brought to the same values here.
+    normalisation is brought to the same values here. `image_hw` None: every image fills the batch, nothing
+    to zero. `batch_hw`, the batch's (height, width) when an earlier tensor has it, spares OpenVINO's int8 a
+    second normalisation computed only for its shape.
     """
-    hw = tf.shape(images)[1:3]
-    rows = tf.range(hw[0])[None, :, None] < tf.cast(image_hw[:, 0:1, None], tf.int32)
-    cols = tf.range(hw[1])[None, None, :] < tf.cast(image_hw[:, 1:2, None], tf.int32)
-    images = images * tf.cast((rows & cols)[..., None], images.dtype)
+    hw = tf.shape(images)[1:3] if batch_hw is None else batch_hw
+    if image_hw is not None:
+        rows = tf.range(hw[0])[None, :, None] < tf.cast(image_hw[:, 0:1, None], tf.int32)
+        cols = tf.range(hw[1])[None, None, :] < tf.cast(image_hw[:, 1:2, None], tf.int32)
+        images = images * tf.cast((rows & cols)[..., None], images.dtype)
     if divisible <= 1:
         return images
     # Not (-hw) % divisible: tf2onnx lowers the floor modulo of a negative number to a C remainder.
@@ -100,19 +104,24 @@ class InputTransform:
         new_hw = self.target_hw(tf.shape(image)[:2], factor)
         return tf.image.resize(tf.cast(image, tf.float32), new_hw, method="bilinear", antialias=False), new_hw
 
+    @staticmethod
+    def resizes_whole(images: tf.Tensor) -> bool:
+        """Whether resize_batch gives these images unpadded, each filling the tensor (a batch of one)."""
+        return images.shape[0] == 1
+
     def resize_batch(self, images: tf.Tensor, image_hw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """A zero-padded batch of original images [B, H, W, 3] with their sizes [B, 2] -> the resized images,
         zero-padded to the largest, and their sizes."""
         image_hw = tf.cast(image_hw, tf.int32)
         sizes = tf.map_fn(self.target_hw, image_hw)
-        if images.shape[0] == 1:
+        if self.resizes_whole(images):
             # One image (a Detector's call, an export's graph): the resize outside the loop, which OpenVINO runs
             # op by op (4.6 of 11 ms of a small model). The sizes stay in it: OpenVINO computes the float64 "floor"
-            # sizes wrong outside a loop.
-            hw, size = image_hw[0], sizes[0]
-            resized = tf.image.resize(tf.cast(images[0, :hw[0], :hw[1]], tf.float32), size, method="bilinear",
+            # sizes wrong outside a loop. Four dimensions throughout: OpenVINO copies a tensor to add or drop one.
+            hw = image_hw[0]
+            resized = tf.image.resize(tf.cast(images[:, :hw[0], :hw[1]], tf.float32), sizes[0], method="bilinear",
                                       antialias=False)
-            return resized[None], sizes
+            return resized, sizes
         padded_hw = tf.reduce_max(sizes, axis=0)
 
         def one(args: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
@@ -125,10 +134,11 @@ class InputTransform:
                             fn_output_signature=tf.TensorSpec([None, None, images.shape[-1]], tf.float32))
         return resized, sizes
 
-    def batch(self, images: tf.Tensor, image_hw: tf.Tensor) -> tf.Tensor:
+    def batch(self, images: tf.Tensor, image_hw: tf.Tensor, whole: bool = False) -> tf.Tensor:
         """Resized 0-255 images [B, H, W, 3] of sizes image_hw -> the network's input: normalised, zero outside
-        each image, padded to a multiple of size_divisible."""
-        return mask_and_pad(normalize(images, self.normalization), image_hw, self.size_divisible)
+        each image (unless `whole`: each fills the tensor), padded to a multiple of size_divisible."""
+        return mask_and_pad(normalize(images, self.normalization), None if whole else image_hw,
+                            self.size_divisible, tf.shape(images)[1:3])
 
     @staticmethod
     def boxes_to_original(boxes: tf.Tensor, resized_hw: tf.Tensor, original_hw: tf.Tensor) -> tf.Tensor:

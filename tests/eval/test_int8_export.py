@@ -137,3 +137,18 @@ def test_calibration_photos_are_spread_over_the_split(tiny_run, calibration_dir)
     assert [gt.image_id for _, gt in spread] == every[0:40:4]
     assert [image.shape[:2] for image, _ in spread] == [(gt.height, gt.width) for _, gt in spread]
     assert len(photos_of_split(cfg, calibration_dir, "test", limit=30, show_progress=False)) == 30
+
+
+def test_a_photos_time_is_its_fastest_run(monkeypatch):
+    """Three runs of 5, 2 and 4 ticks of a clock: the photo took 2."""
+    from detkit.eval import int8
+
+    clock = {"now": 0.0}
+    ticks = iter([5.0, 2.0, 4.0])
+
+    class Runtime:
+        def one(self, pixels):
+            clock["now"] += next(ticks)
+
+    monkeypatch.setattr(int8.time, "perf_counter", lambda: clock["now"])
+    assert int8.fastest_call(Runtime(), np.zeros((2, 2, 3), np.uint8), 3) == 2.0

@@ -88,22 +88,19 @@ def test_the_export_gives_tensorflows_detections(exported, tiny_run, raccoon_dir
     assert all(d.prob >= 0.01 for d in ov_detector.predict(photos(raccoon_dir, 1)[0]))
 
 
-def test_the_fpn_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
-    """The pyramid's parts (pooled level, multi-level RoIAlign, per-level proposals) in OpenVINO, random weights."""
+def _random_model_in_openvino(overrides, raccoon_dir, tmp_path):
+    """A model of random weights built with `overrides`, its detections of a photo in TensorFlow and in its
+    OpenVINO conversion, the traced graph, and the detection cap."""
     import keras
     import tensorflow as tf
 
     from detkit.config import load_config
-    from detkit.config.tiny import tiny_model_overrides
     from detkit.inference.openvino import convert, traced_detector
     from detkit.inference.runtimes import OpenVINORuntime
     from detkit.models.build import build_detector
     from detkit.models.faster_rcnn import detections_in_order
 
-    overrides = [o for o in tiny_model_overrides() if not o.startswith("model.anchors.sizes")]
-    cfg = load_config([], overrides + ["model.architecture=fpn", "model.fpn.channels=16",
-                                       "model.fpn.body_strides=[8,16]", "model.fpn.anchor_sizes=[[16],[32],[64]]",
-                                       "model.postprocess.score_threshold=0.0"])
+    cfg = load_config([], overrides + ["model.postprocess.score_threshold=0.0"])
     keras.utils.set_random_seed(0)
     model = build_detector(cfg, 3)
     image = photos(raccoon_dir, 1)[0]
@@ -111,8 +108,21 @@ def test_the_fpn_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
     ref = tuple(t.numpy() for t in detections_in_order(out, 0))
     traced = traced_detector(model)
     got = OpenVINORuntime.compile(convert(traced, str(tmp_path))).one(image)
-    assert len(ref[1]) > 10
     cap = min(cfg.model.postprocess.max_total, cfg.model.postprocess.max_per_class)
+    return model, ref, got, traced, cap
+
+
+def test_the_fpn_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
+    """The pyramid's parts (pooled level, multi-level RoIAlign, per-level proposals) in OpenVINO, random weights."""
+    import tensorflow as tf
+
+    from detkit.config.tiny import tiny_model_overrides
+
+    overrides = [o for o in tiny_model_overrides() if not o.startswith("model.anchors.sizes")]
+    model, ref, got, traced, cap = _random_model_in_openvino(
+        overrides + ["model.architecture=fpn", "model.fpn.channels=16", "model.fpn.body_strides=[8,16]",
+                     "model.fpn.anchor_sizes=[[16],[32],[64]]"], raccoon_dir, tmp_path)
+    assert len(ref[1]) > 10
     assert matched(ref, got, cap) >= 0.98 and matched(got, ref, cap) >= 0.98
     # OpenVINO folds BatchNorm itself: the traced graph is the model's own, each kernel a constant, where
     # TensorFlow's inference multiplies kernels by the norms' scales (detkit/models/fold.py).
@@ -120,6 +130,17 @@ def test_the_fpn_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
     folded = tf.function(lambda x: model.features(x, tf.shape(x)[1:3][None])[0])
     folded_graph = folded.get_concrete_function(tf.TensorSpec([1, 64, 64, 3], tf.float32)).graph.as_graph_def()
     assert _convs_with_computed_kernels(folded_graph) > 0
+
+
+def test_a_tiled_model_converts_and_gives_its_detections(tmp_path, raccoon_dir):
+    """Tiles (cut, detected one by one, merged with the whole photo's detections) in OpenVINO, random weights:
+    a 400 x 257 photo in tiles of 160 pixels is six tiles and the whole photo."""
+    from detkit.config.tiny import tiny_model_overrides
+
+    _, ref, got, _, cap = _random_model_in_openvino(tiny_model_overrides() + ["dataset.image.tiles.size=160"],
+                                                    raccoon_dir, tmp_path)
+    assert len(ref[1]) > 10
+    assert matched(ref, got, cap) >= 0.98 and matched(got, ref, cap) >= 0.98
 
 
 def _convs_with_computed_kernels(graph_def) -> int:

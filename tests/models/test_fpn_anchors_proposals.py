@@ -62,6 +62,9 @@ def test_mask_and_pad_zeroes_outside_each_image_and_pads_to_a_multiple():
     assert out.shape == (2, 8, 8)
     assert out[0].sum() == 30 and out[0, :5, :6].min() == 1
     assert out[1].sum() == 6 and out[1, :3, :2].min() == 1
+    # Whole images (one image as resize_batch gives it): nothing zeroed, the same padding.
+    whole = mask_and_pad(images, None, 4).numpy()[..., 0]
+    assert whole.shape == (2, 8, 8) and whole.sum() == 60 and whole[:, :5, :6].min() == 1
 
 
 def test_floor_rounding_is_torchvisions_resized_size():

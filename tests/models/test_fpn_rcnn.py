@@ -44,6 +44,20 @@ def test_inference_outputs_match_the_single_level_model():
     assert float(tf.reduce_max(out["proposals"][1, :, 3])) <= 50.0
 
 
+def test_an_image_alone_is_detected_as_in_a_padded_batch():
+    """Alone, an image fills its tensor and is not masked; beside a larger one it is masked: same detections."""
+    model = _model(overrides=["model.postprocess.score_threshold=0.0"])
+    small = tf.random.uniform([1, 50, 60, 3], 0, 255, seed=1)
+    padded = tf.pad(small, [[0, 0], [0, 20], [0, 30], [0, 0]], constant_values=99.0)
+    batch = tf.concat([padded, tf.random.uniform([1, 70, 90, 3], 0, 255, seed=2)], axis=0)
+    alone = model({"image": small, "image_hw": tf.constant([[50, 60]])})
+    both = model({"image": batch, "image_hw": tf.constant([[50, 60], [70, 90]])})
+    count = int(alone["num_detections"][0])
+    assert count > 5 and int(both["num_detections"][0]) == count
+    np.testing.assert_allclose(both["boxes"][0, :count], alone["boxes"][0, :count], atol=1e-3)
+    np.testing.assert_allclose(both["scores"][0, :count], alone["scores"][0, :count], atol=1e-5)
+
+
 def test_losses_are_finite_and_reach_every_trainable_variable():
     model = _model()
     with tf.GradientTape() as tape:
