@@ -151,4 +151,4 @@ def test_a_photos_time_is_its_fastest_run(monkeypatch):
             clock["now"] += next(ticks)
 
     monkeypatch.setattr(int8.time, "perf_counter", lambda: clock["now"])
-    assert int8.fastest_call(Runtime(), np.zeros((2, 2, 3), np.uint8), 3) == 2.0
+    assert int8.fastest_call(Runtime(), np.zeros((2, 2, 3), np.uint8), 3)[1] == 2.0
