@@ -1,7 +1,7 @@
 """detkit's TensorFlow inference against torchvision's on the same weights, rounds interleaved across processes.
 
     python benchmarks/inference_vs_torchvision.py --torch-python /tmp/tv/bin/python --work-dir /tmp/detkit-parity
-        [--archs A B ...] [--images 5] [--rounds 5] [--threads 2]
+        [--archs A B ...] [--images 5] [--rounds 5] [--threads 2] [--openvino]
 
 --work-dir is a `parity_torchvision.py` work directory: it holds each arch's torchvision state dict
 (`ARCH.pth`) and the detkit run imported from it (`ARCH-run`). torch is never imported here: a child process
@@ -11,8 +11,10 @@ then this process runs them through a detkit Detector (resize included on both s
 alternating round by round (with --settle seconds of rest before each), so that the machine's load hits
 both alike. A third side is detkit with its
 BatchNorm left unfolded (the model before `detkit/models/fold.py`), traced with the fold switched off, to
-show what folding gives; its detections are checked against the folded model's. One JSON object per arch:
-median seconds per image of each side and the ratios.
+show what folding gives; its detections are checked against the folded model's. With --openvino, a fourth
+side is the run's float32 OpenVINO export (`detkit checkpoint export --format openvino`, to a temporary
+directory; needs the openvino extra), run through a Detector as well, its detections matched with detkit's as
+openvino_speed.py matches them. One JSON object per arch: median seconds per image of each side and the ratios.
 """
 from __future__ import annotations
 
@@ -80,8 +82,20 @@ def same_detections(a: tuple, b: tuple, min_score: float = 0.05) -> bool:
                 and np.allclose(a[0][keep_a], b[0][keep_b], atol=0.5))
 
 
+def openvino_detector(run: str, work_dir: str):
+    """A Detector of the run's float32 OpenVINO export, written under work_dir."""
+    from detkit.inference.detector import Detector
+    from detkit.inference.openvino import export_openvino
+
+    export_openvino(run, work_dir)
+    return Detector.from_checkpoint(work_dir)
+
+
 def measure(arch: str, args) -> dict:
-    """Interleaved rounds of torchvision, detkit (folded) and detkit unfolded on one arch."""
+    """Interleaved rounds of torchvision, detkit (folded), detkit unfolded and (--openvino) its export on one
+    arch."""
+    import tempfile
+
     from PIL import Image
 
     from detkit.inference.detector import Detector
@@ -92,10 +106,17 @@ def measure(arch: str, args) -> dict:
         [args.torch_python, os.path.abspath(__file__), "--torch-side", arch, "--pth",
          os.path.join(args.work_dir, f"{arch}.pth"), "--images", str(args.images), "--threads", str(args.threads)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    detector = Detector.from_checkpoint(os.path.join(args.work_dir, f"{arch}-run"))
+    run = os.path.join(args.work_dir, f"{arch}-run")
+    detector = Detector.from_checkpoint(run)
     folded = detector.runtime
     unfolded = unfolded_runtime(detector)
     agree = all(same_detections(folded.one(im), unfolded.one(im)) for im in images)
+    scratch = tempfile.TemporaryDirectory(prefix="detkit-ov-")
+    exported = openvino_detector(run, os.path.join(scratch.name, "export")) if args.openvino else None
+    if exported is not None:
+        from openvino_speed import parity  # this directory is on sys.path (test_photos)
+
+        ov_parity = parity(detector, exported, images, 0.05)
     if child.stdout.readline().strip() != "ready":
         raise SystemExit(f"{arch}: the torch side did not start")
 
@@ -112,6 +133,8 @@ def measure(arch: str, args) -> dict:
 
     sides = {"torchvision": torch_round, "detkit": lambda: tf_round(folded),
              "detkit_unfolded": lambda: tf_round(unfolded)}
+    if exported is not None:
+        sides["openvino"] = lambda: tf_round(exported.runtime)
     times: dict[str, list[float]] = {k: [] for k in sides}
     for r in range(args.rounds):
         for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
@@ -120,14 +143,21 @@ def measure(arch: str, args) -> dict:
         print(f"[bench] {arch}: round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
     child.stdin.close()
     child.wait()
+    scratch.cleanup()
     med = {k: round(statistics.median(v), 4) for k, v in times.items()}
+    if exported is not None:
+        more = {"openvino_over_torchvision": round(med["openvino"] / med["torchvision"], 3),
+                "openvino_over_detkit": round(med["openvino"] / med["detkit"], 3),
+                "openvino_parity_with_detkit": ov_parity}
+    else:
+        more = {}
     return {
         "arch": arch, "photos": len(images), "rounds": args.rounds, "threads": args.threads,
         "seconds_per_image": med,
         "detkit_over_torchvision": round(med["detkit"] / med["torchvision"], 3),
         "unfolded_over_torchvision": round(med["detkit_unfolded"] / med["torchvision"], 3),
         "folded_over_unfolded": round(med["detkit"] / med["detkit_unfolded"], 3),
-        "folded_detections_equal_unfolded": agree,
+        "folded_detections_equal_unfolded": agree, **more,
         "all_rounds": {k: [round(t, 4) for t in v] for k, v in times.items()},
     }
 
@@ -141,6 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--settle", type=float, default=0.5, help="seconds of rest before each side's round")
+    parser.add_argument("--openvino", action="store_true", help="also time the run's float32 OpenVINO export")
     parser.add_argument("--torch-side", default="", help=argparse.SUPPRESS)
     parser.add_argument("--pth", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

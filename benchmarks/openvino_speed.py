@@ -62,6 +62,21 @@ def floor_of(dets: tuple, cap: int, threshold: float) -> float:
     return float(dets[1].min()) if len(dets[1]) >= cap else threshold
 
 
+def parity(reference, other, images: list[np.ndarray], min_score: float) -> dict:
+    """Share of the reference Detector's detections (score >= min_score) the other reproduces, and back."""
+    post = reference.config.model.postprocess
+    cap = min(post.max_total, post.max_per_class) if len(reference.class_names) == 1 else post.max_total
+    there = back = total_ref = total_other = 0
+    for image in images:
+        ref, out = reference.raw_detections(image), other.raw_detections(image)
+        hits, n = reproduced(ref, out, min_score, floor_of(out, cap, post.score_threshold))
+        there, total_ref = there + hits, total_ref + n
+        hits, n = reproduced(out, ref, min_score, floor_of(ref, cap, post.score_threshold))
+        back, total_other = back + hits, total_other + n
+    return {"reproduced": round(there / max(total_ref, 1), 4), "and_back": round(back / max(total_other, 1), 4),
+            "detections": total_ref, "min_score": min_score}
+
+
 def timed(detectors: dict, images: list[np.ndarray], rounds: int) -> dict[str, float]:
     """Median over rounds of each detector's mean seconds per image, photo by photo, the order alternating."""
     names = list(detectors)
@@ -93,15 +108,7 @@ def measure(name: str, run_dir: str, args) -> dict:
         export_seconds = time.time() - start
         tf_detector = Detector.from_checkpoint(run_dir)
         ov_detector = Detector.from_checkpoint(os.path.join(tmp, "ov"))
-        post = tf_detector.config.model.postprocess
-        cap = min(post.max_total, post.max_per_class) if len(tf_detector.class_names) == 1 else post.max_total
-        there = back = total_tf = total_ov = 0
-        for image in images[:args.images]:
-            ref, out = tf_detector.raw_detections(image), ov_detector.raw_detections(image)
-            hits, n = reproduced(ref, out, args.min_score, floor_of(out, cap, post.score_threshold))
-            there, total_tf = there + hits, total_tf + n
-            hits, n = reproduced(out, ref, args.min_score, floor_of(ref, cap, post.score_threshold))
-            back, total_ov = back + hits, total_ov + n
+        agreement = parity(tf_detector, ov_detector, images[:args.images], args.min_score)
         detectors = {"tensorflow": tf_detector, "openvino": ov_detector}
         report = None
         if args.int8 and (tf_detector.config.dataset.dir or args.int8_dataset):
@@ -112,8 +119,7 @@ def measure(name: str, run_dir: str, args) -> dict:
             detectors["openvino_int8"] = Detector.from_checkpoint(os.path.join(tmp, "int8"))
         seconds = timed(detectors, images[:args.time_images], args.rounds)
     return {"model": name, "run_dir": run_dir, "architecture": tf_detector.config.model.architecture,
-            "parity": {"reproduced": round(there / max(total_tf, 1), 4), "and_back": round(back / max(total_ov, 1), 4),
-                       "detections": total_tf, "min_score": args.min_score},
+            "parity": agreement,
             "seconds_per_image": seconds, "openvino_over_tensorflow": round(seconds["openvino"] / seconds["tensorflow"], 3),
             **({"int8_over_openvino": round(seconds["openvino_int8"] / seconds["openvino"], 3),
                 "int8_export": report.summary()} if report else {}),
