@@ -8,9 +8,12 @@ pipeline with the same `target_hw` (with its random scale), where it runs in par
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 # Pixel normalisations, by the name a body gives for the weights it was made for.
@@ -28,13 +31,64 @@ def resize_scale(height: tf.Tensor, width: tf.Tensor, min_size: int, max_size: i
     return tf.minimum(min_size / tf.minimum(h, w), max_size / tf.maximum(h, w))
 
 
+# Reference sides (the side whose target sets the scale) up to this many pixels get torchvision's float64
+# sizes exactly by floor_hw's integer arithmetic; above it, the exact quotient's floor (one pixel more than
+# float64 gives in about 4% of the sizes whose product divides evenly, which few photos that large have).
+FLOOR_EXACT_SIDES = 8192
+
+
+@functools.lru_cache(maxsize=16)
+def float64_shortfall(size: int, sides: int = FLOOR_EXACT_SIDES) -> tuple[np.ndarray, np.ndarray]:
+    """For each reference side d in 1..sides, (numerator, denominator) of (size - fl64(size / d) * d) * 2**53
+    where float64's quotient falls short of size / d, else (0, 1); index 0 is (0, 1)."""
+    numerators, denominators = np.zeros(sides + 1, np.int32), np.ones(sides + 1, np.int32)
+    for d in range(1, sides + 1):
+        short = (Fraction(size) - Fraction(size / d) * d) * 2 ** 53
+        if short > 0:
+            numerators[d], denominators[d] = short.numerator, short.denominator
+    return numerators, denominators
+
+
+def floor_hw(hw: tf.Tensor, min_size: int, max_size: int) -> tf.Tensor:
+    """torchvision's sizes [..., 2] for images of sizes hw [..., 2], floor(side * min(min_size / short,
+    max_size / long)) computed as Python does in float64, by int32 arithmetic alone.
+
+    OpenVINO's CPU plugin runs float64 as float32, which moved about one size in eleven by a pixel. With n / d
+    the scale, side * n / d is either not a whole number, and then float64's two roundings cannot cross one (they
+    move it by less than side * n * 2**-52, far below 1 / d), or a whole number k that float64 gives as k or just
+    under it: under it when fl64(n / d) falls short of n / d, relative to it, by more than float64's half step
+    just under k, relative to k. float64_shortfall tabulates the shortfall per d; the comparison is of integers
+    (a tie keeps k, whose significand is the even one).
+    """
+    hw = tf.cast(hw, tf.int32)
+    short = tf.reduce_min(hw, axis=-1, keepdims=True)
+    long = tf.reduce_max(hw, axis=-1, keepdims=True)
+    by_short = min_size * long <= max_size * short  # the rationals' order is the rounded quotients' order
+    n = tf.where(by_short, min_size, max_size)
+    d = tf.where(by_short, short, long)
+    row = tf.where(d <= FLOOR_EXACT_SIDES, d, 0)
+    by_min, by_max = float64_shortfall(min_size), float64_shortfall(max_size)
+    numerator = tf.where(by_short, tf.gather(by_min[0], row), tf.gather(by_max[0], row))
+    denominator = tf.where(by_short, tf.gather(by_min[1], row), tf.gather(by_max[1], row))
+    product = hw * n
+    k = product // d
+    powers = tf.constant([2 ** i for i in range(31)], tf.int32)
+    below = tf.reduce_max(tf.where(k[..., None] >= powers, powers, 0), axis=-1)  # the largest power of 2 <= k
+    half_step = tf.where(below == k, k // 2, below)  # float64's half step just under k, times 2**53
+    down = (product == k * d) & (numerator * k > half_step * n * denominator)
+    return tf.maximum(k - tf.cast(down, tf.int32), 1)
+
+
 def input_hw(hw: tf.Tensor, min_size: int, max_size: int, rounding: str = "round",
              factor: Optional[tf.Tensor] = None) -> tf.Tensor:
     """The (height, width) the network sees for an image of size hw (times `factor`), at least 1 pixel.
 
     "round" is detkit's float32 rounding; "floor" is torchvision's: scale and size in float64 (Python floats
-    there), then truncated, as F.interpolate(scale_factor=..., recompute_scale_factor=True) does.
+    there), then truncated, as F.interpolate(scale_factor=..., recompute_scale_factor=True) does (floor_hw
+    when there is no factor, so that a runtime without float64 gets the same sizes).
     """
+    if rounding == "floor" and factor is None:
+        return floor_hw(hw, min_size, max_size)
     if rounding == "floor":
         sides = tf.cast(hw, tf.float64)
         scale = tf.minimum(min_size / tf.reduce_min(sides), max_size / tf.reduce_max(sides))

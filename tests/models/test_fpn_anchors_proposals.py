@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from detkit.models import anchors, proposals
-from detkit.models.transform import input_hw, mask_and_pad
+from detkit.models.transform import floor_hw, input_hw, mask_and_pad
 
 
 def test_rounded_base_anchors_as_torchvision():
@@ -65,6 +65,21 @@ def test_mask_and_pad_zeroes_outside_each_image_and_pads_to_a_multiple():
     # Whole images (one image as resize_batch gives it): nothing zeroed, the same padding.
     whole = mask_and_pad(images, None, 4).numpy()[..., 0]
     assert whole.shape == (2, 8, 8) and whole.sum() == 60 and whole[:, :5, :6].min() == 1
+
+
+def test_floor_sizes_are_pythons_float64_ones_by_integers_alone():
+    # 800 / 161 * 161 is 799.9999999999999 in float64 (torchvision resizes to 799); 800 / 141 * 141 is 800.0;
+    # 1333 / 193 * 193 is 1333.0.
+    np.testing.assert_array_equal(floor_hw(tf.constant([[161, 253], [141, 233], [193, 101]]), 800, 1333).numpy(),
+                                  [[799, 1257], [800, 1321], [1333, 697]])
+    h, w = np.meshgrid(np.arange(1, 701), np.arange(1, 701), indexing="ij")
+    hw = np.stack([h.ravel(), w.ravel()], -1)
+    for min_size, max_size in ((800, 1333), (320, 640)):
+        scale = np.minimum(min_size / hw.min(1), max_size / hw.max(1))[:, None]  # numpy's float64 is Python's
+        expected = np.maximum(np.floor(hw * scale), 1)
+        np.testing.assert_array_equal(floor_hw(tf.constant(hw), min_size, max_size).numpy(), expected)
+    # Beyond the table the exact quotient's floor: 800 / 8562 * 8562 is 799.9999999999999 in float64.
+    assert 800 / 8562 * 8562 < 800 and floor_hw(tf.constant([8562, 9000]), 800, 1333).numpy().tolist() == [800, 840]
 
 
 def test_floor_rounding_is_torchvisions_resized_size():
