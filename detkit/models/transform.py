@@ -32,8 +32,8 @@ def resize_scale(height: tf.Tensor, width: tf.Tensor, min_size: int, max_size: i
 
 
 # Reference sides (the side whose target sets the scale) up to this many pixels get torchvision's float64
-# sizes exactly by floor_hw's integer arithmetic; above it, the exact quotient's floor (one pixel more than
-# float64 gives in about 4% of the sizes whose product divides evenly, which few photos that large have).
+# sizes exactly by floor_hw's integer arithmetic; above it, the exact quotient's floor, a pixel more than
+# float64 gives for some of the sizes whose product divides evenly.
 FLOOR_EXACT_SIDES = 8192
 
 
